@@ -1,0 +1,202 @@
+"""The taxonomy tree: folders as a networkx DiGraph, leaves = folders holding qna.yaml.
+
+Node ids are '/'-joined folder paths relative to the root ("" is the root). Each node has
+attributes `kind` ("branch" for inner folders), `leaf`, `path`; leaves also `version`,
+`content`, `content_hash`, `file` and a `record` (records.Leaf).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import networkx as nx
+
+from compiler.errors import TaxonomyError
+from compiler.records import Leaf, NodeKind
+from compiler.yamlload import YamlLoadError, load_file
+
+QNA = "qna.yaml"
+KIND_FOLDERS = {"compositional_skills": "skill", "knowledge": "knowledge",
+                "foundational_skills": "foundational_skill"}
+SKIP_DIRS = {".git", ".github", "node_modules", "__pycache__", ".venv"}
+
+
+def is_qna_like(name: str) -> bool:
+    """Names contributors use for the qna file; only `qna.yaml` is valid, the rest must be reported."""
+    low = name.lower()
+    return low in ("qna.yaml", "qna.yml")
+
+
+@dataclass(frozen=True)
+class FoundFile:
+    path: Path  # absolute, resolved
+    rel: str  # relative to the root, '/'-separated, as found (not resolved)
+
+
+@dataclass(frozen=True)
+class WalkProblem:
+    rel: str
+    rule: str
+    message: str
+    hint: str
+
+
+def walk(root: Path) -> tuple[list[FoundFile], list[WalkProblem]]:
+    """Every qna-like file under root, sorted; symlink loops and escapes are problems, not crashes."""
+    root = root.resolve()
+    found: list[FoundFile] = []
+    problems: list[WalkProblem] = []
+    visited: set[tuple[int, int]] = set()
+
+    def visit(directory: Path, rel_parts: tuple[str, ...]) -> None:
+        try:
+            st = directory.stat()
+        except OSError as exc:
+            problems.append(WalkProblem("/".join(rel_parts) or ".", "unreadable-path", str(exc), ""))
+            return
+        if (st.st_dev, st.st_ino) in visited:
+            problems.append(WalkProblem("/".join(rel_parts), "symlink-loop",
+                                        "symlink loop: folder already visited", "remove the symlink"))
+            return
+        visited.add((st.st_dev, st.st_ino))
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(WalkProblem("/".join(rel_parts) or ".", "unreadable-path", str(exc), ""))
+            return
+        for entry in entries:
+            rel = "/".join(rel_parts + (entry.name,))
+            if entry.is_symlink():
+                try:
+                    target = Path(entry.path).resolve(strict=True)
+                except (OSError, RuntimeError):
+                    problems.append(WalkProblem(rel, "symlink-loop" if _loops(entry.path) else "broken-symlink",
+                                                "symlink cannot be resolved", "remove or fix the symlink"))
+                    continue
+                if not _inside(target, root):
+                    problems.append(WalkProblem(rel, "path-escapes-root",
+                                                f"symlink points outside the taxonomy root ({target})",
+                                                "taxonomy files must live inside the taxonomy"))
+                    continue
+            if entry.is_dir():
+                if entry.name not in SKIP_DIRS:
+                    visit(Path(entry.path), rel_parts + (entry.name,))
+            elif is_qna_like(entry.name):
+                found.append(FoundFile(Path(entry.path).resolve(), rel))
+
+    visit(root, ())
+    return found, problems
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def _loops(path: str) -> bool:
+    try:
+        Path(path).resolve(strict=True)
+        return False
+    except RuntimeError:
+        return True
+    except OSError as exc:
+        return "loop" in str(exc).lower() or getattr(exc, "errno", None) == 40
+
+
+def kind_of(rel: str, content: object) -> NodeKind:
+    """Kind from the nearest enclosing kind folder, else from content (as InstructLab does)."""
+    parts = rel.split("/")[:-1]
+    base = None
+    for part in reversed(parts):
+        if part in KIND_FOLDERS:
+            base = KIND_FOLDERS[part]
+            break
+    if base is None:
+        base = "knowledge" if isinstance(content, dict) and "document" in content else "skill"
+    if base == "skill":
+        seeds = content.get("seed_examples") if isinstance(content, dict) else None
+        grounded = isinstance(seeds, list) and any(isinstance(s, dict) and s.get("context") for s in seeds)
+        return "grounded_skill" if grounded else "freeform_skill"
+    return base  # type: ignore[return-value]
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Taxonomy:
+    """A loaded taxonomy: the tree (networkx DiGraph) and its leaves."""
+
+    def __init__(self, root: Path, graph: nx.DiGraph):
+        self.root = root
+        self.graph = graph
+
+    def leaves(self) -> list[Leaf]:
+        return [self.graph.nodes[n]["record"] for n in sorted(self.graph.nodes)
+                if self.graph.nodes[n].get("leaf")]
+
+    def leaf(self, node_id: str) -> Leaf:
+        return self.graph.nodes[node_id]["record"]
+
+    def siblings(self, node_id: str) -> list[str]:
+        """Other leaves under the same parent folder (for cross-leaf near-duplicate checks)."""
+        parents = list(self.graph.predecessors(node_id))
+        if not parents:
+            return []
+        return sorted(n for n in self.graph.successors(parents[0])
+                      if n != node_id and self.graph.nodes[n].get("leaf"))
+
+    def content_hash(self) -> str:
+        """One hash for the whole taxonomy: every leaf's id and file hash."""
+        h = hashlib.sha256()
+        for leaf in self.leaves():
+            h.update(f"{leaf.node_id}\0{leaf.content_hash}\n".encode())
+        return h.hexdigest()
+
+
+def load_taxonomy(root: str | Path) -> Taxonomy:
+    """Load every qna.yaml under root into the tree. Raises TaxonomyError on unreadable files;
+    schema validity is `validate`'s job (compile runs validate first)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise TaxonomyError(f"taxonomy root {root} is not a folder", hint="pass the folder holding the taxonomy")
+    root = root.resolve()
+    files, problems = walk(root)
+    if problems:
+        p = problems[0]
+        raise TaxonomyError(p.message, path=p.rel, hint=p.hint)
+    graph = nx.DiGraph()
+    graph.add_node("", kind="branch", leaf=False, path=str(root))
+    for f in files:
+        if f.rel.rsplit("/", 1)[-1] != QNA:
+            raise TaxonomyError(f"file must be named {QNA}", path=f.rel, hint=f"rename it to {QNA}")
+        try:
+            loaded = load_file(f.path)
+        except YamlLoadError as exc:
+            raise TaxonomyError(exc.issue.message, path=f.rel, line=exc.issue.line,
+                                column=exc.issue.column, hint=exc.issue.hint) from None
+        if not isinstance(loaded.data, dict):
+            raise TaxonomyError("top level must be a mapping", path=f.rel, line=1, column=1,
+                                hint="start the file with `version:` and the other keys")
+        node_id = f.rel.rsplit("/", 1)[0] if "/" in f.rel else ""
+        version = loaded.data.get("version", 1)
+        leaf = Leaf(node_id=node_id, file=f.rel, kind=kind_of(f.rel, loaded.data),
+                    version=version if isinstance(version, int) else 1, content=loaded.data,
+                    content_hash=hashlib.sha256(loaded.text.encode("utf-8")).hexdigest())
+        parts = node_id.split("/") if node_id else []
+        parent = ""
+        for i in range(1, len(parts) + 1):
+            nid = "/".join(parts[:i])
+            if nid not in graph:
+                graph.add_node(nid, kind="branch", leaf=False, path=str(root / nid))
+                graph.add_edge(parent, nid)
+            parent = nid
+        graph.nodes[node_id].update(kind=leaf.kind, leaf=True, version=leaf.version, content=leaf.content,
+                                    content_hash=leaf.content_hash, file=f.rel, record=leaf)
+    return Taxonomy(root, graph)
