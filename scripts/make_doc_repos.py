@@ -31,14 +31,29 @@ def git(*args: str, cwd: Path) -> str:
 
 
 def build_repo(src: Path, dest: Path) -> str:
-    """(Re)build dest as a one-commit repository holding src's files; return the commit id."""
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(src, dest)
-    git("init", "-q", "-b", "main", cwd=dest)
-    git("add", "-A", cwd=dest)
-    git("-c", "commit.gpgsign=false", "commit", "-q", "-m", f"documents: {src.name}", cwd=dest)
-    return git("rev-parse", "HEAD", cwd=dest)
+    """Build dest as a one-commit repository holding src's files; return the commit id.
+
+    Built beside dest and swapped in only when it differs, so concurrent readers never see a
+    half-built repository."""
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(src, tmp)
+    git("init", "-q", "-b", "main", cwd=tmp)
+    git("add", "-A", cwd=tmp)
+    git("-c", "commit.gpgsign=false", "commit", "-q", "-m", f"documents: {src.name}", cwd=tmp)
+    commit = git("rev-parse", "HEAD", cwd=tmp)
+    try:
+        current = git("rev-parse", "HEAD", cwd=dest) if (dest / ".git").exists() else None
+    except subprocess.CalledProcessError:
+        current = None
+    if current == commit:
+        shutil.rmtree(tmp)
+    else:
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    return commit
 
 
 def main(argv: list[str]) -> int:
