@@ -16,7 +16,7 @@ import networkx as nx
 
 from compiler.errors import TaxonomyError
 from compiler.records import Leaf, NodeKind
-from compiler.yamlload import YamlLoadError, load_file
+from compiler.yamlload import YamlLoadError, load_bytes, read_bytes
 
 QNA = "qna.yaml"
 KIND_FOLDERS = {"compositional_skills": "skill", "knowledge": "knowledge",
@@ -45,49 +45,69 @@ class WalkProblem:
 
 
 def walk(root: Path) -> tuple[list[FoundFile], list[WalkProblem]]:
-    """Every qna-like file under root, sorted; symlink loops and escapes are problems, not crashes."""
+    """Every qna-like file under root, sorted; symlink loops and escapes are problems, not crashes.
+
+    A symlink is followed only if it stays inside the root; other names than qna-like files
+    are never opened, so a broken link to, say, an image is not the taxonomy's problem."""
     root = root.resolve()
     found: list[FoundFile] = []
     problems: list[WalkProblem] = []
     visited: set[tuple[int, int]] = set()
 
-    def visit(directory: Path, rel_parts: tuple[str, ...]) -> None:
+    def visit(directory: Path, rel_parts: tuple[str, ...], ancestors: frozenset[tuple[int, int]]) -> None:
         try:
             st = directory.stat()
-        except OSError as exc:
-            problems.append(WalkProblem("/".join(rel_parts) or ".", "unreadable-path", str(exc), ""))
-            return
-        if (st.st_dev, st.st_ino) in visited:
-            problems.append(WalkProblem("/".join(rel_parts), "symlink-loop",
-                                        "symlink loop: folder already visited", "remove the symlink"))
-            return
-        visited.add((st.st_dev, st.st_ino))
-        try:
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
         except OSError as exc:
-            problems.append(WalkProblem("/".join(rel_parts) or ".", "unreadable-path", str(exc), ""))
+            problems.append(WalkProblem("/".join(rel_parts) or ".", "unreadable-path",
+                                        f"cannot read folder: {exc.strerror or exc}", "check its permissions"))
             return
+        ident = (st.st_dev, st.st_ino)
+        if ident in visited:  # reached again through a symlink: its files are already listed
+            return
+        visited.add(ident)
+        ancestors = ancestors | {ident}
         for entry in entries:
             rel = "/".join(rel_parts + (entry.name,))
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+            except OSError:
+                is_dir = False
             if entry.is_symlink():
                 try:
                     target = Path(entry.path).resolve(strict=True)
                 except (OSError, RuntimeError):
-                    problems.append(WalkProblem(rel, "symlink-loop" if _loops(entry.path) else "broken-symlink",
-                                                "symlink cannot be resolved", "remove or fix the symlink"))
+                    if _loops(entry.path):
+                        problems.append(WalkProblem(rel, "symlink-loop", "symlink loop: the link points back to itself",
+                                                    "remove the symlink"))
+                    elif is_qna_like(entry.name):
+                        problems.append(WalkProblem(rel, "broken-symlink", "symlink target does not exist",
+                                                    "replace the symlink with the file itself"))
+                    continue
+                if not (is_dir or is_qna_like(entry.name)):
                     continue
                 if not _inside(target, root):
                     problems.append(WalkProblem(rel, "path-escapes-root",
-                                                f"symlink points outside the taxonomy root ({target})",
-                                                "taxonomy files must live inside the taxonomy"))
+                                                "symlink points outside the taxonomy root",
+                                                "taxonomy files must live inside the taxonomy; copy the file in"))
                     continue
-            if entry.is_dir():
+                if is_dir:
+                    try:
+                        tst = target.stat()
+                    except OSError:
+                        continue
+                    if (tst.st_dev, tst.st_ino) in ancestors:
+                        problems.append(WalkProblem(rel, "symlink-loop",
+                                                    "symlink loop: the link points to a folder that contains it",
+                                                    "remove the symlink"))
+                        continue
+            if is_dir:
                 if entry.name not in SKIP_DIRS:
-                    visit(Path(entry.path), rel_parts + (entry.name,))
+                    visit(Path(entry.path), rel_parts + (entry.name,), ancestors)
             elif is_qna_like(entry.name):
                 found.append(FoundFile(Path(entry.path).resolve(), rel))
 
-    visit(root, ())
+    visit(root, (), frozenset())
     return found, problems
 
 
@@ -177,7 +197,8 @@ def load_taxonomy(root: str | Path) -> Taxonomy:
         if f.rel.rsplit("/", 1)[-1] != QNA:
             raise TaxonomyError(f"file must be named {QNA}", path=f.rel, hint=f"rename it to {QNA}")
         try:
-            loaded = load_file(f.path)
+            raw = read_bytes(f.path)
+            loaded = load_bytes(raw)
         except YamlLoadError as exc:
             raise TaxonomyError(exc.issue.message, path=f.rel, line=exc.issue.line,
                                 column=exc.issue.column, hint=exc.issue.hint) from None
@@ -188,7 +209,7 @@ def load_taxonomy(root: str | Path) -> Taxonomy:
         version = loaded.data.get("version", 1)
         leaf = Leaf(node_id=node_id, file=f.rel, kind=kind_of(f.rel, loaded.data),
                     version=version if isinstance(version, int) else 1, content=loaded.data,
-                    content_hash=hashlib.sha256(loaded.text.encode("utf-8")).hexdigest())
+                    content_hash=hashlib.sha256(raw).hexdigest())
         parts = node_id.split("/") if node_id else []
         parent = ""
         for i in range(1, len(parts) + 1):

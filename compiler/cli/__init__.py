@@ -41,10 +41,23 @@ class LazyGroup(click.Group):
             return getattr(importlib.import_module(module), attr)
         except ImportError as exc:
             missing = getattr(exc, "name", None) or str(exc)
-            extra = "train" if name in ("train", "eval") else "compile"
-            raise click.ClickException(
-                f"`kdc {name}` needs packages that are not installed ({missing}); "
-                f"install them with: pip install 'kdc[{extra}]'") from None
+            if missing.startswith("compiler"):
+                raise  # our own module is broken: a bug, not a missing extra
+            return _needs_extra(name, missing)
+
+
+def _needs_extra(name: str, missing: str) -> click.Command:
+    """A stand-in command that explains which extra to install (keeps `kdc --help` working)."""
+    extra = "train" if name in ("train", "eval") else "embedded" if name == "compile" else "compile"
+
+    @click.command(name=name, context_settings={"ignore_unknown_options": True},
+                   help=f"(needs: pip install 'kdc[{extra}]')", add_help_option=False)
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def stand_in(args):
+        raise click.ClickException(f"`kdc {name}` needs packages that are not installed ({missing}); "
+                                   f"install them with: pip install 'kdc[{extra}]'")
+
+    return stand_in
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,0 +1,100 @@
+"""Gate throughput: N synthetic records (a known share of exact and near duplicates, some PII)
+through Gatekeeper.check, one at a time as the compile loop does.
+
+    .venv/bin/python benchmarks/bench_gates.py            # 10k and 100k
+    .venv/bin/python benchmarks/bench_gates.py 20000      # one size
+
+Prints seconds, records/s and the growth factor between sizes (10x records should cost ~10x),
+and checks that the gates caught the planted duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from compiler.gates import GateConfig, Gatekeeper  # noqa: E402
+from compiler.records import Record, Sample, Seed  # noqa: E402
+from compiler.taxonomy import load_taxonomy  # noqa: E402
+
+NODES = 20
+_SYL = "ka lo mi ne ru sa te vo bi da fe gu hi jo ly po qu re si tu".split()
+# Word-like tokens (20^3 = 8,000 of them), stop words, and some numbers as real text has.
+VOCAB = ([a + b + c for a in _SYL for b in _SYL for c in _SYL]
+         + "the a of to in is and what how why which".split() * 40 + [str(n) for n in range(1, 2100, 7)])
+NEAR_SHARE, EXACT_SHARE, PII_SHARE = 0.10, 0.05, 0.02
+
+
+def make_taxonomy(root: Path) -> None:
+    for i in range(NODES):
+        leaf = root / "compositional_skills" / f"group{i // 5}" / f"leaf{i}"
+        leaf.mkdir(parents=True)
+        examples = "".join(f"  - question: Seed question {i} {j} about topic {j}?\n    answer: Seed answer {j}.\n"
+                           for j in range(5))
+        (leaf / "qna.yaml").write_text(f"version: 3\ncreated_by: bench\ntask_description: bench leaf {i}\n"
+                                       f"seed_examples:\n{examples}")
+
+
+def records(n: int, rng: random.Random) -> list[Sample]:
+    out: list[Sample] = []
+    for i in range(n):
+        node = f"compositional_skills/group{(i % NODES) // 5}/leaf{i % NODES}"
+        r = rng.random()
+        same_node = [s for s in out[-NODES * 3:] if s.node_id == node]
+        if r < EXACT_SHARE and same_node:
+            rec = same_node[-1].record
+        elif r < EXACT_SHARE + NEAR_SHARE and same_node:
+            prev = same_node[-1].record
+            toks = prev.answer.split()
+            toks[rng.randrange(len(toks))] = rng.choice(VOCAB)  # one word changed
+            rec = Record(prev.question, prev.reasoning, " ".join(toks))
+        else:
+            q = "what is " + " ".join(rng.choice(VOCAB) for _ in range(rng.randint(8, 20))) + "?"
+            a = " ".join(rng.choice(VOCAB) for _ in range(rng.randint(20, 60))) + "."
+            if rng.random() < PII_SHARE:
+                a += " Write to someone@example.org or call +44 20 7946 0958."
+            rec = Record(q, ("First consider the question.", "Then answer it."), a)
+        out.append(Sample(f"s{i}", node, rec, [{"role": "user", "content": rec.question},
+                                                {"role": "assistant", "content": rec.answer}],
+                          {"kind": "freeform_skill"}))
+    return out
+
+
+async def run(gk: Gatekeeper, samples: list[Sample]) -> Counter:
+    reasons: Counter = Counter()
+    for s in samples:
+        v = await gk.check(s)
+        reasons[v.reason or "accepted"] += 1
+    return reasons
+
+
+def main() -> None:
+    sizes = [int(a) for a in sys.argv[1:]] or [10_000, 100_000]
+    with tempfile.TemporaryDirectory() as tmp:
+        make_taxonomy(Path(tmp))
+        tax = load_taxonomy(tmp)
+        seeds = {leaf.node_id: leaf.seeds() for leaf in tax.leaves()}
+        train = {k: v[1:] for k, v in seeds.items()}
+        results = []
+        for n in sizes:
+            samples = records(n, random.Random(n))
+            gk = Gatekeeper(GateConfig(), tax, train, {k: v[:1] for k, v in seeds.items()})
+            t0 = time.perf_counter()
+            reasons = asyncio.run(run(gk, samples))
+            dt = time.perf_counter() - t0
+            results.append((n, dt))
+            print(f"{n:>8,} records  {dt:7.2f} s  {n / dt:9,.0f} records/s  {dict(sorted(reasons.items()))}",
+                  flush=True)
+        for (n1, t1), (n2, t2) in zip(results, results[1:]):
+            print(f"growth {n1:,} -> {n2:,}: records x{n2 / n1:.1f}, time x{t2 / t1:.2f}")
+
+
+if __name__ == "__main__":
+    main()

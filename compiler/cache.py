@@ -1,0 +1,64 @@
+"""Content-addressed teacher cache: one SQLite row per request key, committed the moment the
+answer arrives.
+
+The key hashes everything that decides a request (rendered prompt, template, teacher model,
+sampling parameters, response schema, sample index), so an unchanged tree re-runs with zero
+teacher calls and an edited leaf misses only its own keys. WAL mode with autocommit: a row is
+durable once `put` returns, so `kill -9` at any moment loses at most the requests in flight.
+Only answers are cached (raw text + usage), never verdicts: parsing and gating re-run and stay
+consistent with the current code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS answers (
+    key TEXT PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    sample_index INTEGER NOT NULL,
+    payload TEXT NOT NULL
+);
+"""
+
+
+def request_key(payload: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of what decides a request."""
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class Cache:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes (kill -9)
+        self.db.execute("PRAGMA busy_timeout=10000")
+        self.db.executescript(SCHEMA)
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT payload FROM answers WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return json.loads(row[0])
+
+    def put(self, key: str, node_id: str, sample_index: int, payload: dict[str, Any]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO answers (key, node_id, sample_index, payload) VALUES (?, ?, ?, ?)",
+                        (key, node_id, sample_index, json.dumps(payload, ensure_ascii=False)))
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,268 @@
+"""Knowledge documents: read from a git repository at a commit with real git, turned from
+markdown into text, cut into overlapping token chunks with provenance.
+
+Why real git and a pinned commit: the sample's provenance (repo, commit, file, span, hash) must
+point at bytes anyone can check out again. Files are read with `git show COMMIT:path` from the
+object store, never from the working tree, so uncommitted edits and symlinks cannot leak in,
+and a pattern can never name a path outside the repository.
+
+Tokens are whitespace-separated words (`\\S+`): tokenizer-free, deterministic and the same for
+every teacher; a chunk of 200 such tokens is roughly 260 tokens of a BPE tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+
+from compiler.errors import DocumentError
+from compiler.records import Chunk
+
+MAX_DOC_BYTES = 5_000_000
+_URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.I)
+_SHA = re.compile(r"^[0-9a-f]{7,64}$")
+_TOKEN = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class Document:
+    repo: str  # as written in qna.yaml
+    commit: str  # full sha
+    file: str  # path inside the repository
+    text: str  # plain text (markdown converted)
+
+
+def _git(repo: Path, *args: str, binary: bool = False) -> bytes | str:
+    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    env.pop("GIT_DIR", None)
+    env.pop("GIT_WORK_TREE", None)
+    try:
+        res = subprocess.run(["git", "-C", str(repo), "-c", "core.quotepath=off", *args], env=env,
+                             capture_output=True, timeout=120, check=False)
+    except FileNotFoundError:
+        raise DocumentError("git is not installed", hint="install git: knowledge documents are read from git") from None
+    except subprocess.TimeoutExpired:
+        raise DocumentError(f"git {args[0]} timed out in {repo}") from None
+    if res.returncode != 0:
+        msg = res.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise DocumentError(f"git {args[0]} failed in {repo}: {msg[-1] if msg else 'error'}")
+    return res.stdout if binary else res.stdout.decode("utf-8", "replace")
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kdc" / "repos"
+
+
+def resolve_repo(repo: str, taxonomy_root: Path, *, fetch: bool = False, where: str | None = None) -> Path:
+    """The local git repository for a qna.yaml `document.repo`: a path (relative to the taxonomy
+    root) or a URL, cloned into the cache only when fetching is allowed."""
+    if not isinstance(repo, str) or not repo.strip():
+        raise DocumentError("document.repo is empty", path=where, hint="name a git repository (path or URL)")
+    repo = repo.strip()
+    if _URL.match(repo) and not repo.startswith("file://"):
+        if not fetch:
+            raise DocumentError(f"document repo {repo} is remote and fetching is off", path=where,
+                                hint="set `fetch_documents: true` in kdc.yaml, or clone it and use a local path")
+        return _clone(repo, where)
+    if repo.startswith("file://"):
+        if not fetch:
+            raise DocumentError(f"document repo {repo} is a URL and fetching is off", path=where,
+                                hint="set `fetch_documents: true` in kdc.yaml, or use a plain path")
+        return _clone(repo, where)
+    path = Path(repo).expanduser()
+    if not path.is_absolute():
+        path = taxonomy_root / path
+    path = path.resolve()
+    if not path.is_dir():
+        raise DocumentError(f"document repo {repo} not found (looked in {path})", path=where,
+                            hint="relative repo paths are resolved against the taxonomy root")
+    top = str(_git(path, "rev-parse", "--show-toplevel")).strip()
+    if Path(top).resolve() != path:
+        raise DocumentError(f"{path} is not the top of a git repository (top is {top})", path=where)
+    return path
+
+
+def _clone(url: str, where: str | None) -> Path:
+    dest = cache_dir() / hashlib.sha256(url.encode()).hexdigest()[:24]
+    if not (dest / ".git").exists() and not (dest / "HEAD").exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
+        res = subprocess.run(["git", "clone", "--quiet", "--no-checkout", url, str(tmp)], capture_output=True,
+                             timeout=600, check=False, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
+        if res.returncode != 0:
+            err = res.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise DocumentError(f"cannot clone {url}: {err[-1] if err else 'git clone failed'}", path=where)
+        os.replace(tmp, dest)
+    return dest
+
+
+def resolve_commit(repo_path: Path, commit: str, *, where: str | None = None, fetch: bool = False) -> str:
+    """The full sha of `commit`, which must be a commit that exists in the repository."""
+    if not isinstance(commit, str) or not _SHA.match(commit.strip().lower()):
+        raise DocumentError(f"document.commit {commit!r} is not a commit sha", path=where,
+                            hint="pin the document to a full commit sha (git rev-parse HEAD)")
+    commit = commit.strip().lower()
+    try:
+        return str(_git(repo_path, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")).strip()
+    except DocumentError:
+        if fetch:
+            _git(repo_path, "fetch", "--quiet", "origin", commit)
+            return str(_git(repo_path, "rev-parse", "--verify", f"{commit}^{{commit}}")).strip()
+        raise DocumentError(f"commit {commit} not found in {repo_path}", path=where,
+                            hint="check document.commit, or fetch the repository") from None
+
+
+def list_files(repo_path: Path, commit: str, patterns: list[str], *, where: str | None = None) -> list[str]:
+    """Regular files at `commit` whose path matches a pattern (fnmatch on the full path, so
+    `*.md` matches at any depth). Symlinks and submodules are skipped: they could point outside."""
+    if not patterns or not all(isinstance(p, str) and p.strip() for p in patterns):
+        raise DocumentError("document.patterns must list at least one file pattern", path=where,
+                            hint='e.g. patterns: ["*.md"]')
+    for p in patterns:
+        parts = p.replace("\\", "/").split("/")
+        if p.startswith("/") or ".." in parts:
+            raise DocumentError(f"document pattern {p!r} escapes the repository", path=where,
+                                hint="patterns are paths inside the repository, e.g. docs/*.md")
+    raw = _git(repo_path, "ls-tree", "-r", "-z", "--full-tree", commit, binary=True)
+    out: list[str] = []
+    for entry in bytes(raw).split(b"\0"):
+        if not entry:
+            continue
+        meta, _, name_b = entry.partition(b"\t")
+        mode, typ, _ = meta.decode().split(" ", 2)
+        name = name_b.decode("utf-8", "replace")
+        if typ != "blob" or mode not in ("100644", "100755"):
+            continue
+        if any(fnmatchcase(name, p.strip()) for p in patterns):
+            out.append(name)
+    if not out:
+        raise DocumentError(f"no file at commit {commit[:12]} matches {patterns}", path=where,
+                            hint="check document.patterns against `git ls-tree -r --name-only COMMIT`")
+    return sorted(out)
+
+
+def read_file(repo_path: Path, commit: str, name: str, *, where: str | None = None) -> str:
+    data = bytes(_git(repo_path, "show", f"{commit}:{name}", binary=True))
+    if len(data) > MAX_DOC_BYTES:
+        raise DocumentError(f"document {name} is {len(data):,} bytes, over {MAX_DOC_BYTES:,}", path=where)
+    if b"\0" in data:
+        raise DocumentError(f"document {name} is binary", path=where, hint="use markdown or text documents")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DocumentError(f"document {name} is not UTF-8", path=where) from None
+
+
+def markdown_to_text(md: str) -> str:
+    """Plain text of a markdown document: markup dropped, block structure kept as blank lines,
+    list items as "- ", table rows as "a | b". Parsed with markdown-it (CommonMark + tables)."""
+    from markdown_it import MarkdownIt
+
+    md = md.replace("\r\n", "\n").replace("\r", "\n")
+    if md.startswith("---\n"):  # YAML front matter
+        end = md.find("\n---", 4)
+        if end != -1:
+            md = md[end + 4:].lstrip("\n")
+    tokens = MarkdownIt("commonmark").enable("table").parse(md)
+    blocks: list[str] = []
+    lists: list[str] = []
+    row: list[str] | None = None
+    for i, tok in enumerate(tokens):
+        if tok.type == "bullet_list_open":
+            lists.append("- ")
+        elif tok.type == "ordered_list_open":
+            lists.append("* ")
+        elif tok.type in ("bullet_list_close", "ordered_list_close"):
+            lists.pop()
+        elif tok.type == "tr_open":
+            row = []
+        elif tok.type == "tr_close":
+            blocks.append(" | ".join(row or []))
+            row = None
+        elif tok.type == "inline":
+            text = _inline_text(tok).strip()
+            if row is not None:
+                row.append(text)
+            elif text:
+                first_in_item = i >= 2 and tokens[i - 2].type == "list_item_open"
+                blocks.append((lists[-1] if lists and first_in_item else "") + text)
+        elif tok.type in ("fence", "code_block"):
+            blocks.append(tok.content.rstrip("\n"))
+        elif tok.type == "html_block":
+            text = re.sub(r"<!--.*?-->|<[^>]+>", " ", tok.content, flags=re.S)
+            text = re.sub(r"[ \t]+", " ", text).strip()
+            if text:
+                blocks.append(text)
+    return "\n\n".join(blocks).strip() + "\n"
+
+
+def _inline_text(tok) -> str:
+    parts: list[str] = []
+    for child in tok.children or []:
+        if child.type in ("text", "code_inline"):
+            parts.append(child.content)
+        elif child.type == "softbreak":
+            parts.append(" ")
+        elif child.type == "hardbreak":
+            parts.append("\n")
+        elif child.type == "image":
+            parts.append(child.content or "")
+    return "".join(parts)
+
+
+def chunk_text(doc: Document, chunk_tokens: int, overlap: int) -> list[Chunk]:
+    """Cut the document into windows of `chunk_tokens` whitespace tokens, `overlap` shared
+    between neighbours. Spans are character offsets into `doc.text` (the converted text)."""
+    spans = [(m.start(), m.end()) for m in _TOKEN.finditer(doc.text)]
+    if not spans:
+        return []
+    step = max(1, chunk_tokens - overlap)
+    chunks: list[Chunk] = []
+    start = 0
+    while True:
+        window = spans[start:start + chunk_tokens]
+        s, e = window[0][0], window[-1][1]
+        text = doc.text[s:e]
+        chunks.append(Chunk(doc.repo, doc.commit, doc.file, s, e, text,
+                            hashlib.sha256(text.encode("utf-8")).hexdigest()))
+        if start + chunk_tokens >= len(spans):
+            break
+        start += step
+    return chunks
+
+
+def load_documents(document: dict, taxonomy_root: Path, *, fetch: bool = False,
+                   where: str | None = None) -> list[Document]:
+    """Every document a knowledge leaf names (its `document:` mapping), as plain text."""
+    if not isinstance(document, dict):
+        raise DocumentError("knowledge leaf has no `document:` mapping", path=where,
+                            hint="add document: {repo, commit, patterns}")
+    repo = document.get("repo")
+    repo_path = resolve_repo(repo, taxonomy_root, fetch=fetch, where=where)
+    commit = resolve_commit(repo_path, document.get("commit"), where=where, fetch=fetch)
+    patterns = document.get("patterns")
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    names = list_files(repo_path, commit, patterns or [], where=where)
+    docs = []
+    for name in names:
+        raw = read_file(repo_path, commit, name, where=where)
+        text = markdown_to_text(raw) if name.lower().endswith((".md", ".markdown")) else raw
+        docs.append(Document(str(repo).strip(), commit, name, text))
+    return docs
+
+
+def chunks_for(document: dict, taxonomy_root: Path, *, chunk_tokens: int, overlap: int,
+               fetch: bool = False, where: str | None = None) -> list[Chunk]:
+    out: list[Chunk] = []
+    for doc in load_documents(document, taxonomy_root, fetch=fetch, where=where):
+        out.extend(chunk_text(doc, chunk_tokens, overlap))
+    if not out:
+        raise DocumentError("the knowledge documents are empty", path=where)
+    return out

@@ -1,0 +1,415 @@
+"""Quality gates between generation and mixing: every candidate is accepted or rejected with a
+reason code (docs/build-layout.md), cheapest gate first.
+
+Order: sanity -> confidence -> PII -> contamination -> seed copy -> exact dup -> near dup (node,
+then siblings) -> grounding -> judge. An accepted sample joins the dedup indexes, so later
+near-copies are rejected; the compile loop calls `check` one sample at a time in a fixed order,
+which makes the decisions reproducible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from compiler.diversity import NEAR_DUP_THRESHOLD, NUM_PERM, Fingerprint, NearIndex, sample_text, words
+from compiler.errors import ConfigError
+from compiler.pii import KINDS as PII_KINDS
+from compiler.pii import find_pii, redact
+from compiler.records import Record, Sample, Seed
+from compiler.taxonomy import Taxonomy
+
+GROUNDED_KINDS = ("knowledge", "grounded_skill")
+JUDGE_RUBRICS = ("faithfulness", "relevance", "format")
+
+
+@dataclass
+class GateConfig:
+    """Thresholds of every gate (kdc.yaml `gates:`); the defaults suit short chain-of-thought Q&A."""
+
+    min_question_chars: int = 8
+    max_question_chars: int = 2000
+    max_answer_chars: int = 8000
+    max_context_chars: int = 20000
+    min_reasoning_steps: int = 1
+    near_dup_threshold: float = NEAR_DUP_THRESHOLD  # Jaccard of word-bigram sets, same node / siblings
+    seed_dup_threshold: float = NEAR_DUP_THRESHOLD  # against the node's own training seeds
+    contamination_threshold: float = 0.5  # question+answer against any held-out eval seed
+    contamination_question_threshold: float = 0.8  # question alone against eval questions
+    num_perm: int = NUM_PERM
+    grounding_threshold: float = 0.5  # share of the answer's content words found in the context
+    pii: str = "redact"  # redact | drop | off
+    pii_kinds: tuple[str, ...] = PII_KINDS
+    min_mean_logprob: float | None = None  # e.g. -1.5; only applied when the teacher returns logprobs
+    judge: str | None = None  # litellm model string; None = no judge
+    judge_api_base: str | None = None
+    judge_api_key_env: str | None = None  # name of the environment variable holding the judge's key
+    judge_thresholds: dict[str, int] = field(default_factory=lambda: {r: 3 for r in JUDGE_RUBRICS})
+    judge_timeout: float = 60.0
+
+    @classmethod
+    def from_settings(cls, settings: dict | None, judge: str | None = None) -> "GateConfig":
+        """From kdc.yaml's settings (its `gates:` section); `judge` (from `--judge`) wins over
+        `gates.judge`. Unknown keys and bad values are ConfigErrors, not silent defaults."""
+        settings = settings or {}
+        section = settings.get("gates", {}) if isinstance(settings, dict) else None
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            raise ConfigError("`gates:` must be a mapping", hint="e.g. gates: {near_dup_threshold: 0.6}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(section) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown gates setting(s): {', '.join(unknown)}",
+                              hint="known: " + ", ".join(sorted(known)))
+        cfg = cls()
+        for key, value in section.items():
+            setattr(cfg, key, _coerce(key, value, getattr(cfg, key)))
+        if judge is not None:
+            cfg.judge = judge or None
+        cfg.check()
+        return cfg
+
+    def check(self) -> None:
+        for name in ("near_dup_threshold", "seed_dup_threshold", "contamination_threshold",
+                     "contamination_question_threshold", "grounding_threshold"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"gates.{name} must be between 0 and 1, got {v}")
+        if self.pii not in ("redact", "drop", "off"):
+            raise ConfigError(f"gates.pii must be redact, drop or off, got {self.pii!r}")
+        bad = sorted(set(self.pii_kinds) - set(PII_KINDS))
+        if bad:
+            raise ConfigError(f"gates.pii_kinds: unknown kind(s) {', '.join(bad)}", hint="known: " + ", ".join(PII_KINDS))
+        bad = sorted(set(self.judge_thresholds) - set(JUDGE_RUBRICS))
+        if bad:
+            raise ConfigError(f"gates.judge_thresholds: unknown rubric(s) {', '.join(bad)}",
+                              hint="rubrics: " + ", ".join(JUDGE_RUBRICS))
+        for rubric, v in self.judge_thresholds.items():
+            if not isinstance(v, (int, float)) or not 1 <= v <= 5:
+                raise ConfigError(f"gates.judge_thresholds.{rubric} must be a score from 1 to 5, got {v!r}")
+        if self.num_perm < 16:
+            raise ConfigError("gates.num_perm must be at least 16")
+        if self.min_question_chars > self.max_question_chars:
+            raise ConfigError("gates.min_question_chars is over gates.max_question_chars")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The effective settings for the manifest (no secrets: only the key's variable name)."""
+        d = asdict(self)
+        d["pii_kinds"] = list(self.pii_kinds)
+        return d
+
+
+_OPTIONAL_STR = ("judge", "judge_api_base", "judge_api_key_env")
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Type-check one `gates:` value against its default's type."""
+    if key == "judge_thresholds":
+        if not isinstance(value, dict):
+            raise ConfigError("gates.judge_thresholds must be a mapping", hint="e.g. {faithfulness: 4}")
+        return {**default, **value}
+    if key == "pii_kinds":
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError("gates.pii_kinds must be a list of kinds", hint="known: " + ", ".join(PII_KINDS))
+        return tuple(value)
+    if value is None and (key in _OPTIONAL_STR or key == "min_mean_logprob"):
+        return None
+    if key in _OPTIONAL_STR or isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"gates.{key} must be a string, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"gates.{key} must be an integer, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"gates.{key} must be a number, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    accepted: bool
+    reason: str | None  # rejection code, None when accepted
+    detail: str
+    scores: dict  # -> metadata.gates
+    sample: Sample  # possibly PII-redacted
+
+
+# ---------------------------------------------------------------- sanity --------------------
+_ASKS = frozenset("""what which who whom whose when where why how is are was were do does did can could
+should would will shall may might has have had list name give write compose create draft describe
+explain summarize summarise extract identify find calculate compute solve determine compare classify
+rewrite translate convert generate provide outline tell suggest state define show turn make produce
+rate evaluate choose pick select sort rank count estimate predict analyze analyse answer complete
+fill please use using based given according read review convert format prepare plan design""".split())
+_MARKUP = re.compile(
+    r"\{\{|\}\}|\{%|%\}|\{#|#\}"  # leftover Jinja
+    r"|<\|[^|>\s]{1,40}\|>"  # <|im_start|>, <|assistant|>, <|eot_id|>
+    r"|</?(?:s|bos|eos|pad|unk)>|<(?:start|end)_of_turn>|\[/?INST\]|<</?SYS>>"
+    r"|^\s*#{2,}\s*(?:instruction|response|input|output|system|user|assistant)\b"
+    r"|^\s*(?:system|user|assistant|human|ai|model)\s*:",
+    re.IGNORECASE | re.MULTILINE)
+
+
+def _sanity(rec: Record, cfg: GateConfig) -> tuple[str, str] | None:
+    q, a = rec.question.strip(), rec.answer.strip()
+    if not a:
+        return "sanity-empty", "the answer is empty"
+    if not q:
+        return "sanity-question", "the question is empty"
+    if len(q) < cfg.min_question_chars or len(q) > cfg.max_question_chars:
+        return "sanity-length", (f"question is {len(q)} characters, outside "
+                                 f"{cfg.min_question_chars}..{cfg.max_question_chars}")
+    if len(a) > cfg.max_answer_chars:
+        return "sanity-length", f"answer is {len(a)} characters, over {cfg.max_answer_chars}"
+    if rec.context and len(rec.context) > cfg.max_context_chars:
+        return "sanity-length", f"context is {len(rec.context)} characters, over {cfg.max_context_chars}"
+    if "?" not in q and not any(w in _ASKS for w in words(q)[:12]):
+        return "sanity-question", "the question neither asks nor instructs anything"
+    steps = [s for s in rec.reasoning if s and s.strip()]
+    if len(steps) < cfg.min_reasoning_steps:
+        return "sanity-reasoning", f"{len(steps)} reasoning step(s), want at least {cfg.min_reasoning_steps}"
+    for name, text in (("question", q), ("answer", a), ("context", rec.context or ""),
+                       *((f"reasoning step {i + 1}", s) for i, s in enumerate(rec.reasoning))):
+        m = _MARKUP.search(text)
+        if m:
+            return "sanity-markup", f"leftover template markup or role tag {m.group(0).strip()!r} in the {name}"
+    return None
+
+
+# ---------------------------------------------------------------- grounding -----------------
+_STOP = frozenset("""a an the and or but if then than so of to in on at by for from with without as into onto
+about over under between through during before after above below up down out off is are was were be
+been being am do does did done has have had having it its it's this that these those there here
+their them they he she him her his hers we us our you your i me my mine not no yes can could should
+would will shall may might must also just only very more most less least such what which who whom
+whose when where why how all any both each few other some own same too s t don doesn didn isn aren
+wasn weren one two because while which per via etc""".split())
+
+
+def _stem(w: str) -> str:
+    for suffix in ("ing", "edly", "ed", "es", "ly", "s"):
+        if len(w) > len(suffix) + 3 and w.endswith(suffix):
+            return w[: -len(suffix)]
+    return w
+
+
+def support_score(answer: str, context: str, question: str = "") -> float:
+    """Share of the answer's content words (stemmed; numbers count) found in the context or the
+    question. Lexical, so it is fast and explainable; the judge covers paraphrase."""
+    content = [_stem(w) for w in words(answer) if w not in _STOP]
+    if not content:
+        return 1.0
+    source = {_stem(w) for w in words(context)} | {_stem(w) for w in words(question)}
+    return sum(1 for w in content if w in source) / len(content)
+
+
+# ---------------------------------------------------------------- gatekeeper ----------------
+def _exact_key(text: str) -> str:
+    return hashlib.sha1(" ".join(words(text)).encode("utf-8")).hexdigest()
+
+
+def _seed_text(kind: str, seed: Seed) -> str:
+    ctx = seed.context if (kind == "grounded_skill" and seed.context) else ""
+    return "\n".join(p for p in (seed.question, ctx, seed.answer) if p)
+
+
+def _probe(kind: str, question: str, context: str | None) -> str:
+    """What a held-out question looks like to a student: the question, plus a grounded skill's context."""
+    return question + ("\n" + context if kind == "grounded_skill" and context else "")
+
+
+class Gatekeeper:
+    """Stateful gate chain for one build: holds the dedup indexes and the per-node counts.
+
+    One LSH index holds the held-out eval seeds, every node's training seeds and the accepted
+    samples (each with its kind and node), so a candidate costs one query whatever the tree's
+    size; each gate then confirms its own candidates by exact Jaccard at its own threshold."""
+
+    def __init__(self, config: GateConfig, taxonomy: Taxonomy, train_seeds: dict[str, list[Seed]],
+                 eval_seeds: dict[str, list[Seed]]):
+        self.config = config
+        self.taxonomy = taxonomy
+        self._kinds = {leaf.node_id: leaf.kind for leaf in taxonomy.leaves()}
+        self._siblings: dict[str, frozenset[str]] = {}
+        self._stats: dict[str, Counter] = {}
+        low = min(config.near_dup_threshold, config.seed_dup_threshold, config.contamination_threshold)
+        self._index = NearIndex(low, config.num_perm)
+        self._exact: dict[str, tuple[str, str]] = {}  # normalised sample text -> (node, sample id)
+        self._seed_exact: dict[tuple[str, str], int] = {}  # (node, normalised seed text) -> seed index
+        self._eval_exact: dict[str, str] = {}
+        self._eval_probe = NearIndex(config.contamination_question_threshold, config.num_perm)
+        for node_id in sorted(eval_seeds):  # held-out seeds of every node: nothing may resemble them
+            kind = self._kinds.get(node_id, "freeform_skill")
+            for i, seed in enumerate(eval_seeds[node_id]):
+                label = f"{node_id}#eval{i}"
+                full = _seed_text(kind, seed)
+                self._eval_exact.setdefault(_exact_key(full), label)
+                self._index.add(("eval", node_id, label), Fingerprint.of(full, config.num_perm))
+                self._eval_probe.add(label, Fingerprint.of(_probe(kind, seed.question, seed.context),
+                                                           config.num_perm))
+        for node_id in sorted(train_seeds):  # a copy of a node's own seed is not new data
+            kind = self._kinds.get(node_id, "freeform_skill")
+            for i, seed in enumerate(train_seeds[node_id]):
+                text = _seed_text(kind, seed)
+                self._seed_exact.setdefault((node_id, _exact_key(text)), i)
+                self._index.add(("seed", node_id, i), Fingerprint.of(text, config.num_perm))
+        self._judge = None
+        if config.judge:
+            from compiler.judge import Judge  # litellm is heavy: only with a judge
+            self._judge = Judge(config.judge, api_base=config.judge_api_base,
+                                api_key_env=config.judge_api_key_env, timeout=config.judge_timeout,
+                                thresholds=config.judge_thresholds)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _kind(self, sample: Sample) -> str:
+        return self._kinds.get(sample.node_id) or sample.metadata.get("kind") or "freeform_skill"
+
+    def _sibling_ids(self, node_id: str) -> frozenset[str]:
+        if node_id not in self._siblings:
+            try:
+                self._siblings[node_id] = frozenset(self.taxonomy.siblings(node_id))
+            except Exception:  # a node the taxonomy does not know (tests, reviews): no siblings
+                self._siblings[node_id] = frozenset()
+        return self._siblings[node_id]
+
+    def _count(self, node_id: str, key: str, n: int = 1) -> None:
+        self._stats.setdefault(node_id, Counter())[key] += n
+
+    def _reject(self, sample: Sample, reason: str, detail: str, scores: dict) -> Verdict:
+        self._count(sample.node_id, "checked")
+        self._count(sample.node_id, "rejected:" + reason)
+        return Verdict(False, reason, detail, scores, sample)
+
+    def _redact(self, sample: Sample) -> Sample:
+        kinds = self.config.pii_kinds
+        scrub = lambda t: redact(t, find_pii(t, kinds)) if t else t  # noqa: E731
+        rec = sample.record
+        new_rec = Record(scrub(rec.question), tuple(scrub(s) for s in rec.reasoning), scrub(rec.answer),
+                         scrub(rec.context) if rec.context else rec.context)
+        messages = [{**m, "content": scrub(m.get("content", ""))} for m in sample.messages]
+        return replace(sample, record=new_rec, messages=messages, metadata=dict(sample.metadata))
+
+    def _duplicate(self, sample: Sample, kind: str, key: str, fp: Fingerprint) -> tuple[str, str] | None:
+        """(reason, detail) when the candidate copies an eval seed, a seed or an earlier sample."""
+        cfg, node = self.config, sample.node_id
+        if key in self._eval_exact:
+            return "contaminated", f"copy of held-out eval seed {self._eval_exact[key]}"
+        found = self._index.matches(fp)
+        for (what, _, label), sim in found:
+            if what == "eval" and sim >= cfg.contamination_threshold:
+                return "contaminated", f"near-duplicate of held-out eval seed {label} (Jaccard {sim:.2f})"
+        hit = self._eval_probe.best(Fingerprint.of(_probe(kind, sample.record.question, sample.record.context),
+                                                   cfg.num_perm))
+        if hit:
+            return "contaminated", f"question near-duplicates held-out eval seed {hit[0]} (Jaccard {hit[1]:.2f})"
+        if (node, key) in self._seed_exact:
+            return "dup-seed", f"copy of training seed {self._seed_exact[(node, key)]}"
+        for (what, other, label), sim in found:
+            if what == "seed" and other == node and sim >= cfg.seed_dup_threshold:
+                return "dup-seed", f"near-duplicate of training seed {label} (Jaccard {sim:.2f})"
+        siblings = self._sibling_ids(node)
+        prior = self._exact.get(key)
+        if prior:
+            other, other_id = prior
+            if other in siblings:
+                return "dup-sibling", f"exact duplicate of {other_id} in {other}"
+            return "dup-exact", f"exact duplicate of {other_id}" + ("" if other == node else f" in {other}")
+        for (what, other, label), sim in found:
+            if what == "sample" and other == node and sim >= cfg.near_dup_threshold:
+                return "dup-near", f"near-duplicate of {label} (Jaccard {sim:.2f})"
+        for (what, other, label), sim in found:
+            if what == "sample" and other in siblings and sim >= cfg.near_dup_threshold:
+                return "dup-sibling", f"near-duplicate of {label} in {other} (Jaccard {sim:.2f})"
+        return None
+
+    # -- the chain ---------------------------------------------------------------------------
+    async def check(self, sample: Sample, *, context: str | None = None,
+                    logprobs: list[float] | None = None) -> Verdict:
+        """Run every gate on one candidate. `context` is the text the answer must be grounded in
+        (a knowledge chunk, or a grounded skill's context); `logprobs` the teacher's token logprobs."""
+        cfg = self.config
+        kind = self._kind(sample)
+        node = sample.node_id
+        scores: dict[str, Any] = {}
+
+        bad = _sanity(sample.record, cfg)
+        if bad:
+            return self._reject(sample, bad[0], bad[1], scores)
+
+        if logprobs:
+            mean = sum(logprobs) / len(logprobs)
+            if math.isfinite(mean):
+                scores["confidence"] = round(mean, 4)
+                if cfg.min_mean_logprob is not None and mean < cfg.min_mean_logprob:
+                    return self._reject(sample, "low-confidence",
+                                        f"mean token logprob {mean:.3f} < {cfg.min_mean_logprob}", scores)
+
+        redacted = False
+        if cfg.pii != "off":
+            rec = sample.record
+            texts = dict.fromkeys([rec.question, rec.answer, *rec.reasoning, rec.context or "",
+                                   *(m.get("content", "") for m in sample.messages)])
+            found = find_pii("\n\n".join(texts), cfg.pii_kinds)
+            if found:
+                kinds = sorted({f.kind for f in found})
+                if cfg.pii == "drop":
+                    self._count(node, "pii_dropped")
+                    return self._reject(sample, "pii", "personal data: " + ", ".join(kinds), scores)
+                sample = self._redact(sample)
+                if context:
+                    context = redact(context, find_pii(context, cfg.pii_kinds))
+                scores["pii_redacted"] = kinds
+                redacted = True
+
+        text = sample_text(sample, kind)
+        key, fp = _exact_key(text), Fingerprint.of(text, cfg.num_perm)
+        dup = self._duplicate(sample, kind, key, fp)
+        if dup:
+            return self._reject(sample, dup[0], dup[1], scores)
+
+        if kind in GROUNDED_KINDS:
+            ctx = context if context is not None else sample.record.context
+            if not ctx or not ctx.strip():
+                return self._reject(sample, "ungrounded", "no context to ground the answer in", scores)
+            score = support_score(sample.record.answer, ctx, sample.record.question)
+            scores["grounding"] = round(score, 4)
+            if score < cfg.grounding_threshold:
+                return self._reject(sample, "ungrounded",
+                                    f"{score:.0%} of the answer's content words are in the context "
+                                    f"(threshold {cfg.grounding_threshold:.0%})", scores)
+
+        if self._judge is not None:
+            ctx = context if context is not None else sample.record.context
+            result = await self._judge.score(sample.record, ctx, kind)
+            scores["judge"] = result.scores
+            if result.error:
+                return self._reject(sample, "judge", result.error, scores)
+            low = {r: v for r, v in result.scores.items() if v < cfg.judge_thresholds.get(r, 1)}
+            if low:
+                return self._reject(sample, "judge", "judge scores under threshold: " + ", ".join(
+                    f"{r} {v} < {cfg.judge_thresholds[r]}" for r, v in sorted(low.items()))
+                    + (f" ({result.rationale})" if result.rationale else ""), scores)
+
+        # accepted: later copies of this sample are rejected
+        self._exact[key] = (node, sample.id)
+        self._index.add(("sample", node, sample.id), fp)
+        self._count(node, "checked")
+        self._count(node, "accepted")
+        if redacted:
+            self._count(node, "pii_redacted")
+        return Verdict(True, None, "", scores, sample)
+
+    def stats(self, node_id: str) -> dict:
+        """Counts for the manifest: checked, accepted, pii_redacted, pii_dropped, rejected by reason."""
+        c = self._stats.get(node_id, Counter())
+        return {"checked": c["checked"], "accepted": c["accepted"],
+                "pii_redacted": c["pii_redacted"], "pii_dropped": c["pii_dropped"],
+                "rejected": {k.split(":", 1)[1]: v for k, v in sorted(c.items()) if k.startswith("rejected:")}}

@@ -1,0 +1,141 @@
+"""The optional LLM judge: rubric scores (faithfulness, relevance, format; 1-5) as structured
+output from any litellm model.
+
+The prompts are templates/judge_system.j2 (rubric + few-shot, checked against the golden cases
+in tests/golden/) and templates/judge.j2 (the example), rendered in a sandbox with the sample's
+text passed as data. A judge that cannot be reached stops the build (JudgeError); a judge that
+answers nonsense twice rejects only that sample (reason `judge`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+
+import jsonschema
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+from compiler.errors import TeacherError
+from compiler.records import Record
+from compiler.resources import data_dir, load_schema
+
+SYSTEM_TEMPLATE = "judge_system.j2"
+SAMPLE_TEMPLATE = "judge.j2"
+RUBRICS = ("faithfulness", "relevance", "format")
+DEFAULT_THRESHOLDS = {r: 3 for r in RUBRICS}
+
+
+class JudgeError(TeacherError):
+    """The judge model cannot be reached or refuses the request (auth, unknown model, network)."""
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    scores: dict[str, int] = field(default_factory=dict)
+    rationale: str = ""
+    error: str | None = None  # the judge answered, but not with valid scores
+
+
+def _env() -> SandboxedEnvironment:
+    return SandboxedEnvironment(loader=FileSystemLoader(str(data_dir("templates"))), autoescape=False,
+                                undefined=StrictUndefined, keep_trailing_newline=False)
+
+
+def template_hashes() -> dict[str, str]:
+    """sha256 of the judge templates, for the manifest's `templates` section."""
+    root = data_dir("templates")
+    return {name: hashlib.sha256((root / name).read_bytes()).hexdigest()
+            for name in (SYSTEM_TEMPLATE, SAMPLE_TEMPLATE)}
+
+
+def render_messages(record: Record, context: str | None, kind: str,
+                    thresholds: dict[str, int] | None = None) -> list[dict[str, str]]:
+    """The chat messages sent to the judge for one example."""
+    env = _env()
+    system = env.get_template(SYSTEM_TEMPLATE).render(thresholds={**DEFAULT_THRESHOLDS, **(thresholds or {})})
+    user = env.get_template(SAMPLE_TEMPLATE).render(kind=kind, context=context or "", question=record.question,
+                                                    reasoning=list(record.reasoning), answer=record.answer)
+    return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()}]
+
+
+def parse_scores(content: str) -> JudgeResult:
+    """The judge's reply as scores, or an error saying what was wrong with it."""
+    text = (content or "").strip()
+    fence = re.match(r"^```(?:json)?\s*(.*?)\s*```$", text, re.S)
+    if fence:
+        text = fence.group(1)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return JudgeResult(error=f"judge reply is not JSON: {text[:80]!r}")
+    try:
+        jsonschema.validate(data, load_schema("judge.json"))
+    except jsonschema.ValidationError as exc:
+        return JudgeResult(error=f"judge reply does not match schemas/judge.json: {exc.message}")
+    return JudgeResult({r: int(data[r]) for r in RUBRICS}, str(data.get("rationale", "")))
+
+
+class Judge:
+    """Scores examples with one litellm model (`--judge MODEL`)."""
+
+    def __init__(self, model: str, *, api_base: str | None = None, api_key_env: str | None = None,
+                 timeout: float = 60.0, thresholds: dict[str, int] | None = None, num_retries: int = 2):
+        self.model = model
+        self.api_base = api_base
+        self.api_key_env = api_key_env
+        self.timeout = timeout
+        self.thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
+        self.num_retries = num_retries
+        self.calls = 0
+
+    def _api_key(self) -> str | None:
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise JudgeError(f"the judge's API key variable {self.api_key_env} is not set",
+                                 hint=f"export {self.api_key_env}=... (keys are never written to kdc.yaml)")
+            return key
+        # A local OpenAI-compatible server (vLLM, llama.cpp, a test double) needs no key, but the
+        # client insists on one; any provider key in the environment is found by litellm itself.
+        return "unused" if self.api_base else None
+
+    async def score(self, record: Record, context: str | None, kind: str) -> JudgeResult:
+        import litellm  # heavy import: only when a judge is configured
+
+        messages = render_messages(record, context, kind, self.thresholds)
+        schema = load_schema("judge.json")
+        kwargs = dict(model=self.model, messages=messages, temperature=0.0, timeout=self.timeout,
+                      num_retries=self.num_retries, drop_params=True,
+                      response_format={"type": "json_schema",
+                                       "json_schema": {"name": "judge_scores", "schema": schema, "strict": True}})
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        key = self._api_key()
+        if key:
+            kwargs["api_key"] = key
+        result = JudgeResult(error="judge not called")
+        for attempt in range(2):
+            try:
+                self.calls += 1
+                resp = await litellm.acompletion(**kwargs)
+            except Exception as exc:  # litellm maps every provider failure to its own exception types
+                raise JudgeError(f"judge {self.model} failed: {type(exc).__name__}: {_short(exc)}",
+                                 hint="check --judge, gates.judge_api_base and the judge's API key") from None
+            content = resp.choices[0].message.content or ""
+            result = parse_scores(content)
+            if result.error is None:
+                return result
+            # one more try, telling the model what was wrong
+            kwargs["messages"] = messages + [{"role": "assistant", "content": content[:2000]},
+                                             {"role": "user", "content": result.error + ". Reply with the JSON "
+                                                                                        "object only."}]
+        return result
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return text[:300]

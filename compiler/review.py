@@ -1,0 +1,687 @@
+"""`kdc review`: human spot checks of a build.
+
+An expert reviews a seeded 5-10 % sample of every node in a sheet (CSV for a spreadsheet, or
+JSONL): each row shows the question, reasoning and answer with the seed examples and the chunk
+it came from, and takes a verdict (accept / reject / edit), edits and a reason. Applying the
+sheet drops what was rejected, applies edits and records who/when/why; the next compile reads
+reviews/verdicts.jsonl and tops the quota up.
+
+A sheet passes through hands and spreadsheets, so applying it trusts nothing: every row is
+checked (known id, untouched provenance via a sha256, a valid verdict) before anything is
+written, and a bad sheet is refused with the line and column of each problem.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import getpass
+import hashlib
+import io
+import json
+import math
+import random
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from compiler.errors import ReviewError, UsageError
+from compiler.records import Leaf, Seed
+from compiler.report import BuildView, atomic_write, jsonl_text, load_build, node_path, read_jsonl
+
+COLUMNS = ("id", "node_id", "verdict", "why", "question", "reasoning", "answer", "edited_question",
+           "edited_reasoning", "edited_answer", "context", "seed_examples", "seeds_shown", "source",
+           "reviewer", "sha256")
+# Shown to the reviewer, never applied: covered by the row's sha256.
+READ_ONLY = ("id", "node_id", "question", "reasoning", "answer", "context", "seeds_shown", "seed_examples",
+             "source")
+FROM_BUILD = tuple(c for c in READ_ONLY if c != "seed_examples")  # re-derivable from the build alone
+VERDICTS = ("accept", "reject", "edit")
+REVIEW_REJECTED = "review-rejected"
+MAX_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One line of reviews/verdicts.jsonl (docs/build-layout.md)."""
+
+    id: str
+    node_id: str
+    verdict: str
+    by: str
+    at: str
+    why: str
+    edited: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ApplyResult:
+    sheet: Path
+    accepted: int = 0
+    rejected: int = 0
+    edited: int = 0
+    unreviewed: int = 0
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> {reviewed, rejected, flagged}
+
+    @property
+    def flagged(self) -> list[str]:
+        return sorted(n for n, r in self.nodes.items() if r.get("flagged"))
+
+
+# ------------------------------------------------------------------------------------- verdicts
+
+
+def verdicts_path(build_dir: str | Path) -> Path:
+    return Path(build_dir) / "reviews" / "verdicts.jsonl"
+
+
+def load_verdicts(build_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """id -> verdict line; the last line for an id wins (the contract compile relies on)."""
+    return {str(v.get("id")): v for v in read_jsonl(verdicts_path(build_dir))}
+
+
+def review_stats(verdicts: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per node: how many samples were reviewed, how many rejected, and the flag (most rejected)."""
+    reviewed, rejected = Counter(), Counter()
+    for v in verdicts.values():
+        node = str(v.get("node_id"))
+        reviewed[node] += 1
+        rejected[node] += v.get("verdict") == "reject"
+    return {n: {"reviewed": reviewed[n], "rejected": rejected[n], "flagged": rejected[n] * 2 > reviewed[n]}
+            for n in sorted(reviewed)}
+
+
+# ----------------------------------------------------------------------------------------- draw
+
+
+def _text(v: Any) -> str:
+    return "" if v is None else str(v).replace("\r\n", "\n")
+
+
+def _steps(v: Any) -> list[str]:
+    return [str(x) for x in v] if isinstance(v, list) else ([str(v)] if v else [])
+
+
+def _source(meta: dict[str, Any]) -> str:
+    doc = meta.get("document")
+    if not isinstance(doc, dict):
+        return ""
+    return (f"{doc.get('repo', '?')}@{str(doc.get('commit', '?'))[:12]}:{doc.get('file', '?')}"
+            f"[{doc.get('start', '?')}:{doc.get('end', '?')}] sha256:{str(doc.get('sha256', '?'))[:12]}")
+
+
+def training_seeds(view: BuildView, node_id: str) -> list[Seed] | None:
+    """The leaf's seed examples minus those held out for eval (what `seeds_shown` indexes), if the
+    taxonomy the build came from is still readable; None otherwise."""
+    from compiler.yamlload import YamlLoadError, load_file  # taxonomy access only when drawing
+
+    tax = view.manifest.get("taxonomy")
+    root = tax.get("root") if isinstance(tax, dict) else None
+    if not root:
+        return None
+    qna = Path(str(root)).joinpath(*node_id.split("/"), "qna.yaml")
+    try:
+        content = load_file(qna).data
+    except (OSError, YamlLoadError):
+        return None
+    if not isinstance(content, dict):
+        return None
+    kind = str((view.nodes.get(node_id) or {}).get("kind") or "freeform_skill")
+    leaf = Leaf(node_id=node_id, file=str(qna), kind=kind, version=int(content.get("version") or 0)
+                if str(content.get("version", "")).isdigit() else 0, content=content, content_hash="")
+    held = {e.get("seed_index") for e in view.evals.get(node_id, [])}
+    return [s for i, s in enumerate(leaf.seeds()) if i not in held]
+
+
+def _seed_text(shown: Any, seeds: list[Seed] | None) -> str:
+    if seeds is None or not isinstance(shown, list):
+        return ""
+    out = []
+    for i in shown:
+        if isinstance(i, int) and 0 <= i < len(seeds):
+            s = seeds[i]
+            out.append(f"[{i}] Q: {s.question}\n    A: {s.answer}")
+    return "\n".join(out)
+
+
+def sheet_row(sample: dict[str, Any], seeds: list[Seed] | None, reviewer: str = "") -> dict[str, str]:
+    """The sheet row of a sample: read-only provenance, empty editable columns, and the sha256."""
+    rec = sample.get("record") if isinstance(sample.get("record"), dict) else {}
+    meta = sample.get("metadata") if isinstance(sample.get("metadata"), dict) else {}
+    shown = meta.get("seeds_shown")
+    row = {c: "" for c in COLUMNS}
+    row.update({
+        "id": _text(sample.get("id")), "node_id": _text(sample.get("node_id")),
+        "question": _text(rec.get("question")), "reasoning": "\n".join(_text(s) for s in _steps(rec.get("reasoning"))),
+        "answer": _text(rec.get("answer")), "context": _text(rec.get("context")),
+        "seeds_shown": ",".join(str(i) for i in shown) if isinstance(shown, list) else "",
+        "seed_examples": _seed_text(shown, seeds), "source": _source(meta), "reviewer": reviewer})
+    row["sha256"] = digest(row)
+    return row
+
+
+def digest(row: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps({c: row.get(c, "") for c in READ_ONLY}, sort_keys=True,
+                                     ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def sample_size(n: int, share: float) -> int:
+    """floor(share * n), at least 1: with share 0.1 that is 5-10 % of any node of 10+ samples."""
+    return 0 if n == 0 else max(1, math.floor(share * n + 1e-9))
+
+
+def draw_sheet(build_dir: str | Path, share: float = 0.1, seed: int | None = None, reviewer: str | None = None,
+               fmt: str = "csv", out: str | Path | None = None) -> Path:
+    """Write a review sheet with a seeded sample of each node's not-yet-reviewed samples."""
+    if not (0 < share <= 1):
+        raise UsageError(f"--share must be in (0, 1], got {share}", hint="0.1 reviews about 10 % of each node")
+    if fmt not in ("csv", "jsonl"):
+        raise UsageError(f"unknown sheet format {fmt!r}", hint="use csv or jsonl")
+    view = load_build(build_dir)
+    if seed is None:
+        cfg = view.manifest.get("config")
+        seed = cfg.get("seed", 0) if isinstance(cfg, dict) and isinstance(cfg.get("seed"), int) else 0
+    path = Path(out) if out else view.root / "reviews" / f"sheet-seed{seed}.{fmt}"
+    if path.exists():
+        raise ReviewError(f"{path} already exists; drawing again would overwrite a reviewer's work",
+                          hint="apply or move it first, or pass --out FILE or another --seed")
+    done = load_verdicts(view.root)
+    rows = []
+    for node_id, samples in sorted(view.train.items()):
+        todo = [s for s in samples if str(s.get("id")) not in done]
+        k = min(len(todo), sample_size(len(samples), share))
+        if not k:
+            continue
+        rng = random.Random(f"kdc-review:{seed}:{node_id}")
+        picked = set(rng.sample(range(len(todo)), k))
+        seeds = training_seeds(view, node_id)
+        rows += [sheet_row(s, seeds, reviewer or "") for i, s in enumerate(todo) if i in picked]
+    atomic_write(path, _csv_text(rows) if fmt == "csv" else jsonl_text(rows))
+    return path
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell_out(v: str) -> str:
+    """A spreadsheet must show untrusted text, not run it as a formula: prefix a quote (OWASP)."""
+    return "'" + v if v.startswith(FORMULA_START) else v
+
+
+def _cell_in(v: str) -> str:
+    v = v.replace("\r\n", "\n")
+    return v[1:] if v.startswith("'") and v[1:].startswith(FORMULA_START) else v
+
+
+def _csv_text(rows: list[dict[str, str]]) -> str:
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
+    w.writeheader()
+    w.writerows({k: _cell_out(v) for k, v in r.items()} for r in rows)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------------------- parse
+
+
+@dataclass
+class SheetRow:
+    line: int  # 1-based line where the row starts
+    values: dict[str, str]
+    columns: dict[str, int] | None  # CSV: 1-based column of each field; JSONL: None
+
+
+class _Problems:
+    """Collects located problems so a reviewer can fix the whole sheet in one go."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.items: list[tuple[int, int | None, str]] = []
+
+    def add(self, row: SheetRow | int, column: str | int | None, message: str) -> None:
+        if isinstance(row, SheetRow):
+            col = row.columns.get(column) if (row.columns and isinstance(column, str)) else None
+            where = f"column {col} ({column})" if col else (f"field {column!r}" if column else "")
+            self.items.append((row.line, col, f"{where}: {message}" if where else message))
+        else:
+            self.items.append((row, column if isinstance(column, int) else None, message))
+
+    def raise_if_any(self) -> None:
+        if not self.items:
+            return
+        line, col, msg = self.items[0]
+        more = "".join(f"\n  {self.path}:{ln}{f':{c}' if c else ''}: {m}" for ln, c, m in self.items[1:MAX_PROBLEMS])
+        extra = len(self.items) - MAX_PROBLEMS
+        raise ReviewError(msg + more + (f"\n  … and {extra} more" if extra > 0 else ""), path=str(self.path),
+                          line=line, column=col,
+                          hint="nothing was changed; fix the sheet (only verdict, why, reviewer and edited_* "
+                               "may be changed) and apply it again")
+
+
+def _line_offsets(text: str) -> list[int]:
+    offs, pos = [0], 0
+    for ln in text.splitlines(keepends=True):
+        pos += len(ln)
+        offs.append(pos)
+    return offs
+
+
+def _quote_problem(text: str, start: int, line: int) -> tuple[int, int, str] | None:
+    """Where the CSV record starting at offset `start` (on `line`) breaks its quoting."""
+    i, fieldno, col = start, 1, 1
+    in_q = after_q = False
+    at_start = True
+    opened = (line, 1, 1)
+    while i < len(text):
+        c = text[i]
+        if in_q:
+            if c == '"':
+                if text[i + 1:i + 2] == '"':
+                    i, col = i + 1, col + 1
+                else:
+                    in_q, after_q = False, True
+            elif c == "\n":
+                line, col = line + 1, 0
+        elif after_q:
+            if c == ",":
+                fieldno, at_start, after_q = fieldno + 1, True, False
+            elif c in "\r\n":
+                return None
+            else:
+                at = f"character {col}" if line == opened[0] else f"line {line} character {col}"
+                return (opened[0], opened[1], f"the quoted field opened at character {opened[2]} is followed by "
+                        f"text after its closing quote ({at}): a quote inside a quoted field must be doubled "
+                        '("") — or a closing quote is missing')
+        elif c == '"' and at_start:
+            in_q, at_start, opened = True, False, (line, fieldno, col)
+        elif c == ",":
+            fieldno, at_start = fieldno + 1, True
+        elif c in "\r\n":
+            return None
+        else:
+            at_start = False
+        i, col = i + 1, col + 1
+    if in_q:
+        return (opened[0], opened[1], f"character {opened[2]}: a quoted field is never closed "
+                                      "(missing closing quote)")
+    return None
+
+
+def _parse_csv(path: Path, text: str, problems: _Problems) -> list[SheetRow]:
+    offsets = _line_offsets(text)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[SheetRow] = []
+    header: list[str] | None = None
+    start = 1
+    try:
+        for record in reader:
+            line, start = start, reader.line_num + 1
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue
+            if header is None:
+                header = [h.strip() for h in record]
+                missing = [c for c in COLUMNS if c not in header]
+                unknown = [h for h in header if h not in COLUMNS]
+                dup = [h for h, n in Counter(header).items() if n > 1]
+                if missing:
+                    problems.add(line, None, f"header lacks column(s): {', '.join(missing)}")
+                for h in unknown:
+                    problems.add(line, header.index(h) + 1,
+                                 f"column {header.index(h) + 1}: unknown column {h!r} (comments go in `why`)")
+                for h in dup:
+                    problems.add(line, None, f"column {h!r} appears twice in the header")
+                if problems.items:
+                    return []
+                continue
+            if len(record) != len(header):
+                problems.add(line, min(len(record), len(header)) + 1,
+                             f"the row has {len(record)} fields, the header {len(header)} (broken quoting or a "
+                             "stray comma?)")
+                continue
+            rows.append(SheetRow(line, {h: _cell_in(v) for h, v in zip(header, record)},
+                                 {h: k + 1 for k, h in enumerate(header)}))
+    except csv.Error as exc:
+        where = _quote_problem(text, offsets[min(start - 1, len(offsets) - 1)], start)
+        if where:
+            problems.add(where[0], where[1], f"column {where[1]}: broken CSV quoting, {where[2]}")
+        else:
+            problems.add(start, None, f"broken CSV: {exc}")
+        return []
+    if header is None:
+        problems.add(1, None, "the sheet is empty (no header row)")
+    return rows
+
+
+def _parse_jsonl(text: str, problems: _Problems) -> list[SheetRow]:
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            problems.add(n, exc.colno, f"not valid JSON: {exc.msg}")
+            continue
+        if not isinstance(obj, dict):
+            problems.add(n, 1, "a row must be a JSON object")
+            continue
+        missing = [c for c in COLUMNS if c not in obj]
+        unknown = [k for k in obj if k not in COLUMNS]
+        if missing or unknown:
+            problems.add(n, None, "; ".join(filter(None, [
+                f"missing field(s): {', '.join(missing)}" if missing else "",
+                f"unknown field(s): {', '.join(map(str, unknown))} (comments go in `why`)" if unknown else ""])))
+            continue
+        values = {}
+        for k, v in obj.items():
+            if k == "edited_reasoning" and isinstance(v, list) and all(isinstance(x, str) for x in v):
+                v = "\n".join(v)
+            if v is None and k not in READ_ONLY:
+                v = ""
+            if not isinstance(v, str):
+                problems.add(n, None, f"field {k!r} must be a string")
+                continue
+            values[k] = v
+        if len(values) == len(COLUMNS):
+            rows.append(SheetRow(n, values, None))
+    return rows
+
+
+def read_sheet(sheet_path: str | Path) -> list[SheetRow]:
+    """Parse a CSV or JSONL sheet; broken files are refused with located problems."""
+    path = Path(sheet_path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ReviewError(f"cannot read the review sheet: {exc.strerror}", path=str(path)) from None
+    try:
+        text = raw.decode("utf-8-sig")  # spreadsheets add a BOM
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ReviewError("the sheet is not UTF-8 text", path=str(path), line=line,
+                          hint="save it as CSV UTF-8") from None
+    problems = _Problems(path)
+    is_jsonl = path.suffix.lower() in (".jsonl", ".json") or text.lstrip().startswith("{")
+    rows = _parse_jsonl(text, problems) if is_jsonl else _parse_csv(path, text, problems)
+    problems.raise_if_any()
+    return rows
+
+
+# ---------------------------------------------------------------------------------------- apply
+
+
+def _check_rows(view: BuildView, rows: list[SheetRow], problems: _Problems, reviewer: str,
+                at: str) -> list[Verdict]:
+    index = {str(s.get("id")): (node_id, s) for node_id, ss in view.train.items() for s in ss}
+    gone = {str(r.get("id")) for rs in view.rejected.values() for r in rs if r.get("reason") == REVIEW_REJECTED}
+    seen: dict[str, int] = {}
+    seeds_cache: dict[str, list[Seed] | None] = {}
+    out = []
+    for row in rows:
+        v = row.values
+        sid = v["id"].strip()
+        if sid in seen:
+            problems.add(row, "id", f"sample {sid} is already on line {seen[sid]}")
+            continue
+        seen[sid] = row.line
+        if sid not in index:
+            problems.add(row, "id", f"sample {sid!r} was already rejected by an earlier review" if sid in gone
+                         else f"unknown sample id {sid!r}: not in this build's train sets")
+            continue
+        node_id, sample = index[sid]
+        if v["node_id"] != node_id:
+            problems.add(row, "node_id", f"node_id {v['node_id']!r} is not the sample's node {node_id!r}")
+            continue
+        if node_id not in seeds_cache:
+            seeds_cache[node_id] = training_seeds(view, node_id)
+        expected = sheet_row(sample, seeds_cache[node_id])
+        if digest(v) != v["sha256"].strip():
+            changed = [c for c in READ_ONLY if v[c] != expected[c] and (c != "seed_examples" or expected[c])]
+            if changed:
+                problems.add(row, changed[0], "provenance was edited (read-only column); put corrections in "
+                             f"edited_question / edited_reasoning / edited_answer")
+            else:
+                problems.add(row, "sha256", "the integrity field (sha256) was altered")
+            continue
+        if any(v[c] != expected[c] for c in FROM_BUILD):
+            problems.add(row, "id", "the sample changed in the build since this sheet was drawn; draw a new sheet")
+            continue
+        verdict = v["verdict"].strip().lower()
+        if verdict not in ("",) + VERDICTS:
+            problems.add(row, "verdict", f"verdict {v['verdict']!r} is not accept, reject or edit (blank: not reviewed)")
+            continue
+        edits = {k: v[f"edited_{k}"].strip() for k in ("question", "reasoning", "answer")}
+        if verdict != "edit" and any(edits.values()):
+            first = next(k for k, e in edits.items() if e)
+            problems.add(row, f"edited_{first}", f"edited_{first} is filled but the verdict is "
+                         f"{verdict or 'blank'}; set the verdict to edit or clear it")
+            continue
+        if verdict == "edit" and not any(edits.values()):
+            problems.add(row, "verdict", "verdict edit needs edited_question, edited_reasoning or edited_answer")
+            continue
+        who = (v["reviewer"].strip() or reviewer).strip()
+        if "\n" in who or len(who) > 100:
+            problems.add(row, "reviewer", "reviewer must be one short line")
+            continue
+        if not verdict:
+            continue
+        edited = None
+        if verdict == "edit":
+            rec = sample.get("record") or {}
+            steps = [s.strip() for s in edits["reasoning"].split("\n") if s.strip()]
+            edited = {"question": edits["question"] or _text(rec.get("question")),
+                      "reasoning": steps or _steps(rec.get("reasoning")),
+                      "answer": edits["answer"] or _text(rec.get("answer"))}
+        out.append(Verdict(sid, node_id, verdict, who, at, v["why"].strip(), edited))
+    return out
+
+
+def _replace(text: str, old: str, new: str) -> tuple[str, bool]:
+    if not old or old not in text:
+        return text, False
+    k = text.rindex(old)
+    return text[:k] + new + text[k + len(old):], True
+
+
+def edit_messages(messages: list[dict[str, Any]], old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chat messages with the edited question (user turn) and reasoning/answer (assistant turn).
+
+    The texts are replaced where they stand, so whatever layout compile chose is kept; a piece
+    that cannot be found verbatim is rewritten in the plain layout (steps, blank line, answer)."""
+    msgs = copy.deepcopy(messages)
+    for m in msgs:
+        content = str(m.get("content", ""))
+        if m.get("role") == "user" and new["question"] != old["question"]:
+            content, ok = _replace(content, old["question"], new["question"])
+            if not ok:
+                ctx = old.get("context")
+                content = (f"{ctx}\n\n" if ctx else "") + new["question"]
+        elif m.get("role") == "assistant":
+            olds, news = _steps(old.get("reasoning")), new["reasoning"]
+            ok = True
+            if olds != news:
+                if len(olds) == len(news):
+                    for a, b in zip(olds, news):
+                        if a != b:
+                            content, hit = _replace(content, a, b)
+                            ok = ok and hit
+                else:
+                    ok = False
+            if ok and new["answer"] != old.get("answer"):
+                content, ok = _replace(content, _text(old.get("answer")), new["answer"])
+            if not ok:
+                content = "\n".join(f"{n}. {s}" for n, s in enumerate(news, 1)) + f"\n\nAnswer: {new['answer']}"
+        m["content"] = content
+    return msgs
+
+
+def _hf_writer(view: BuildView, nodes: set[str]):
+    """Rewrites hf/<node_id> copies of changed nodes; checked before anything is written."""
+    targets = {n: view.root / "hf" / n for n in nodes if (view.root / "hf" / n).is_dir()}
+    if not targets:
+        return lambda node_id, samples: None
+    try:
+        import datasets
+    except ImportError:
+        raise ReviewError("this build has Hugging Face copies (hf/) that must follow the review, but the "
+                          "`datasets` package is not installed", hint="pip install 'kdc[compile]'") from None
+
+    def write(node_id: str, samples: list[dict[str, Any]]) -> None:
+        target = targets.get(node_id)
+        if target is None:
+            return
+        old = datasets.load_from_disk(str(target))
+        cols = old.column_names
+        rows = [{c: s.get(c) for c in cols} for s in samples]
+        try:
+            new = datasets.Dataset.from_list(rows, features=old.features) if rows else old.select([])
+        except (ValueError, TypeError, KeyError):  # e.g. metadata.review is a new field
+            new = datasets.Dataset.from_list(rows)
+        tmp = Path(tempfile.mkdtemp(prefix=".hf-", dir=target.parent))
+        new.save_to_disk(str(tmp / "ds"))
+        trash = target.with_name(f".{target.name}.old")
+        shutil.rmtree(trash, ignore_errors=True)
+        target.rename(trash)
+        (tmp / "ds").rename(target)
+        shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    return write
+
+
+def apply_sheet(build_dir: str | Path, sheet_path: str | Path, reviewer: str | None = None,
+                now: datetime | None = None) -> ApplyResult:
+    """Apply a filled review sheet to the build: all of it, or (on any problem) nothing."""
+    view = load_build(build_dir)
+    path = Path(sheet_path)
+    rows = read_sheet(path)
+    problems = _Problems(path)
+    at = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    verdicts = _check_rows(view, rows, problems, (reviewer or "").strip() or _user(), at)
+    problems.raise_if_any()
+    result = ApplyResult(path, unreviewed=len(rows) - len(verdicts))
+    if not verdicts:
+        return result
+    by_id = {v.id: v for v in verdicts}
+    changed_nodes = {v.node_id for v in verdicts}
+    write_hf = _hf_writer(view, changed_nodes)
+
+    # 1. the verdict log first: if anything below fails, the next compile still honours it
+    vpath = verdicts_path(view.root)
+    prior = vpath.read_text(encoding="utf-8") if vpath.is_file() else ""
+    if prior and not prior.endswith("\n"):
+        prior += "\n"
+    atomic_write(vpath, prior + jsonl_text(v.to_json() for v in verdicts))
+    all_verdicts = load_verdicts(view.root)
+    stats = review_stats(all_verdicts)
+
+    # 2. per node: drop the rejected (kept in rejected.jsonl), apply edits, record the review
+    edited_messages: dict[str, list] = {}
+    for node_id in sorted(changed_nodes):
+        keep, moved = [], []
+        for s in view.train[node_id]:
+            v = by_id.get(str(s.get("id")))
+            if v is None:
+                keep.append(s)
+                continue
+            s = copy.deepcopy(s)
+            review = {"verdict": v.verdict, "by": v.by, "at": v.at, "why": v.why}
+            meta = s.setdefault("metadata", {})
+            if v.verdict == "reject":
+                meta["review"] = review
+                moved.append({"id": s.get("id"), "node_id": node_id, "reason": REVIEW_REJECTED,
+                              "detail": v.why or "rejected by a reviewer", "raw": json.dumps(s, ensure_ascii=False),
+                              "metadata": meta})
+                result.rejected += 1
+                continue
+            if v.verdict == "edit":
+                old = dict(s.get("record") or {})
+                s["record"] = {**old, **v.edited}
+                s["messages"] = edit_messages(s.get("messages") or [], old, v.edited)
+                edited_messages[str(s.get("id"))] = s["messages"]
+                result.edited += 1
+            else:
+                result.accepted += 1
+            meta["review"] = review
+            keep.append(s)
+        if moved:
+            rpath = node_path(view.root, node_id, "rejected.jsonl")
+            atomic_write(rpath, jsonl_text(view.rejected.get(node_id, []) + moved))
+        atomic_write(node_path(view.root, node_id, "train.jsonl"), jsonl_text(keep))
+        write_hf(node_id, keep)
+        view.train[node_id] = keep
+
+    # 3. the SFT mixes must not train on what a reviewer rejected
+    manifest = view.manifest
+    dropped = {v.id for v in verdicts if v.verdict == "reject"}
+    mixes = manifest.get("mixes") if isinstance(manifest.get("mixes"), dict) else {}
+    mix_files = {name: m.get("path") for name, m in mixes.items() if isinstance(m, dict) and m.get("path")}
+    for mix_path in sorted({*mix_files.values(), *(str(p.relative_to(view.root))
+                                                   for p in (view.root / "mixes").glob("*.jsonl"))}):
+        mpath = view.root / mix_path
+        rows_in = read_jsonl(mpath)
+        rows_out, removed = [], 0
+        for r in rows_in:
+            md = r.get("metadata") if isinstance(r.get("metadata"), dict) else {}
+            rid = str(md.get("id"))
+            if md.get("source", "synthetic") == "synthetic" and rid in dropped:
+                removed += 1
+                continue
+            if md.get("source", "synthetic") == "synthetic" and rid in edited_messages:
+                r = {**r, "messages": edited_messages[rid]}
+            rows_out.append(r)
+        if removed or any(str((r.get("metadata") or {}).get("id")) in edited_messages for r in rows_in):
+            atomic_write(mpath, jsonl_text(rows_out))
+        for name, p in mix_files.items():
+            if p == mix_path and removed:
+                mixes[name]["rows"] = len(rows_out)
+                by = mixes[name].get("by_source")
+                if isinstance(by, dict) and isinstance(by.get("synthetic"), int):
+                    by["synthetic"] = max(0, by["synthetic"] - removed)
+
+    # 4. the manifest: accepted counts, the new rejection reason, review stats and flags
+    nodes = manifest.setdefault("nodes", {})
+    for node_id, entry in nodes.items():
+        if not isinstance(entry, dict):
+            continue
+        n_rej = sum(1 for v in verdicts if v.node_id == node_id and v.verdict == "reject")
+        if n_rej:
+            entry["accepted"] = len(view.train[node_id])
+            if isinstance(entry.get("target"), int):
+                entry["shortfall"] = max(0, entry["target"] - entry["accepted"])
+            rej = entry.get("rejected") if isinstance(entry.get("rejected"), dict) else {}
+            rej[REVIEW_REJECTED] = rej.get(REVIEW_REJECTED, 0) + n_rej
+            entry["rejected"] = rej
+        entry["review"] = stats.get(node_id, {"reviewed": 0, "rejected": 0, "flagged": False})
+    totals = manifest.get("totals")
+    if isinstance(totals, dict):
+        entries = [e for e in nodes.values() if isinstance(e, dict)]
+        totals["accepted"] = sum(int(e.get("accepted", 0) or 0) for e in entries)
+        totals["shortfall"] = sum(int(e.get("shortfall", 0) or 0) for e in entries)
+        totals["rejected"] = sum(sum(v for v in (e.get("rejected") or {}).values() if isinstance(v, int))
+                                 for e in entries)
+    atomic_write(view.root / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+
+    # 5. keep a copy of the applied sheet, then refresh the card and the report
+    archive = view.root / "reviews" / "applied" / f"{at.replace(':', '')}-{path.name}"
+    atomic_write(archive, path.read_bytes())
+    from compiler.card import write_card
+    from compiler.report import write_report
+    write_card(view.root)
+    write_report(view.root)
+    result.nodes = {n: stats[n] for n in sorted(stats)}
+    return result
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"

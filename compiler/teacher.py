@@ -1,0 +1,312 @@
+"""The teacher: every generation request goes through litellm (async), whatever the provider.
+
+Why our own retry loop instead of litellm's: we need Retry-After honoured, exponential backoff
+with jitter, a per-request deadline, an attempt count for provenance, and a reason code when a
+request finally fails — and none of it may hide a failure. Why our own endpoint balancing
+instead of litellm's Router: one `acompletion(api_base=...)` per call to the least busy
+endpoint (a retry moves to another endpoint) is a few lines, adds no cool-down state that
+would fight Retry-After, and keeps the per-request CPU low.
+
+API keys are read by litellm from each provider's usual environment variable; kdc never
+receives, logs or stores them, and scrubs anything key-like from error details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from compiler.errors import TeacherError
+from compiler.resources import load_schema
+
+log = logging.getLogger("kdc.teacher")
+
+BACKOFF_BASE = 0.5  # seconds; attempt n waits ~base * 2**n (jittered), capped below
+BACKOFF_CAP = 30.0
+RETRY_AFTER_CAP = 120.0
+KEY_VARS = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)$", re.I)
+
+
+def response_schema(kind: str) -> dict:
+    """The JSON schema the teacher must fill for a leaf kind, derived from schemas/record.json:
+    grounded skills must invent a context; for knowledge kdc supplies the chunk as the context,
+    so the teacher is not asked for one; freeform skills have none."""
+    schema = copy.deepcopy(load_schema("record.json"))
+    for key in ("$schema", "$id", "title", "description"):
+        schema.pop(key, None)
+    if kind == "grounded_skill":
+        schema["required"] = ["context", *schema["required"]]
+    else:
+        schema["properties"].pop("context")
+    return schema
+
+
+def response_format(kind: str) -> dict:
+    return {"type": "json_schema",
+            "json_schema": {"name": f"kdc_{kind}_record", "schema": response_schema(kind), "strict": True}}
+
+
+def scrub(text: str) -> str:
+    """Remove secrets from an error text: values of *_KEY/*_TOKEN/... variables, key-like strings."""
+    for name, value in os.environ.items():
+        if KEY_VARS.search(name) and value and len(value) >= 6:
+            text = text.replace(value, "***")
+    text = re.sub(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-*]{6,}", r"\1-***", text)
+    text = re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}", r"\1***", text)
+    return re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
+
+
+@dataclass
+class Completion:
+    """A teacher answer: the raw text plus what provenance and the manifest need."""
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None  # None: litellm has no price for this model
+    attempts: int
+    model: str
+    latency_s: float = 0.0
+
+    def to_cache(self) -> dict[str, Any]:
+        return {"text": self.text, "finish_reason": self.finish_reason, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens, "cost_usd": self.cost_usd,
+                "attempts": self.attempts, "model": self.model}
+
+    @classmethod
+    def from_cache(cls, d: dict[str, Any]) -> "Completion":
+        return cls(d["text"], d.get("finish_reason"), int(d.get("prompt_tokens") or 0),
+                   int(d.get("completion_tokens") or 0), d.get("cost_usd"), int(d.get("attempts") or 1),
+                   d.get("model") or "")
+
+
+class TeacherFailure(Exception):
+    """A request that failed for good after its retries: becomes a Rejection with `reason`."""
+
+    def __init__(self, reason: str, detail: str, attempts: int, transport: bool = True):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.attempts = attempts
+        self.transport = transport  # True: the endpoint misbehaved (not cached, counts for the breaker)
+
+
+@dataclass
+class TeacherStats:
+    calls: int = 0  # HTTP attempts made
+    retries: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+
+class Teacher:
+    """Async, bounded-concurrency client for one litellm model on one or more endpoints."""
+
+    def __init__(self, model: str, *, api_bases: list[str] | None = None, timeout: float = 120.0,
+                 max_retries: int = 4, concurrency: int = 8, sampling: dict[str, Any] | None = None):
+        self.model = model
+        self.api_bases = list(api_bases or [])
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.concurrency = concurrency
+        self.sampling = dict(sampling or {})
+        self.stats = TeacherStats()
+        self._busy = [0] * max(1, len(self.api_bases))
+        self._next = 0
+        self._sem: asyncio.Semaphore | None = None
+        self._jitter = random.Random()
+        self._litellm = _import_litellm()
+        if model.startswith("kdc/"):
+            from compiler.embedded import register
+
+            register(self._litellm)
+        self._api_key = self._check_environment()
+
+    def _check_environment(self) -> str | None:
+        """Fail early, with the variable's name, when the provider needs a key that is not set.
+        Local OpenAI-compatible servers (an --api-base) get a placeholder key instead."""
+        if self.model.startswith("kdc/"):
+            return None
+        try:
+            env = self._litellm.validate_environment(model=self.model)
+        except Exception:  # unknown provider shapes: let the first call say what is wrong
+            return None
+        missing = [k for k in env.get("missing_keys") or [] if KEY_VARS.search(k)]
+        if not missing:
+            return None
+        if self.api_bases:
+            return "no-key"  # vLLM, llama.cpp, LM Studio...: any key is accepted
+        raise TeacherError(f"teacher {self.model} needs {', '.join(missing)} in the environment",
+                           hint=f"export {missing[0]}=..., or point --api-base at a local server")
+
+    def _pick_base(self, avoid: int | None) -> int | None:
+        if not self.api_bases:
+            return None
+        n = len(self.api_bases)
+        order = [(self._next + i) % n for i in range(n)]
+        self._next = (self._next + 1) % n
+        candidates = [i for i in order if i != avoid] or order
+        return min(candidates, key=lambda i: self._busy[i])
+
+    async def complete(self, messages: list[dict[str, str]], response_format: dict, *, seed: int | None = None,
+                       label: str = "") -> Completion:
+        """One answer, retried on 429/5xx/timeouts/connection errors; raises TeacherFailure when it
+        fails for good and TeacherError when the teacher cannot be used at all (auth, unknown model)."""
+        if self._sem is None:
+            self._sem = asyncio.Semaphore(self.concurrency)
+        lt = self._litellm
+        attempt = 0
+        avoid: int | None = None
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "response_format": response_format,
+                                  "timeout": self.timeout, "max_retries": 0, "drop_params": True,
+                                  **self.sampling}
+        if seed is not None:
+            kwargs["seed"] = seed
+        if self._api_key:
+            kwargs["api_key"] = self._api_key
+        started = time.monotonic()
+        while True:
+            attempt += 1
+            base = self._pick_base(avoid)
+            if base is not None:
+                kwargs["api_base"] = self.api_bases[base]
+            delay: float | None = None
+            async with self._sem:
+                self.stats.calls += 1
+                self.stats.in_flight += 1
+                self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+                if base is not None:
+                    self._busy[base] += 1
+                try:
+                    resp = await asyncio.wait_for(lt.acompletion(**kwargs), self.timeout * 1.5 + 5)
+                except (lt.AuthenticationError, lt.PermissionDeniedError) as exc:
+                    raise TeacherError(f"the teacher rejected the credentials: {scrub(_msg(exc))}",
+                                       hint="check the provider's API key variable (e.g. OPENAI_API_KEY)") from None
+                except lt.NotFoundError as exc:
+                    raise TeacherError(f"teacher model {self.model} not found: {scrub(_msg(exc))}",
+                                       hint="check --teacher and --api-base") from None
+                except lt.ContextWindowExceededError as exc:
+                    chars = sum(len(m["content"]) for m in messages)
+                    raise TeacherFailure("context-window", f"{label}: prompt of {chars} characters is over the "
+                                         f"model's context window: {scrub(_msg(exc))}", attempt, False) from None
+                except lt.ContentPolicyViolationError as exc:
+                    raise TeacherFailure("refusal", f"content policy: {scrub(_msg(exc))}", attempt, False) from None
+                except (lt.BadRequestError, lt.UnprocessableEntityError) as exc:
+                    raise TeacherFailure("http-error", f"bad request: {scrub(_msg(exc))}", attempt) from None
+                except (asyncio.TimeoutError, lt.Timeout) as exc:
+                    failure = ("timeout", f"no answer within {self.timeout:g}s"
+                               + (f" ({scrub(_msg(exc))})" if _msg(exc) else ""))
+                except lt.RateLimitError as exc:
+                    failure = ("http-error", f"429 rate limited: {scrub(_msg(exc))}")
+                    delay = _retry_after(exc)
+                except Exception as exc:  # 5xx, connection refused/reset, unexpected provider errors
+                    status = getattr(exc, "status_code", None)
+                    failure = ("http-error", f"{status or type(exc).__name__}: {scrub(_msg(exc))}")
+                    delay = _retry_after(exc)
+                else:
+                    return self._completion(resp, attempt, started)
+                finally:
+                    self.stats.in_flight -= 1
+                    if base is not None:
+                        self._busy[base] -= 1
+            # failed attempt: the slot is released while we wait
+            self.stats.failures[failure[0]] = self.stats.failures.get(failure[0], 0) + 1
+            if attempt > self.max_retries:
+                raise TeacherFailure(failure[0], f"{failure[1]} (gave up after {attempt} attempts)", attempt)
+            self.stats.retries += 1
+            avoid = base
+            if delay is None:
+                delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * (0.5 + self._jitter.random())
+            else:
+                delay = min(delay, RETRY_AFTER_CAP) * (1 + 0.1 * self._jitter.random())
+            log.debug("%s: attempt %d failed (%s); retrying in %.2fs", label, attempt, failure[0], delay)
+            await asyncio.sleep(delay)
+
+    def _completion(self, resp: Any, attempts: int, started: float) -> Completion:
+        choice = resp.choices[0] if resp.choices else None
+        text = (choice.message.content if choice is not None and choice.message is not None else None) or ""
+        usage = getattr(resp, "usage", None)
+        cost = None
+        hidden = getattr(resp, "_hidden_params", None) or {}
+        if hidden.get("response_cost") is not None:
+            cost = float(hidden["response_cost"])
+        return Completion(text=text, finish_reason=getattr(choice, "finish_reason", None),
+                          prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                          completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                          cost_usd=cost, attempts=attempts, model=self.model,
+                          latency_s=time.monotonic() - started)
+
+    # -- estimates for --dry-run and --max-cost --------------------------------------------
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        try:
+            return int(self._litellm.token_counter(model=self.model, messages=messages))
+        except Exception:
+            return sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)
+
+    def price(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """USD for a request of that size from litellm's offline price map; None when unknown."""
+        if self.model.startswith("kdc/"):
+            return 0.0
+        try:
+            p, c = self._litellm.cost_per_token(model=self.model, prompt_tokens=prompt_tokens,
+                                                completion_tokens=completion_tokens)
+            return float(p) + float(c)
+        except Exception:
+            return None
+
+
+def _msg(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    return " ".join(str(text).split())[:300]
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """Seconds from a Retry-After (or retry-after-ms) header on a litellm exception, if any."""
+    headers = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        resp = getattr(exc, "response", None)
+        headers = getattr(resp, "headers", None)
+    if not headers:
+        return None
+    try:
+        low = {str(k).lower(): v for k, v in dict(headers).items()}
+    except Exception:
+        return None
+    try:
+        if "retry-after-ms" in low:
+            return max(0.0, float(low["retry-after-ms"]) / 1000)
+        if "retry-after" in low:
+            return max(0.0, float(low["retry-after"]))
+    except (TypeError, ValueError):
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(str(low["retry-after"]))
+            return max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _import_litellm():
+    """litellm, imported offline: the local cost map, no telemetry, quiet loggers."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_TELEMETRY", "False")
+    try:
+        import litellm
+    except ImportError as exc:
+        raise TeacherError("litellm is not installed", hint="pip install 'kdc[compile]'") from exc
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx", "openai"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return litellm
