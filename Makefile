@@ -10,7 +10,7 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 export LITELLM_LOCAL_MODEL_COST_MAP = True
 export CMAKE_BUILD_PARALLEL_LEVEL = 2
 
-.PHONY: demo test test-fast venv doc-repos bench clean
+.PHONY: demo test test-fast venv doc-repos browser bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,13 @@ demo: venv doc-repos
 	$(KDC) validate taxonomy
 	$(KDC) compile taxonomy --out $(OUT)
 
-test: venv doc-repos
-	$(PY) -m pytest
+# The report test drives Debian's headless Chromium; install it when it is missing (needs root/apt).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: venv doc-repos browser
+	KDC_REQUIRE_CHROMIUM=1 $(PY) -m pytest
 
 test-fast: venv doc-repos
 	$(PY) -m pytest -m 'not slow'

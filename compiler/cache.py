@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS answers (
 """
 
 
-def request_key(payload: dict[str, Any]) -> str:
+def request_key(payload: Any) -> str:
     """sha256 of the canonical JSON of what decides a request."""
     blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()

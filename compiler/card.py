@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from compiler.report import REASON_HELP, BuildView, NodeStat, atomic_write, load_build, node_stats
+from compiler.report import REASON_HELP, BuildView, NodeStat, total_usd, atomic_write, load_build, node_stats
 
 LICENSE_LINE = re.compile(r"^\s*license of the work\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 
@@ -85,12 +85,16 @@ def front_matter(view: BuildView, stats: list[NodeStat], licenses: dict[str, str
     tax = _dict(view.manifest.get("taxonomy"))
     taken: set[str] = set()
     configs = []
+    evals = []  # eval lines have their own columns: one config for all of them, not a split per node
     for s in stats:
         files = _dict(_dict(view.nodes.get(s.node_id)).get("files"))
-        data_files = [{"split": "train", "path": str(files.get("train") or f"nodes/{s.node_id}/train.jsonl")}]
+        configs.append({"config_name": _config_name(s.node_id, taken), "data_files": [
+            {"split": "train", "path": str(files.get("train") or f"nodes/{s.node_id}/train.jsonl")}]})
         if s.eval_seeds:
-            data_files.append({"split": "test", "path": str(files.get("eval") or f"nodes/{s.node_id}/eval.jsonl")})
-        configs.append({"config_name": _config_name(s.node_id, taken), "data_files": data_files})
+            evals.append(str(files.get("eval") or f"nodes/{s.node_id}/eval.jsonl"))
+    if evals:
+        configs.append({"config_name": _config_name("eval_seeds", taken),
+                        "data_files": [{"split": "test", "path": evals}]})
     for name, mix in sorted(_dict(view.manifest.get("mixes")).items()):
         if isinstance(mix, dict) and mix.get("path"):
             configs.append({"config_name": _config_name(f"mix_{name}", taken),
@@ -135,6 +139,7 @@ def render_card(view: BuildView) -> str:
     stats = node_stats(view)
     m = view.manifest
     tax, teacher, judge = _dict(m.get("taxonomy")), _dict(m.get("teacher")), _dict(m.get("judge"))
+    sampling = teacher.get("sampling")
     templates, versions = _dict(m.get("templates")), _dict(m.get("versions"))
     licenses = node_licenses(view)
     meta = front_matter(view, stats, licenses)
@@ -154,9 +159,12 @@ def render_card(view: BuildView) -> str:
            f"| taxonomy root | {code(tax.get('root', '?'))} |",
            f"| taxonomy content hash (sha256) | {code(tax.get('content_hash', '?'))} |",
            f"| teacher model | {code(teacher.get('model', '?'))} |",
-           f"| teacher sampling | {code(json.dumps(teacher.get('sampling'), sort_keys=True)) if teacher.get('sampling') else '—'} |",
+           f"| teacher sampling | {code(json.dumps(sampling, sort_keys=True)) if sampling else '—'} |",
            f"| judge model | {code(judge.get('model')) if judge.get('model') else 'none'} |",
-           f"| kdc version | {code(m.get('kdc_version', '?'))} |"]
+           f"| kdc version | {code(m.get('kdc_version', '?'))} |",
+           f"| teacher tokens | {sum(s.prompt_tokens for s in stats):,} prompt, "
+           f"{sum(s.completion_tokens for s in stats):,} completion |",
+           f"| teacher cost (USD) | {total_usd(stats)} |"]
     for name, sha in sorted(templates.items()):
         out.append(f"| template {code(name)} | {code(sha)} |")
     for name, ver in sorted(versions.items()):
@@ -164,7 +172,8 @@ def render_card(view: BuildView) -> str:
     out.append("")
 
     out += ["## Counts per node\n",
-            "| node | kind | target | accepted | shortfall | rejected | eval seeds | reviewed | review-rejected | flagged | license |",
+            "| node | kind | target | accepted | shortfall | rejected | eval seeds | reviewed | review-rejected "
+            "| flagged | license |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for s in stats:
         out.append(f"| {code(s.node_id)} | {md(s.kind)} | {s.target} | {s.accepted} | {s.shortfall} | "

@@ -7,7 +7,9 @@ compared from cached signatures without re-reading every file.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,7 +20,6 @@ import yaml
 from compiler.yamlload import mark_of, node_at
 
 NUM_PERM = 128
-BANDS, ROWS = 32, 4  # LSH banding: pairs with Jaccard >= ~0.5 become candidates
 _WORD = re.compile(r"\w+")
 
 
@@ -45,11 +46,11 @@ class Issue:
 class SeedRef:
     """One seed example (knowledge: one Q&A) as compared for duplicates."""
 
-    label: str  # "seed_examples[2]" or "seed_examples[1].questions_and_answers[0]"
+    label: str  # "seed_examples[2]", "seed_examples[1].questions_and_answers[0]", "seed_examples[1].context"
     line: int
     column: int
-    norm: str  # normalised text: exact duplicates
-    signature: bytes  # MinHash hash values, uint32 little-endian
+    norm: str  # digest of the normalised text: exact duplicates
+    signature: bytes  # MinHash values (question+answer, then context), uint32 little-endian
 
 
 def words(text: Any) -> int:
@@ -112,69 +113,115 @@ def _norm_words(text: str) -> list[str]:
     return _WORD.findall(text.casefold())
 
 
+def _identity(value: int) -> int:
+    return value
+
+
 @lru_cache(maxsize=1)
 def _template():
+    """One MinHash whose permutations every seed's MinHash copies (building them costs ~0.3 ms)."""
     from datasketch import MinHash
 
-    return MinHash(num_perm=NUM_PERM, seed=1)
+    # Shingles arrive already hashed to 32 bits (see _shingle_hashes); datasketch mixes them
+    # (fmix) before permuting, as its docs advise for structured integer inputs.
+    return MinHash(num_perm=NUM_PERM, seed=1, hashfunc=_identity)
+
+
+def _shingle_hashes(words: list[str], word_hash: dict[str, int]) -> list[int]:
+    """Distinct word bigrams as 32-bit integers: crc32 per distinct word, combined per pair.
+
+    Hashing each bigram string with SHA-1 (datasketch's default) cost 1 s on the corpus."""
+    import numpy as np
+
+    for w in set(words).difference(word_hash):
+        word_hash[w] = zlib.crc32(w.encode("utf-8"))
+    hs = np.array(list(map(word_hash.__getitem__, words)), dtype=np.uint64)
+    if len(hs) < 2:
+        return hs.tolist()
+    return np.unique(((hs[:-1] * np.uint64(0x9E3779B1)) ^ hs[1:]) & np.uint64(0xFFFFFFFF)).tolist()
 
 
 def seed_refs(content: Mapping, root: yaml.Node | None) -> list[SeedRef]:
-    """Each seed's normalised text and MinHash signature (skills: context + question + answer;
-    knowledge: question + answer, since Q&A of one context share it)."""
+    """What duplicate checks compare, one ref per seed (knowledge: per Q&A, and per context).
+
+    A signature is two MinHashes: question + answer, then the context (zeros when there is
+    none), so that grounded seeds sharing one context but asking different things, or asking
+    the same thing of different contexts, are not near-duplicates."""
     refs: list[SeedRef] = []
-    template = None
-    for path, qa in _seed_items(content):
-        parts = [qa.get("context") if len(path) == 2 else None, qa.get("question"), qa.get("answer")]
-        toks = _norm_words(" ".join(p for p in parts if isinstance(p, str)))
-        if not toks:
-            continue
-        shingles = {f"{a} {b}" for a, b in zip(toks, toks[1:])} or set(toks)
-        if template is None:
-            template = _template()
-        m = template.copy()
-        m.update_batch([s.encode("utf-8") for s in shingles])
+    word_hash: dict[str, int] = {}
+    no_context = bytes(4 * NUM_PERM)
+
+    def signature(toks: list[str]) -> bytes:
+        m = _template()
+        m.clear()  # reuse one MinHash: building one (permutations) costs more than hashing a seed
+        m.update_batch(_shingle_hashes(toks, word_hash))
+        return m.hashvalues.astype("<u4").tobytes()
+
+    def add(path: list, qa_text: str, context: Any) -> None:
+        qa_toks = _norm_words(qa_text)
+        ctx_toks = _norm_words(context) if isinstance(context, str) else []
+        if not qa_toks:
+            return
         line, col = mark_of(node_at(root, path))
-        refs.append(SeedRef(_label(path), line, col, " ".join(toks),
-                            m.hashvalues.astype("<u4").tobytes()))
+        norm = hashlib.blake2b(f"{' '.join(ctx_toks)}\0{' '.join(qa_toks)}".encode("utf-8"), digest_size=8)
+        refs.append(SeedRef(_label(path), line, col, norm.hexdigest(),
+                            signature(qa_toks) + (signature(ctx_toks) if ctx_toks else no_context)))
+
+    seeds = content.get("seed_examples")
+    for i, ex in enumerate(seeds if isinstance(seeds, list) else []):
+        if not isinstance(ex, Mapping):
+            continue
+        qas = ex.get("questions_and_answers")
+        if isinstance(qas, list):  # knowledge: each context, then each Q&A on its own
+            if isinstance(ex.get("context"), str):
+                add(["seed_examples", i, "context"], ex["context"], None)
+            for j, qa in enumerate(qas):
+                if isinstance(qa, Mapping):
+                    add(["seed_examples", i, "questions_and_answers", j], _qa_text(qa), None)
+        else:
+            add(["seed_examples", i], _qa_text(ex), ex.get("context"))
     return refs
 
 
-def similarity(a: bytes, b: bytes) -> float:
-    """Estimated Jaccard similarity: the share of equal MinHash values."""
-    if len(a) != len(b) or not a:
-        return 0.0
-    n = len(a) // 4
-    same = sum(1 for i in range(0, len(a), 4) if a[i:i + 4] == b[i:i + 4])
-    return same / n
+def _qa_text(qa: Mapping) -> str:
+    return " ".join(v for v in (qa.get("question"), qa.get("answer")) if isinstance(v, str))
+
+
+def _matrix(refs: list[SeedRef]):
+    import numpy as np
+
+    return np.frombuffer(b"".join(r.signature for r in refs), dtype="<u4").reshape(len(refs), -1)
 
 
 def similar_pairs(left: list[SeedRef], right: list[SeedRef] | None, threshold: float
                   ) -> list[tuple[int, int, float]]:
     """(i, j, similarity) for pairs at or above threshold; right=None compares left with itself.
 
-    LSH banding picks candidates, so large sibling groups stay near-linear."""
+    Similarity is the lower of the question+answer and the context estimates (share of equal
+    MinHash values); identical normalised texts count as 1.0. Compared densely in blocks."""
+    import numpy as np
+
     same_list = right is None
     right = left if right is None else right
-    buckets: dict[tuple[int, bytes], list[int]] = {}
-    width = ROWS * 4
-    for j, ref in enumerate(right):
-        for band in range(BANDS):
-            buckets.setdefault((band, ref.signature[band * width:(band + 1) * width]), []).append(j)
+    if not left or not right:
+        return []
+    a, b = _matrix(left), _matrix(right)
+    half = NUM_PERM
     out: list[tuple[int, int, float]] = []
+    block = max(1, 2_000_000 // (len(right) * a.shape[1]))
+    for start in range(0, len(left), block):
+        eq = a[start:start + block, None, :] == b[None, :, :]
+        sims = np.minimum(eq[:, :, :half].mean(axis=2), eq[:, :, half:].mean(axis=2))
+        for i, j in zip(*np.nonzero(sims >= threshold)):
+            i, j = int(i) + start, int(j)
+            if not (same_list and j <= i) and left[i].norm != right[j].norm:
+                out.append((i, j, float(sims[i - start, j])))
+    by_text: dict[str, list[int]] = {}
+    for j, ref in enumerate(right):
+        by_text.setdefault(ref.norm, []).append(j)
     for i, ref in enumerate(left):
-        candidates: set[int] = set()
-        for band in range(BANDS):
-            candidates.update(buckets.get((band, ref.signature[band * width:(band + 1) * width]), ()))
-        for j in sorted(candidates):
-            if same_list and j <= i:
-                continue
-            if ref.norm == right[j].norm:
-                out.append((i, j, 1.0))
-                continue
-            s = similarity(ref.signature, right[j].signature)
-            if s >= threshold:
-                out.append((i, j, s))
+        out.extend((i, j, 1.0) for j in by_text.get(ref.norm, ()) if not (same_list and j <= i))
+    out.sort()
     return out
 
 

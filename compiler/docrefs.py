@@ -117,7 +117,7 @@ def check_document(repo: str, commit: str, patterns: list[str], root: Path, *, f
     for p in bad:
         issues.append(DocIssue("patterns", "document-pattern-unsafe",
                                f"pattern {p!r} points outside the repository",
-                               "write patterns relative to the repository root, without '..'"))
+                               "write patterns relative to the repository root: no leading '/', no '..'"))
     patterns = [p for p in patterns if p not in bad]
     remote = is_remote(repo)
     path: Path | None

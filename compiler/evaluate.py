@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -254,14 +255,30 @@ def _ask_judge(judge: Judge, item: EvalItem, answer_a: str, answer_b: str) -> st
                                                      reference=item.answer, answer_a=answer_a, answer_b=answer_b)
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm
-    try:
-        reply = litellm.completion(model=judge.model, api_base=judge.api_base, temperature=0.0, max_tokens=300,
-                                   timeout=judge.timeout, num_retries=2,
-                                   messages=[{"role": "user", "content": prompt.strip()}])
-    except Exception as exc:  # litellm raises its own hierarchy; all mean the judge is unusable
-        raise TeacherError(f"the judge {judge.model!r} failed: {type(exc).__name__}: {str(exc)[:300]}",
-                           hint="check --judge and --judge-api-base (keys come from the environment)") from exc
-    return parse_verdict(reply.choices[0].message.content or "")
+    api_key = None
+    if judge.api_base and judge.model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
+        api_key = "no-key"  # a local OpenAI-compatible server (vLLM, llama.cpp) needs none, litellm wants one
+    transient = (litellm.exceptions.RateLimitError, litellm.exceptions.APIConnectionError,
+                 litellm.exceptions.Timeout, litellm.exceptions.InternalServerError,
+                 litellm.exceptions.ServiceUnavailableError)
+    for attempt in range(3):
+        try:
+            reply = litellm.completion(model=judge.model, api_base=judge.api_base, api_key=api_key,
+                                       temperature=0.0, max_tokens=300, timeout=judge.timeout,
+                                       messages=[{"role": "user", "content": prompt.strip()}])
+            return parse_verdict(reply.choices[0].message.content or "")
+        except transient as exc:
+            if attempt == 2:
+                raise _judge_error(judge, exc) from exc
+            time.sleep(1.0 + attempt)
+        except Exception as exc:  # auth, unknown model, bad request: retrying will not help
+            raise _judge_error(judge, exc) from exc
+    return None
+
+
+def _judge_error(judge: Judge, exc: Exception) -> TeacherError:
+    return TeacherError(f"the judge {judge.model!r} failed: {type(exc).__name__}: {str(exc)[:300]}",
+                        hint="check --judge and --judge-api-base (API keys come from the environment)")
 
 
 def parse_verdict(text: str) -> str | None:

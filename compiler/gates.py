@@ -16,7 +16,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from compiler.diversity import NEAR_DUP_THRESHOLD, NUM_PERM, Fingerprint, NearIndex, sample_text, words
+import numpy as np
+
+from compiler.diversity import (NEAR_DUP_THRESHOLD, NUM_PERM, Fingerprint, NearIndex, SmallIndex, shingles,
+                                shingles_of_ids, token_ids, words)
 from compiler.errors import ConfigError
 from compiler.pii import KINDS as PII_KINDS
 from compiler.pii import find_pii, redact
@@ -148,7 +151,13 @@ should would will shall may might has have had list name give write compose crea
 explain summarize summarise extract identify find calculate compute solve determine compare classify
 rewrite translate convert generate provide outline tell suggest state define show turn make produce
 rate evaluate choose pick select sort rank count estimate predict analyze analyse answer complete
-fill please use using based given according read review convert format prepare plan design""".split())
+fill please use using based given according read review format prepare plan design help imagine act
+pretend respond reply assume suppose consider let check edit correct fix improve paraphrase shorten
+expand continue recommend brainstorm propose critique assess discuss argue prove verify match label
+tag split simplify proofread grade score transform parse return output print implement code debug
+refactor optimize optimise advise teach walk break add remove replace insert delete apply build
+construct derive draw sketch express reformat organize organise group categorize categorise""".split())
+_CLAUSE = re.compile(r"[.!:;,\n]")  # an instruction starts a sentence or a clause ("Given X, list Y")
 _MARKUP = re.compile(
     r"\{\{|\}\}|\{%|%\}|\{#|#\}"  # leftover Jinja
     r"|<\|[^|>\s]{1,40}\|>"  # <|im_start|>, <|assistant|>, <|eot_id|>
@@ -158,7 +167,35 @@ _MARKUP = re.compile(
     re.IGNORECASE | re.MULTILINE)
 
 
-def _sanity(rec: Record, cfg: GateConfig) -> tuple[str, str] | None:
+def _asks(question: str) -> bool:
+    """A question mark, or a clause that opens with a question word or an instruction verb."""
+    return "?" in question or any(words(c)[:1] and words(c)[0] in _ASKS for c in _CLAUSE.split(question))
+
+
+def _markup(text: str) -> set[str]:
+    return {m.group(0).strip().lower() for m in _MARKUP.finditer(text)}
+
+
+@dataclass(frozen=True)
+class _NodeNorms:
+    """What a node's own seed examples show is normal there: a skill whose prompts are statements
+    (objection handling) or whose answers hold `{{ }}` (Helm, Jinja) is not junk for doing so."""
+
+    asks: bool = True  # every seed question asks or instructs
+    markup: frozenset[str] = frozenset()  # markup tokens the seeds themselves contain
+
+    @classmethod
+    def of(cls, seeds: list[Seed]) -> "_NodeNorms":
+        if not seeds:
+            return cls()
+        marks: set[str] = set()
+        for seed in seeds:
+            for text in (seed.question, seed.answer, seed.context or ""):
+                marks |= _markup(text)
+        return cls(all(_asks(seed.question) for seed in seeds if seed.question), frozenset(marks))
+
+
+def _sanity(rec: Record, cfg: GateConfig, norms: _NodeNorms = _NodeNorms()) -> tuple[str, str] | None:
     q, a = rec.question.strip(), rec.answer.strip()
     if not a:
         return "sanity-empty", "the answer is empty"
@@ -171,16 +208,16 @@ def _sanity(rec: Record, cfg: GateConfig) -> tuple[str, str] | None:
         return "sanity-length", f"answer is {len(a)} characters, over {cfg.max_answer_chars}"
     if rec.context and len(rec.context) > cfg.max_context_chars:
         return "sanity-length", f"context is {len(rec.context)} characters, over {cfg.max_context_chars}"
-    if "?" not in q and not any(w in _ASKS for w in words(q)[:12]):
+    for name, text in (("question", q), ("answer", a), ("context", rec.context or ""),
+                       *((f"reasoning step {i + 1}", s) for i, s in enumerate(rec.reasoning))):
+        for m in _MARKUP.finditer(text):
+            if m.group(0).strip().lower() not in norms.markup:
+                return "sanity-markup", f"leftover template markup or role tag {m.group(0).strip()!r} in the {name}"
+    if norms.asks and not _asks(q):
         return "sanity-question", "the question neither asks nor instructs anything"
     steps = [s for s in rec.reasoning if s and s.strip()]
     if len(steps) < cfg.min_reasoning_steps:
         return "sanity-reasoning", f"{len(steps)} reasoning step(s), want at least {cfg.min_reasoning_steps}"
-    for name, text in (("question", q), ("answer", a), ("context", rec.context or ""),
-                       *((f"reasoning step {i + 1}", s) for i, s in enumerate(rec.reasoning))):
-        m = _MARKUP.search(text)
-        if m:
-            return "sanity-markup", f"leftover template markup or role tag {m.group(0).strip()!r} in the {name}"
     return None
 
 
@@ -195,10 +232,15 @@ wasn weren one two because while which per via etc""".split())
 
 
 def _stem(w: str) -> str:
-    for suffix in ("ing", "edly", "ed", "es", "ly", "s"):
-        if len(w) > len(suffix) + 3 and w.endswith(suffix):
-            return w[: -len(suffix)]
-    return w
+    """A light suffix stripper (write/writes/writing -> writ): enough for lexical support."""
+    if len(w) <= 3:
+        return w
+    for suffix, repl in (("ies", "y"), ("sses", "ss"), ("ing", ""), ("edly", ""), ("ed", ""), ("ly", ""),
+                         ("es", ""), ("s", "")):
+        if w.endswith(suffix) and len(w) - len(suffix) >= 3:
+            w = w[: len(w) - len(suffix)] + repl
+            break
+    return w[:-1] if w.endswith("e") and len(w) > 3 else w
 
 
 def support_score(answer: str, context: str, question: str = "") -> float:
@@ -213,7 +255,12 @@ def support_score(answer: str, context: str, question: str = "") -> float:
 
 # ---------------------------------------------------------------- gatekeeper ----------------
 def _exact_key(text: str) -> str:
-    return hashlib.sha1(" ".join(words(text)).encode("utf-8")).hexdigest()
+    return _exact_key_ids(token_ids(text))
+
+
+def _exact_key_ids(ids: list[int]) -> bytes:
+    """Texts equal up to case, spacing and punctuation share this key."""
+    return hashlib.sha1(np.array(ids, dtype=np.uint64).tobytes()).digest()
 
 
 def _seed_text(kind: str, seed: Seed) -> str:
@@ -229,9 +276,9 @@ def _probe(kind: str, question: str, context: str | None) -> str:
 class Gatekeeper:
     """Stateful gate chain for one build: holds the dedup indexes and the per-node counts.
 
-    One LSH index holds the held-out eval seeds, every node's training seeds and the accepted
-    samples (each with its kind and node), so a candidate costs one query whatever the tree's
-    size; each gate then confirms its own candidates by exact Jaccard at its own threshold."""
+    Accepted samples go into one MinHash LSH index per family (a leaf and its siblings), so a
+    candidate costs one query however big the tree; seeds and held-out eval seeds are few, so
+    they sit in exact inverted indexes. Every match is confirmed by exact Jaccard."""
 
     def __init__(self, config: GateConfig, taxonomy: Taxonomy, train_seeds: dict[str, list[Seed]],
                  eval_seeds: dict[str, list[Seed]]):
@@ -240,27 +287,29 @@ class Gatekeeper:
         self._kinds = {leaf.node_id: leaf.kind for leaf in taxonomy.leaves()}
         self._siblings: dict[str, frozenset[str]] = {}
         self._stats: dict[str, Counter] = {}
-        low = min(config.near_dup_threshold, config.seed_dup_threshold, config.contamination_threshold)
-        self._index = NearIndex(low, config.num_perm)
-        self._exact: dict[str, tuple[str, str]] = {}  # normalised sample text -> (node, sample id)
-        self._seed_exact: dict[tuple[str, str], int] = {}  # (node, normalised seed text) -> seed index
-        self._eval_exact: dict[str, str] = {}
-        self._eval_probe = NearIndex(config.contamination_question_threshold, config.num_perm)
+        self._families: dict[str, NearIndex] = {}
+        self._exact: dict[bytes, tuple[str, str]] = {}  # normalised sample text -> (node, sample id)
+        self._eval_exact: dict[bytes, str] = {}
+        self._eval_full = SmallIndex(config.contamination_threshold)
+        self._eval_probe = SmallIndex(config.contamination_question_threshold)
         for node_id in sorted(eval_seeds):  # held-out seeds of every node: nothing may resemble them
             kind = self._kinds.get(node_id, "freeform_skill")
             for i, seed in enumerate(eval_seeds[node_id]):
                 label = f"{node_id}#eval{i}"
                 full = _seed_text(kind, seed)
                 self._eval_exact.setdefault(_exact_key(full), label)
-                self._index.add(("eval", node_id, label), Fingerprint.of(full, config.num_perm))
-                self._eval_probe.add(label, Fingerprint.of(_probe(kind, seed.question, seed.context),
-                                                           config.num_perm))
+                self._eval_full.add(label, shingles(full))
+                self._eval_probe.add(label, shingles(_probe(kind, seed.question, seed.context)))
+        self._seed_exact: dict[tuple[str, bytes], int] = {}  # (node, normalised seed text) -> index
+        self._seeds: dict[str, SmallIndex] = {}
+        self._norms = {node_id: _NodeNorms.of(seeds) for node_id, seeds in train_seeds.items()}
         for node_id in sorted(train_seeds):  # a copy of a node's own seed is not new data
             kind = self._kinds.get(node_id, "freeform_skill")
+            index = self._seeds[node_id] = SmallIndex(config.seed_dup_threshold)
             for i, seed in enumerate(train_seeds[node_id]):
                 text = _seed_text(kind, seed)
                 self._seed_exact.setdefault((node_id, _exact_key(text)), i)
-                self._index.add(("seed", node_id, i), Fingerprint.of(text, config.num_perm))
+                index.add(i, shingles(text))
         self._judge = None
         if config.judge:
             from compiler.judge import Judge  # litellm is heavy: only with a judge
@@ -297,24 +346,29 @@ class Gatekeeper:
         messages = [{**m, "content": scrub(m.get("content", ""))} for m in sample.messages]
         return replace(sample, record=new_rec, messages=messages, metadata=dict(sample.metadata))
 
-    def _duplicate(self, sample: Sample, kind: str, key: str, fp: Fingerprint) -> tuple[str, str] | None:
+    def _family(self, node_id: str) -> NearIndex:
+        parent = node_id.rsplit("/", 1)[0] if "/" in node_id else ""
+        index = self._families.get(parent)
+        if index is None:
+            index = self._families[parent] = NearIndex(self.config.near_dup_threshold, self.config.num_perm)
+        return index
+
+    def _duplicate(self, node: str, key: bytes, sh: np.ndarray, probe: np.ndarray) -> tuple[str, str] | None:
         """(reason, detail) when the candidate copies an eval seed, a seed or an earlier sample."""
-        cfg, node = self.config, sample.node_id
         if key in self._eval_exact:
             return "contaminated", f"copy of held-out eval seed {self._eval_exact[key]}"
-        found = self._index.matches(fp)
-        for (what, _, label), sim in found:
-            if what == "eval" and sim >= cfg.contamination_threshold:
-                return "contaminated", f"near-duplicate of held-out eval seed {label} (Jaccard {sim:.2f})"
-        hit = self._eval_probe.best(Fingerprint.of(_probe(kind, sample.record.question, sample.record.context),
-                                                   cfg.num_perm))
+        hit = self._eval_full.best(sh)
+        if hit:
+            return "contaminated", f"near-duplicate of held-out eval seed {hit[0]} (Jaccard {hit[1]:.2f})"
+        hit = self._eval_probe.best(probe)
         if hit:
             return "contaminated", f"question near-duplicates held-out eval seed {hit[0]} (Jaccard {hit[1]:.2f})"
         if (node, key) in self._seed_exact:
             return "dup-seed", f"copy of training seed {self._seed_exact[(node, key)]}"
-        for (what, other, label), sim in found:
-            if what == "seed" and other == node and sim >= cfg.seed_dup_threshold:
-                return "dup-seed", f"near-duplicate of training seed {label} (Jaccard {sim:.2f})"
+        seeds = self._seeds.get(node)
+        hit = seeds.best(sh) if seeds is not None else None
+        if hit:
+            return "dup-seed", f"near-duplicate of training seed {hit[0]} (Jaccard {hit[1]:.2f})"
         siblings = self._sibling_ids(node)
         prior = self._exact.get(key)
         if prior:
@@ -322,11 +376,16 @@ class Gatekeeper:
             if other in siblings:
                 return "dup-sibling", f"exact duplicate of {other_id} in {other}"
             return "dup-exact", f"exact duplicate of {other_id}" + ("" if other == node else f" in {other}")
-        for (what, other, label), sim in found:
-            if what == "sample" and other == node and sim >= cfg.near_dup_threshold:
+        return None
+
+    def _near_duplicate(self, node: str, fp: Fingerprint) -> tuple[str, str] | None:
+        found = self._family(node).matches(fp)
+        for (other, label), sim in found:
+            if other == node:
                 return "dup-near", f"near-duplicate of {label} (Jaccard {sim:.2f})"
-        for (what, other, label), sim in found:
-            if what == "sample" and other in siblings and sim >= cfg.near_dup_threshold:
+        siblings = self._sibling_ids(node)
+        for (other, label), sim in found:
+            if other in siblings:
                 return "dup-sibling", f"near-duplicate of {label} in {other} (Jaccard {sim:.2f})"
         return None
 
@@ -340,7 +399,7 @@ class Gatekeeper:
         node = sample.node_id
         scores: dict[str, Any] = {}
 
-        bad = _sanity(sample.record, cfg)
+        bad = _sanity(sample.record, cfg, self._norms.get(node, _NodeNorms()))
         if bad:
             return self._reject(sample, bad[0], bad[1], scores)
 
@@ -369,9 +428,17 @@ class Gatekeeper:
                 scores["pii_redacted"] = kinds
                 redacted = True
 
-        text = sample_text(sample, kind)
-        key, fp = _exact_key(text), Fingerprint.of(text, cfg.num_perm)
-        dup = self._duplicate(sample, kind, key, fp)
+        # one tokenisation serves all: the probe (question [+ grounded context]) is a prefix of the text
+        rec = sample.record
+        ctx_ids = token_ids(rec.context) if kind == "grounded_skill" and rec.context else []
+        probe_ids = token_ids(rec.question) + ctx_ids
+        ids = probe_ids + token_ids(rec.answer)
+        key, sh = _exact_key_ids(ids), shingles_of_ids(ids)
+        dup = self._duplicate(node, key, sh, shingles_of_ids(probe_ids))
+        fp = None
+        if dup is None:
+            fp = Fingerprint.of_shingles(sh, cfg.num_perm)
+            dup = self._near_duplicate(node, fp)
         if dup:
             return self._reject(sample, dup[0], dup[1], scores)
 
@@ -400,7 +467,7 @@ class Gatekeeper:
 
         # accepted: later copies of this sample are rejected
         self._exact[key] = (node, sample.id)
-        self._index.add(("sample", node, sample.id), fp)
+        self._family(node).add((node, sample.id), fp)
         self._count(node, "checked")
         self._count(node, "accepted")
         if redacted:

@@ -59,18 +59,21 @@ def prepare(task: Task, prompts: Prompts, teacher_model: str, sampling: dict[str
     return Request(task, rendered, key, fmt, teacher_model, sampling, request_key(rendered.messages))
 
 
-async def ask(req: Request, teacher: Teacher, cache: Cache) -> tuple[Completion | TeacherFailure, bool]:
-    """(answer or failure, came from cache). Answers are cached the moment they arrive; transport
-    failures are not (a re-run asks again), content-level failures are (their raw text is the answer)."""
+async def ask(req: Request, teacher: Teacher, cache: Cache,
+              should_run=None) -> tuple[Completion | TeacherFailure | None, bool]:
+    """(answer, failure or None when not sent; came from cache). Answers are cached the moment
+    they arrive; transport failures are not (a re-run asks again); content-level failures are
+    (their raw text is the answer, and parsing it again gives the same verdict)."""
     hit = cache.get(req.key)
     if hit is not None:
         return Completion.from_cache(hit), True
     try:
         done = await teacher.complete(req.rendered.messages, req.response_format, seed=req.task.request_seed,
-                                      label=f"{req.task.node_id}#{req.task.sample_index}")
+                                      label=f"{req.task.node_id}#{req.task.sample_index}", should_run=should_run)
     except TeacherFailure as failure:
         return failure, False
-    cache.put(req.key, req.task.node_id, req.task.sample_index, done.to_cache())
+    if done is not None:
+        cache.put(req.key, req.task.node_id, req.task.sample_index, done.to_cache())
     return done, False
 
 

@@ -71,6 +71,23 @@ def _digits(m: re.Match) -> str:
     return re.sub(r"\D", "", m.group(0))
 
 
+def _card_ok(m: re.Match) -> bool:
+    """Luhn-valid, not one repeated digit, and written as cards are: unbroken or in groups of 3-6."""
+    groups = re.split(r"[ -]", m.group(0))
+    if len(groups) > 1 and not all(3 <= len(g) <= 6 for g in groups):
+        return False
+    digits = "".join(groups)
+    return luhn_ok(digits) and len(set(digits)) > 1
+
+
+_DATE = re.compile(r"\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}")
+
+
+def _national_phone_ok(m: re.Match) -> bool:
+    text = m.group(0)
+    return 10 <= len(_digits(m)) <= 11 and re.search(r"[ /.-]", text) is not None and not _DATE.match(text)
+
+
 # (kind, label, pattern, check). Order matters: earlier matches win overlapping spans.
 _RULES: list[tuple[str, str, re.Pattern, object]] = [
     ("email", "email", re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
@@ -78,7 +95,7 @@ _RULES: list[tuple[str, str, re.Pattern, object]] = [
     ("iban", "iban", re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"),
      lambda m: iban_ok(m.group(0))),
     ("card", "card", re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])"),
-     lambda m: luhn_ok(_digits(m)) and len(set(_digits(m))) > 1),
+     _card_ok),
     ("national_id", "us-ssn", re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b"), None),
     ("national_id", "uk-nino",
      re.compile(r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"), None),
@@ -90,8 +107,8 @@ _RULES: list[tuple[str, str, re.Pattern, object]] = [
     ("phone", "intl phone", re.compile(r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}\b"),
      lambda m: 8 <= len(_digits(m)) <= 15),
     ("phone", "us phone", re.compile(r"(?<!\w)(?:\(\d{3}\) ?|\b\d{3}[.-])\d{3}[.-]\d{4}\b"), None),
-    ("phone", "national phone", re.compile(r"\b0\d{1,4}(?:[ /.-]\d{2,6}){1,4}\b"),
-     lambda m: 10 <= len(_digits(m)) <= 11 and re.search(r"[ /.-]", m.group(0)) is not None),
+    ("phone", "national phone", re.compile(r"\b0\d{1,4}(?:[ /.-]\d{2,8}){1,4}\b"),
+     _national_phone_ok),
 ]
 
 

@@ -165,7 +165,7 @@ class NodeStat:
     eval_seeds: int
     prompt_tokens: int
     completion_tokens: int
-    cost_usd: float
+    cost_usd: float | None  # None: the teacher's price is unknown
     diversity: dict[str, float]
     grounding: list[float]
     judge: list[float]
@@ -219,7 +219,7 @@ def node_stats(view: BuildView) -> list[NodeStat]:
             shortfall=int(_num(m.get("shortfall"), max(0, target - accepted))),
             rejected=rejected, eval_seeds=int(_num(m.get("eval_seeds"), len(view.evals.get(node_id, [])))),
             prompt_tokens=int(_num(tokens.get("prompt"))), completion_tokens=int(_num(tokens.get("completion"))),
-            cost_usd=float(_num(m.get("cost_usd"))),
+            cost_usd=None if "cost_usd" in m and m["cost_usd"] is None else float(_num(m.get("cost_usd"))),
             diversity={str(k): float(v) for k, v in div.items() if _num(v, None) is not None},
             grounding=grounding, judge=judge, question_words=[int(x) for x in qw],
             answer_words=[int(x) for x in aw], review=review))
@@ -289,7 +289,8 @@ def hbar_chart(rows: list[tuple[str, list[tuple[str, float]]]], colors: dict[str
     series = [s for s in colors if any(v > 0 or not stacked for r in rows for name, v in r[1] if name == s)]
     if not rows or not series:
         return _empty(label, "no data in this build")
-    plot_w = WIDTH - LABEL_W - 70
+    longest = max((len((notes or {}).get(name, value_fmt(0))) for name, _ in rows), default=4)
+    plot_w = WIDTH - LABEL_W - max(40, int(longest * FONT * 0.6) + 12)
     top = 24
     bar_h = 14 if stacked else 9
     row_h = 22 if stacked else len(series) * (bar_h + 1) + 8
@@ -325,10 +326,10 @@ def hbar_chart(rows: list[tuple[str, list[tuple[str, float]]]], colors: dict[str
 
 
 def histogram(values: list[float], lo: float, hi: float, bins: int, color: str, *, label: str,
-              xlabel: str) -> str:
+              xlabel: str, empty: str = "no data in this build") -> str:
     """Counts of values in equal bins over [lo, hi] (the last bin closed)."""
     if not values:
-        return _empty(label, "no data in this build")
+        return _empty(label, empty)
     hi = hi if hi > lo else lo + 1
     counts = [0] * bins
     for v in values:
@@ -451,7 +452,7 @@ def _plot(key: str, title: str, svg: str, note: str = "") -> str:
             f"</figcaption>{svg}</figure>")
 
 
-def plots(stats: list[NodeStat]) -> list[tuple[str, str, str, str]]:
+def plots(stats: list[NodeStat], judge_model: str | None = "?") -> list[tuple[str, str, str, str]]:
     """(key, title, svg, note) for every plot of the page, tree first."""
     ids = [s.node_id for s in stats]
     reasons = sorted({r for s in stats for r in s.rejected})
@@ -481,7 +482,9 @@ def plots(stats: list[NodeStat]) -> list[tuple[str, str, str, str]]:
          histogram([v for s in stats for v in s.grounding], 0, 1, 10, "#E69F00", label="grounding scores",
                    xlabel="grounding (share of the answer supported by its source)"), "grounded and knowledge nodes"),
         ("judge-scores", "Judge scores",
-         histogram(judge, 1, 5, 8, "#CC79A7", label="judge scores", xlabel="mean judge score (1–5)"), ""),
+         histogram(judge, 1, 5, 8, "#CC79A7", label="judge scores", xlabel="mean judge score (1–5)",
+                   empty="no judge scores: this build ran without a judge model"
+                   if not judge_model else "no data in this build"), ""),
         ("diversity", "Diversity per node",
          hbar_chart([(i, [(k, s.diversity.get(k, 0.0)) for k in div_keys]) for i, s in zip(ids, stats)],
                     {k: PALETTE[j % len(PALETTE)] for j, k in enumerate(div_keys)}, stacked=False,
@@ -491,9 +494,18 @@ def plots(stats: list[NodeStat]) -> list[tuple[str, str, str, str]]:
          hbar_chart([(s.node_id, [("prompt", s.prompt_tokens), ("completion", s.completion_tokens)])
                      for s in stats], {"prompt": "#56B4E9", "completion": "#0072B2"}, stacked=True,
                     label="tokens and cost",
-                    notes={s.node_id: f"{s.prompt_tokens + s.completion_tokens:,} tok · ${s.cost_usd:.4f}"
+                    notes={s.node_id: f"{s.prompt_tokens + s.completion_tokens:,} tok · {_usd(s.cost_usd)}"
                            for s in stats}), ""),
     ]
+
+
+def _usd(v: float | None) -> str:
+    return "cost unknown" if v is None else f"${v:.4f}"
+
+
+def total_usd(stats: list[NodeStat]) -> str:
+    costs = [s.cost_usd for s in stats]
+    return "unknown" if any(c is None for c in costs) else f"{sum(costs):.4f}"
 
 
 def _cell(v: Any, cls: str = "") -> str:
@@ -511,7 +523,7 @@ def _node_table(stats: list[NodeStat]) -> str:
         rows.append(f'<tr class="{"flagged" if s.flagged else ""}">' + _cell(s.node_id, "id") + _cell(s.kind)
                     + _cell(s.target) + _cell(s.accepted) + _cell(s.shortfall) + _cell(rej, "id")
                     + _cell(s.eval_seeds) + _cell(f"{s.prompt_tokens + s.completion_tokens:,}")
-                    + _cell(f"{s.cost_usd:.4f}") + _cell(s.review.get("reviewed", 0))
+                    + _cell(_usd(s.cost_usd).lstrip("$")) + _cell(s.review.get("reviewed", 0))
                     + _cell(s.review.get("rejected", 0)) + _cell("yes" if s.flagged else "no") + "</tr>")
     return "<table>" + head + "".join(rows) + "</table>"
 
@@ -544,7 +556,7 @@ def render_report(view: BuildView, per_node: int = 3) -> str:
         "nodes": len(stats), "target": sum(s.target for s in stats), "accepted": sum(s.accepted for s in stats),
         "shortfall": sum(s.shortfall for s in stats), "rejected": sum(sum(s.rejected.values()) for s in stats),
         "tokens": sum(s.prompt_tokens + s.completion_tokens for s in stats),
-        "cost $": f"{sum(s.cost_usd for s in stats):.4f}",
+        "cost $": total_usd(stats),
         "reviewed": sum(int(_num(s.review.get("reviewed"))) for s in stats)}
     cards = "".join(f'<div class="card"><b>{escape(_fmt(v) if isinstance(v, (int, float)) else str(v))}</b>'
                     f"<span>{escape(k)}</span></div>" for k, v in totals.items())
@@ -555,7 +567,7 @@ def render_report(view: BuildView, per_node: int = 3) -> str:
                   + str(len(flagged)) + " node(s)</b>: most of their reviewed sample was rejected — "
                   + ", ".join(f"<code>{escape(s.node_id)}</code> ({s.review.get('rejected', 0)} of "
                               f"{s.review.get('reviewed', 0)} rejected)" for s in flagged) + "</div>")
-    figs = plots(stats)
+    figs = plots(stats, judge.get("model"))
     tree, rest = figs[0], figs[1:]
     samples = []
     for s in stats:

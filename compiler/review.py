@@ -21,6 +21,7 @@ import io
 import json
 import math
 import random
+import re
 import shutil
 import tempfile
 from collections import Counter
@@ -119,8 +120,8 @@ def _source(meta: dict[str, Any]) -> str:
 
 def training_seeds(view: BuildView, node_id: str) -> list[Seed] | None:
     """The leaf's seed examples minus those held out for eval (what `seeds_shown` indexes), if the
-    taxonomy the build came from is still readable; None otherwise."""
-    from compiler.yamlload import YamlLoadError, load_file  # taxonomy access only when drawing
+    qna.yaml the build came from is still there unchanged; None otherwise (never the wrong seeds)."""
+    from compiler.yamlload import MAX_BYTES, YamlLoadError, loads  # the taxonomy is read only for this
 
     tax = view.manifest.get("taxonomy")
     root = tax.get("root") if isinstance(tax, dict) else None
@@ -128,14 +129,17 @@ def training_seeds(view: BuildView, node_id: str) -> list[Seed] | None:
         return None
     qna = Path(str(root)).joinpath(*node_id.split("/"), "qna.yaml")
     try:
-        content = load_file(qna).data
-    except (OSError, YamlLoadError):
+        raw = qna.read_bytes()
+        if len(raw) > MAX_BYTES:
+            return None
+        content = loads(raw.decode("utf-8")).data
+    except (OSError, UnicodeDecodeError, YamlLoadError):
         return None
-    if not isinstance(content, dict):
+    built_from = {(s.get("metadata") or {}).get("leaf_sha256") for s in view.train.get(node_id, [])} - {None}
+    if not isinstance(content, dict) or (built_from and hashlib.sha256(raw).hexdigest() not in built_from):
         return None
-    kind = str((view.nodes.get(node_id) or {}).get("kind") or "freeform_skill")
-    leaf = Leaf(node_id=node_id, file=str(qna), kind=kind, version=int(content.get("version") or 0)
-                if str(content.get("version", "")).isdigit() else 0, content=content, content_hash="")
+    leaf = Leaf(node_id=node_id, file=str(qna), kind=str((view.nodes.get(node_id) or {}).get("kind") or ""),
+                version=0, content=content, content_hash="")
     held = {e.get("seed_index") for e in view.evals.get(node_id, [])}
     return [s for i, s in enumerate(leaf.seeds()) if i not in held]
 
@@ -446,7 +450,7 @@ def _check_rows(view: BuildView, rows: list[SheetRow], problems: _Problems, revi
             changed = [c for c in READ_ONLY if v[c] != expected[c] and (c != "seed_examples" or expected[c])]
             if changed:
                 problems.add(row, changed[0], "provenance was edited (read-only column); put corrections in "
-                             f"edited_question / edited_reasoning / edited_answer")
+                             "edited_question / edited_reasoning / edited_answer")
             else:
                 problems.add(row, "sha256", "the integrity field (sha256) was altered")
             continue
@@ -455,7 +459,8 @@ def _check_rows(view: BuildView, rows: list[SheetRow], problems: _Problems, revi
             continue
         verdict = v["verdict"].strip().lower()
         if verdict not in ("",) + VERDICTS:
-            problems.add(row, "verdict", f"verdict {v['verdict']!r} is not accept, reject or edit (blank: not reviewed)")
+            problems.add(row, "verdict",
+                         f"verdict {v['verdict']!r} is not accept, reject or edit (blank: not reviewed)")
             continue
         edits = {k: v[f"edited_{k}"].strip() for k in ("question", "reasoning", "answer")}
         if verdict != "edit" and any(edits.values()):
@@ -483,6 +488,21 @@ def _check_rows(view: BuildView, rows: list[SheetRow], problems: _Problems, revi
     return out
 
 
+# The chat layout compile writes (compiler.generate.chat_messages), repeated here so that review
+# needs no compile extra: a numbered list of steps, a blank line, "Answer: ...".
+_NUMBERED = re.compile(r"^\s*(?:\d+[.)]|[-*•]|step\s+\d+\s*[:.)-])\s*", re.I)
+
+
+def _user_turn(rec: dict[str, Any]) -> str:
+    ctx = rec.get("context")
+    return f"{str(ctx).strip()}\n\n{rec['question']}" if ctx else str(rec["question"])
+
+
+def _assistant_turn(rec: dict[str, Any]) -> str:
+    steps = "\n".join(f"{i}. {_NUMBERED.sub('', s).strip()}" for i, s in enumerate(_steps(rec["reasoning"]), 1))
+    return f"{steps}\n\nAnswer: {str(rec['answer']).strip()}"
+
+
 def _replace(text: str, old: str, new: str) -> tuple[str, bool]:
     if not old or old not in text:
         return text, False
@@ -491,33 +511,28 @@ def _replace(text: str, old: str, new: str) -> tuple[str, bool]:
 
 
 def edit_messages(messages: list[dict[str, Any]], old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
-    """The chat messages with the edited question (user turn) and reasoning/answer (assistant turn).
-
-    The texts are replaced where they stand, so whatever layout compile chose is kept; a piece
-    that cannot be found verbatim is rewritten in the plain layout (steps, blank line, answer)."""
+    """The chat messages after an edit of the record. A turn in compile's layout is rewritten in
+    that layout; any other turn has the edited texts replaced where they stand."""
+    old = {"question": "", "reasoning": [], "answer": "", "context": None, **old}
+    new = {**old, **new}
     msgs = copy.deepcopy(messages)
     for m in msgs:
         content = str(m.get("content", ""))
-        if m.get("role") == "user" and new["question"] != old["question"]:
-            content, ok = _replace(content, old["question"], new["question"])
-            if not ok:
-                ctx = old.get("context")
-                content = (f"{ctx}\n\n" if ctx else "") + new["question"]
+        if m.get("role") == "user":
+            if content == _user_turn(old):
+                content = _user_turn(new)
+            elif new["question"] != old["question"]:
+                content, ok = _replace(content, str(old["question"]), str(new["question"]))
+                content = content if ok else _user_turn(new)
         elif m.get("role") == "assistant":
-            olds, news = _steps(old.get("reasoning")), new["reasoning"]
-            ok = True
-            if olds != news:
-                if len(olds) == len(news):
-                    for a, b in zip(olds, news):
-                        if a != b:
-                            content, hit = _replace(content, a, b)
-                            ok = ok and hit
-                else:
-                    ok = False
-            if ok and new["answer"] != old.get("answer"):
-                content, ok = _replace(content, _text(old.get("answer")), new["answer"])
-            if not ok:
-                content = "\n".join(f"{n}. {s}" for n, s in enumerate(news, 1)) + f"\n\nAnswer: {new['answer']}"
+            olds, news = _steps(old["reasoning"]), _steps(new["reasoning"])
+            ok = content != _assistant_turn(old) and len(olds) == len(news)
+            for a, b in zip(olds, news):
+                if ok and a != b:
+                    content, ok = _replace(content, a, b)
+            if ok and new["answer"] != old["answer"]:
+                content, ok = _replace(content, str(old["answer"]), str(new["answer"]))
+            content = content if ok else _assistant_turn(new)  # compile's layout, or a piece not found
         m["content"] = content
     return msgs
 
@@ -529,20 +544,25 @@ def _hf_writer(view: BuildView, nodes: set[str]):
         return lambda node_id, samples: None
     try:
         import datasets
+        from datasets.utils.logging import disable_progress_bar
     except ImportError:
         raise ReviewError("this build has Hugging Face copies (hf/) that must follow the review, but the "
                           "`datasets` package is not installed", hint="pip install 'kdc[compile]'") from None
+    disable_progress_bar()
 
     def write(node_id: str, samples: list[dict[str, Any]]) -> None:
         target = targets.get(node_id)
         if target is None:
             return
         old = datasets.load_from_disk(str(target))
-        cols = old.column_names
-        rows = [{c: s.get(c) for c in cols} for s in samples]
+        feats = old.features
+        as_text = {c for c, f in feats.items() if getattr(f, "dtype", None) == "string"}  # e.g. JSON metadata
+        rows = [{c: json.dumps(s.get(c), ensure_ascii=False, sort_keys=True)
+                 if c in as_text and not isinstance(s.get(c), (str, type(None))) else s.get(c) for c in feats}
+                for s in samples]
         try:
-            new = datasets.Dataset.from_list(rows, features=old.features) if rows else old.select([])
-        except (ValueError, TypeError, KeyError):  # e.g. metadata.review is a new field
+            new = datasets.Dataset.from_list(rows, features=feats) if rows else old.select([])
+        except (ValueError, TypeError, KeyError):  # a copy written with other columns: infer them
             new = datasets.Dataset.from_list(rows)
         tmp = Path(tempfile.mkdtemp(prefix=".hf-", dir=target.parent))
         new.save_to_disk(str(tmp / "ds"))
@@ -569,115 +589,138 @@ def apply_sheet(build_dir: str | Path, sheet_path: str | Path, reviewer: str | N
     result = ApplyResult(path, unreviewed=len(rows) - len(verdicts))
     if not verdicts:
         return result
-    by_id = {v.id: v for v in verdicts}
-    changed_nodes = {v.node_id for v in verdicts}
-    write_hf = _hf_writer(view, changed_nodes)
+    stats = review_stats({**load_verdicts(view.root), **{v.id: v.to_json() for v in verdicts}})
+    mixes = _mix_files(view)
+    write_hf = _hf_writer(view, {v.node_id for v in verdicts})
 
-    # 1. the verdict log first: if anything below fails, the next compile still honours it
+    # the verdict log first: if anything below fails, the next compile still honours it
     vpath = verdicts_path(view.root)
     prior = vpath.read_text(encoding="utf-8") if vpath.is_file() else ""
-    if prior and not prior.endswith("\n"):
-        prior += "\n"
-    atomic_write(vpath, prior + jsonl_text(v.to_json() for v in verdicts))
-    all_verdicts = load_verdicts(view.root)
-    stats = review_stats(all_verdicts)
-
-    # 2. per node: drop the rejected (kept in rejected.jsonl), apply edits, record the review
-    edited_messages: dict[str, list] = {}
-    for node_id in sorted(changed_nodes):
-        keep, moved = [], []
-        for s in view.train[node_id]:
-            v = by_id.get(str(s.get("id")))
-            if v is None:
-                keep.append(s)
-                continue
-            s = copy.deepcopy(s)
-            review = {"verdict": v.verdict, "by": v.by, "at": v.at, "why": v.why}
-            meta = s.setdefault("metadata", {})
-            if v.verdict == "reject":
-                meta["review"] = review
-                moved.append({"id": s.get("id"), "node_id": node_id, "reason": REVIEW_REJECTED,
-                              "detail": v.why or "rejected by a reviewer", "raw": json.dumps(s, ensure_ascii=False),
-                              "metadata": meta})
-                result.rejected += 1
-                continue
-            if v.verdict == "edit":
-                old = dict(s.get("record") or {})
-                s["record"] = {**old, **v.edited}
-                s["messages"] = edit_messages(s.get("messages") or [], old, v.edited)
-                edited_messages[str(s.get("id"))] = s["messages"]
-                result.edited += 1
-            else:
-                result.accepted += 1
-            meta["review"] = review
-            keep.append(s)
+    atomic_write(vpath, prior + ("\n" if prior and not prior.endswith("\n") else "")
+                 + jsonl_text(v.to_json() for v in verdicts))
+    by_id = {v.id: v for v in verdicts}
+    edited: dict[str, tuple[dict, dict]] = {}
+    for node_id in sorted({v.node_id for v in verdicts}):
+        keep, moved = _apply_node(view.train[node_id], by_id, edited, result)
         if moved:
-            rpath = node_path(view.root, node_id, "rejected.jsonl")
-            atomic_write(rpath, jsonl_text(view.rejected.get(node_id, []) + moved))
+            view.rejected[node_id] = view.rejected.get(node_id, []) + moved
+            atomic_write(node_path(view.root, node_id, "rejected.jsonl"), jsonl_text(view.rejected[node_id]))
         atomic_write(node_path(view.root, node_id, "train.jsonl"), jsonl_text(keep))
         write_hf(node_id, keep)
         view.train[node_id] = keep
+    mix_rows = _apply_mixes(view.root, mixes, {v.id for v in verdicts if v.verdict == "reject"}, edited)
+    _update_manifest(view, verdicts, stats, mix_rows)
+    atomic_write(view.root / "manifest.json", json.dumps(view.manifest, indent=2, ensure_ascii=False) + "\n")
 
-    # 3. the SFT mixes must not train on what a reviewer rejected
-    manifest = view.manifest
-    dropped = {v.id for v in verdicts if v.verdict == "reject"}
-    mixes = manifest.get("mixes") if isinstance(manifest.get("mixes"), dict) else {}
-    mix_files = {name: m.get("path") for name, m in mixes.items() if isinstance(m, dict) and m.get("path")}
-    for mix_path in sorted({*mix_files.values(), *(str(p.relative_to(view.root))
-                                                   for p in (view.root / "mixes").glob("*.jsonl"))}):
-        mpath = view.root / mix_path
-        rows_in = read_jsonl(mpath)
-        rows_out, removed = [], 0
+    # keep a copy of the applied sheet, then refresh the card and the report
+    atomic_write(view.root / "reviews" / "applied" / f"{at.replace(':', '')}-{path.name}", path.read_bytes())
+    from compiler.card import render_card
+    from compiler.report import render_report
+    atomic_write(view.root / "README.md", render_card(view))
+    atomic_write(view.root / "report.html", render_report(view))
+    result.nodes = stats
+    return result
+
+
+def _apply_node(samples: list[dict[str, Any]], by_id: dict[str, Verdict], edited: dict[str, tuple[dict, dict]],
+                result: ApplyResult) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(samples kept, rejection lines): rejected move out whole, edits applied, verdicts recorded."""
+    keep, moved = [], []
+    for s in samples:
+        v = by_id.get(str(s.get("id")))
+        if v is None:
+            keep.append(s)
+            continue
+        s = copy.deepcopy(s)
+        meta = s.setdefault("metadata", {})
+        meta["review"] = {"verdict": v.verdict, "by": v.by, "at": v.at, "why": v.why}
+        if v.verdict == "reject":
+            # the same line compile writes for a review-rejected id (compiler/build.py)
+            moved.append({"id": s.get("id"), "node_id": v.node_id, "reason": REVIEW_REJECTED,
+                          "detail": f"rejected in review by {v.by}: {v.why}".strip(),
+                          "raw": json.dumps(s.get("record"), ensure_ascii=False), "metadata": meta})
+            result.rejected += 1
+            continue
+        if v.verdict == "edit":
+            old = dict(s.get("record") or {})
+            s["record"] = {**old, **(v.edited or {})}
+            s["messages"] = edit_messages(s.get("messages") or [], old, s["record"])
+            edited[str(s.get("id"))] = (old, s["record"])
+            result.edited += 1
+        else:
+            result.accepted += 1
+        keep.append(s)
+    return keep, moved
+
+
+def _mix_files(view: BuildView) -> list[str]:
+    """Every SFT mix file (the manifest's, mixes/**/*.jsonl with their sources), inside the build."""
+    mixes = view.manifest.get("mixes") if isinstance(view.manifest.get("mixes"), dict) else {}
+    paths = {str(m["path"]) for m in mixes.values() if isinstance(m, dict) and m.get("path")}
+    paths |= {p.relative_to(view.root).as_posix() for p in (view.root / "mixes").rglob("*.jsonl")}
+    root = view.root.resolve()
+    for p in paths:
+        if not (root / p).resolve().is_relative_to(root):
+            raise ReviewError(f"manifest.json names a mix outside the build directory: {p!r}",
+                              path=str(view.root / "manifest.json"))
+    return sorted(paths)
+
+
+def _apply_mixes(root: Path, paths: list[str], dropped: set[str],
+                 edited: dict[str, tuple[dict, dict]]) -> dict[str, list[dict]]:
+    """Drop rejected samples (synthetic rows and their replays) from the SFT mixes and carry edits
+    into them, until the next compile rebuilds the mixes; returns the rewritten files' rows."""
+    changed: dict[str, list[dict]] = {}
+    for rel in paths:
+        rows_in = read_jsonl(root / rel)
+        rows_out = []
         for r in rows_in:
             md = r.get("metadata") if isinstance(r.get("metadata"), dict) else {}
-            rid = str(md.get("id"))
-            if md.get("source", "synthetic") == "synthetic" and rid in dropped:
-                removed += 1
+            rid, ours = str(md.get("id")), md.get("source") != "seed"
+            if ours and rid in dropped:
                 continue
-            if md.get("source", "synthetic") == "synthetic" and rid in edited_messages:
-                r = {**r, "messages": edited_messages[rid]}
+            if ours and rid in edited:
+                r = {**r, "messages": edit_messages(r.get("messages") or [], *edited[rid])}
             rows_out.append(r)
-        if removed or any(str((r.get("metadata") or {}).get("id")) in edited_messages for r in rows_in):
-            atomic_write(mpath, jsonl_text(rows_out))
-        for name, p in mix_files.items():
-            if p == mix_path and removed:
-                mixes[name]["rows"] = len(rows_out)
-                by = mixes[name].get("by_source")
-                if isinstance(by, dict) and isinstance(by.get("synthetic"), int):
-                    by["synthetic"] = max(0, by["synthetic"] - removed)
+        if rows_out != rows_in:
+            atomic_write(root / rel, jsonl_text(rows_out))
+            changed[rel] = rows_out
+    return changed
 
-    # 4. the manifest: accepted counts, the new rejection reason, review stats and flags
+
+def _update_manifest(view: BuildView, verdicts: list[Verdict], stats: dict[str, dict[str, Any]],
+                     mix_rows: dict[str, list[dict]]) -> None:
+    """Accepted counts, the review-rejected reason, review stats and flags, mix rows, totals."""
+    manifest = view.manifest
+    rejected = Counter(v.node_id for v in verdicts if v.verdict == "reject")
     nodes = manifest.setdefault("nodes", {})
     for node_id, entry in nodes.items():
         if not isinstance(entry, dict):
             continue
-        n_rej = sum(1 for v in verdicts if v.node_id == node_id and v.verdict == "reject")
-        if n_rej:
+        if rejected[node_id]:
             entry["accepted"] = len(view.train[node_id])
             if isinstance(entry.get("target"), int):
                 entry["shortfall"] = max(0, entry["target"] - entry["accepted"])
-            rej = entry.get("rejected") if isinstance(entry.get("rejected"), dict) else {}
-            rej[REVIEW_REJECTED] = rej.get(REVIEW_REJECTED, 0) + n_rej
-            entry["rejected"] = rej
+            reasons = entry.get("rejected") if isinstance(entry.get("rejected"), dict) else {}
+            reasons[REVIEW_REJECTED] = reasons.get(REVIEW_REJECTED, 0) + rejected[node_id]
+            entry["rejected"] = reasons
         entry["review"] = stats.get(node_id, {"reviewed": 0, "rejected": 0, "flagged": False})
+    mixes = manifest.get("mixes") if isinstance(manifest.get("mixes"), dict) else {}
+    for mix in mixes.values():
+        rows = mix_rows.get(str(mix.get("path"))) if isinstance(mix, dict) else None
+        if rows is not None:
+            by = Counter(str((r.get("metadata") or {}).get("source")) for r in rows)
+            mix["rows"] = len(rows)
+            mix["by_source"] = dict(sorted(by.items()))
+            if "shares" in mix:
+                mix["shares"] = {k: round(v / len(rows), 4) for k, v in sorted(by.items())} if rows else {}
     totals = manifest.get("totals")
     if isinstance(totals, dict):
         entries = [e for e in nodes.values() if isinstance(e, dict)]
-        totals["accepted"] = sum(int(e.get("accepted", 0) or 0) for e in entries)
-        totals["shortfall"] = sum(int(e.get("shortfall", 0) or 0) for e in entries)
+        for key in ("accepted", "shortfall"):
+            totals[key] = sum(e.get(key, 0) for e in entries if isinstance(e.get(key, 0), int))
         totals["rejected"] = sum(sum(v for v in (e.get("rejected") or {}).values() if isinstance(v, int))
                                  for e in entries)
-    atomic_write(view.root / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-
-    # 5. keep a copy of the applied sheet, then refresh the card and the report
-    archive = view.root / "reviews" / "applied" / f"{at.replace(':', '')}-{path.name}"
-    atomic_write(archive, path.read_bytes())
-    from compiler.card import write_card
-    from compiler.report import write_report
-    write_card(view.root)
-    write_report(view.root)
-    result.nodes = {n: stats[n] for n in sorted(stats)}
-    return result
 
 
 def _user() -> str:

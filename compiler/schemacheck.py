@@ -135,8 +135,9 @@ def check_schema(content: Mapping, family: str, version: int, root: yaml.Node | 
             line, col = mark_of(node_at(root, path))
             issues.append(SchemaIssue(line, col, "schema/min-length", f"{_name(path)} is empty",
                                       "write the text, or remove the key if it is optional"))
-        elif kind == "minItems":
-            line, col = mark_of(node_at(root, path))
+        elif kind == "minItems":  # at the key that names the short list
+            at = key_node_at(root, path[:-1], path[-1]) if path and isinstance(path[-1], str) else None
+            line, col = mark_of(at if at is not None else node_at(root, path))
             n = len(e.instance)
             issues.append(SchemaIssue(line, col, "schema/min-items",
                                       f"{_name(path)} has {n} item{'s' if n != 1 else ''}; "

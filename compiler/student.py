@@ -125,21 +125,27 @@ def ensure_chat_template(tokenizer: Any) -> str:
     """Give `tokenizer` a chat template with {% generation %} markers; return which one it has.
 
     'model': its own (TRL swaps in a marked training variant for known families when needed);
+    (a tokenizer saved by kdc keeps the template it was trained with and reports its name again)
     'gemma3': TRL's Gemma 3 training template, for Gemma tokenizers without one (the embedded base);
     'kdc-default': DEFAULT_CHAT_TEMPLATE for anything else.
     """
     if tokenizer.chat_template:
-        return "model"
+        known = {DEFAULT_CHAT_TEMPLATE: "kdc-default", _gemma3_template(): "gemma3"}
+        return known.get(tokenizer.chat_template, "model")
     vocab = tokenizer.get_vocab()
     if "<start_of_turn>" in vocab and "<end_of_turn>" in vocab:
-        from importlib.resources import files
-        tokenizer.chat_template = (files("trl") / "chat_templates" / "gemma3_training.jinja").read_text("utf-8")
+        tokenizer.chat_template = _gemma3_template()
         return "gemma3"
     if not tokenizer.eos_token:
         raise TrainError("the model's tokenizer has neither a chat template nor an EOS token",
                          hint="give the tokenizer a chat_template (tokenizer_config.json) or an eos_token")
     tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
     return "kdc-default"
+
+
+def _gemma3_template() -> str:
+    from importlib.resources import files
+    return (files("trl") / "chat_templates" / "gemma3_training.jinja").read_text("utf-8")
 
 
 def set_stop_tokens(model: Any, tokenizer: Any) -> None:

@@ -7,16 +7,20 @@ attributes `kind` ("branch" for inner folders), `leaf`, `path`; leaves also `ver
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from compiler.errors import TaxonomyError
 from compiler.records import Leaf, NodeKind
 from compiler.yamlload import YamlLoadError, load_bytes, read_bytes
+
+if TYPE_CHECKING:  # networkx costs ~0.3 s to import; `kdc validate` never needs it
+    import networkx as nx
 
 QNA = "qna.yaml"
 KIND_FOLDERS = {"compositional_skills": "skill", "knowledge": "knowledge",
@@ -54,7 +58,8 @@ def walk(root: Path) -> tuple[list[FoundFile], list[WalkProblem]]:
     problems: list[WalkProblem] = []
     visited: set[tuple[int, int]] = set()
 
-    def visit(directory: Path, rel_parts: tuple[str, ...], ancestors: frozenset[tuple[int, int]]) -> None:
+    def visit(directory: Path, rel_parts: tuple[str, ...], ancestors: frozenset[tuple[int, int]],
+              linked: bool) -> None:
         try:
             st = directory.stat()
             entries = sorted(os.scandir(directory), key=lambda e: e.name)
@@ -101,13 +106,15 @@ def walk(root: Path) -> tuple[list[FoundFile], list[WalkProblem]]:
                                                     "symlink loop: the link points to a folder that contains it",
                                                     "remove the symlink"))
                         continue
+            via_link = linked or entry.is_symlink()
             if is_dir:
                 if entry.name not in SKIP_DIRS:
-                    visit(Path(entry.path), rel_parts + (entry.name,), ancestors)
+                    visit(Path(entry.path), rel_parts + (entry.name,), ancestors, via_link)
             elif is_qna_like(entry.name):
-                found.append(FoundFile(Path(entry.path).resolve(), rel))
+                path = Path(entry.path)
+                found.append(FoundFile(path.resolve() if via_link else path, rel))
 
-    visit(root, (), frozenset())
+    visit(root, (), frozenset(), False)
     return found, problems
 
 
@@ -123,10 +130,10 @@ def _loops(path: str) -> bool:
     try:
         Path(path).resolve(strict=True)
         return False
-    except RuntimeError:
+    except RuntimeError:  # "Symlink loop from ..."
         return True
     except OSError as exc:
-        return "loop" in str(exc).lower() or getattr(exc, "errno", None) == 40
+        return exc.errno == errno.ELOOP
 
 
 def kind_of(rel: str, content: object) -> NodeKind:
@@ -187,6 +194,8 @@ def load_taxonomy(root: str | Path) -> Taxonomy:
     if not root.is_dir():
         raise TaxonomyError(f"taxonomy root {root} is not a folder", hint="pass the folder holding the taxonomy")
     root = root.resolve()
+    import networkx as nx
+
     files, problems = walk(root)
     if problems:
         p = problems[0]

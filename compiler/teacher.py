@@ -120,6 +120,10 @@ class Teacher:
         self.concurrency = concurrency
         self.sampling = dict(sampling or {})
         self.stats = TeacherStats()
+        # circuit breaker: after this many requests in a row failed for good, stop asking
+        self.breaker = max(8, 2 * concurrency)
+        self._consecutive_failures = 0
+        self.unavailable = False
         self._busy = [0] * max(1, len(self.api_bases))
         self._next = 0
         self._sem: asyncio.Semaphore | None = None
@@ -158,9 +162,25 @@ class Teacher:
         return min(candidates, key=lambda i: self._busy[i])
 
     async def complete(self, messages: list[dict[str, str]], response_format: dict, *, seed: int | None = None,
-                       label: str = "") -> Completion:
+                       label: str = "", should_run=None) -> Completion | None:
         """One answer, retried on 429/5xx/timeouts/connection errors; raises TeacherFailure when it
-        fails for good and TeacherError when the teacher cannot be used at all (auth, unknown model)."""
+        fails for good and TeacherError when the teacher cannot be used at all (auth, unknown model).
+        Returns None without asking when `should_run()` turns false before the request starts."""
+        try:
+            done = await self._complete(messages, response_format, seed, label, should_run)
+        except TeacherFailure as failure:
+            if failure.transport and failure.reason != "teacher-unavailable":
+                self._consecutive_failures += 1
+                if self._consecutive_failures >= self.breaker and not self.unavailable:
+                    self.unavailable = True
+                    log.warning("teacher unavailable: %d requests in a row failed (%s); stopping",
+                                self._consecutive_failures, failure.detail)
+            raise
+        if done is not None:
+            self._consecutive_failures = 0
+        return done
+
+    async def _complete(self, messages, response_format, seed, label, should_run) -> Completion | None:
         if self._sem is None:
             self._sem = asyncio.Semaphore(self.concurrency)
         lt = self._litellm
@@ -181,6 +201,10 @@ class Teacher:
                 kwargs["api_base"] = self.api_bases[base]
             delay: float | None = None
             async with self._sem:
+                if self.unavailable:
+                    raise TeacherFailure("teacher-unavailable", "the teacher stopped answering", attempt - 1)
+                if attempt == 1 and should_run is not None and not should_run():
+                    return None
                 self.stats.calls += 1
                 self.stats.in_flight += 1
                 self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)

@@ -116,14 +116,28 @@ def make_build(root: Path, *, hostile: bool = False, taxonomy: Path | None = Non
             for key in ("scores", "lengths", "review", "diversity", "tokens", "cost_usd", "files", "eval_seeds"):
                 entry.pop(key)
         manifest_nodes[node_id] = entry
-        for s in samples:
-            row = {"messages": s["messages"], "metadata": {"node_id": node_id, "source": "synthetic", "id": s["id"]}}
-            (mix1 if kind == "knowledge" else mix2).append(row)
-        if hf and samples:
-            from datasets import Dataset
-            Dataset.from_list(samples).save_to_disk(str(root / "hf" / node_id))
-    mix2.append({"messages": [{"role": "user", "content": "seed q"}, {"role": "assistant", "content": "seed a"}],
-                 "metadata": {"node_id": "compositional_skills/writing/freeform/haiku", "source": "seed", "id": "s0"}})
+        rows = [{"messages": s["messages"], "metadata": {"node_id": node_id, "source": "synthetic", "id": s["id"]}}
+                for s in samples]
+        phase = "phase1_knowledge" if kind == "knowledge" else "phase2_skills"
+        if rows:  # like compiler/mix.py: a source file per node, the mix drawn from the sources
+            _write_jsonl(root / "mixes" / "sources" / phase / f"{node_id}.jsonl", rows)
+        (mix1 if kind == "knowledge" else mix2).extend(rows)
+        if hf and samples:  # like compiler/build.py: metadata as JSON text, fixed features
+            from datasets import Dataset, Features, Sequence, Value
+            feats = Features({"id": Value("string"), "node_id": Value("string"),
+                              "messages": [{"role": Value("string"), "content": Value("string")}],
+                              "record": {"question": Value("string"), "reasoning": Sequence(Value("string")),
+                                         "answer": Value("string"), "context": Value("string")},
+                              "metadata": Value("string")})
+            Dataset.from_list([{**s, "metadata": json.dumps(s["metadata"], sort_keys=True)} for s in samples],
+                              features=feats).save_to_disk(str(root / "hf" / node_id))
+    replay = [{"messages": r["messages"], "metadata": {**r["metadata"], "source": "replay"}} for r in mix1[::2]]
+    seeds = [{"messages": [{"role": "user", "content": "seed q"}, {"role": "assistant", "content": "seed a"}],
+              "metadata": {"node_id": "compositional_skills/writing/freeform/haiku", "source": "seed",
+                           "id": "seed-0"}}]
+    _write_jsonl(root / "mixes" / "sources" / "phase2_skills" / "replay_phase1_knowledge.jsonl", replay)
+    _write_jsonl(root / "mixes" / "sources" / "phase2_skills" / "seeds.jsonl", seeds)
+    mix2 += replay + seeds
     _write_jsonl(root / "mixes" / "phase1_knowledge.jsonl", mix1)
     _write_jsonl(root / "mixes" / "phase2_skills.jsonl", mix2)
     manifest = {
@@ -140,7 +154,8 @@ def make_build(root: Path, *, hostile: bool = False, taxonomy: Path | None = Non
                                        "recipe": "mixes/phase1_knowledge.recipe.yaml", "rows": len(mix1),
                                        "by_source": {"synthetic": len(mix1)}},
                   "phase2_skills": {"path": "mixes/phase2_skills.jsonl", "recipe": "mixes/phase2_skills.recipe.yaml",
-                                    "rows": len(mix2), "by_source": {"synthetic": len(mix2) - 1, "seed": 1}}},
+                                    "rows": len(mix2), "by_source": {"replay": len(replay), "seed": 1,
+                                                                     "synthetic": len(mix2) - len(replay) - 1}}},
         "totals": {"target": sum(v[2] for v in nodes.values()), "accepted": sum(v[1] for v in nodes.values()),
                    "shortfall": sum(v[2] - v[1] for v in nodes.values()),
                    "rejected": sum(sum(e["rejected"].values()) for e in manifest_nodes.values()),
@@ -173,8 +188,15 @@ def test_card_names_taxonomy_teacher_templates_counts_and_reasons(build: Path) -
     names = [c["config_name"] for c in meta["configs"]]
     assert "knowledge_science_astronomy_solar_system" in names and "mix_phase2_skills" in names
     solar = next(c for c in meta["configs"] if c["config_name"] == "knowledge_science_astronomy_solar_system")
-    assert {"split": "train", "path": "nodes/knowledge/science/astronomy/solar_system/train.jsonl"} in solar["data_files"]
+    assert solar["data_files"] == [{"split": "train",
+                                    "path": "nodes/knowledge/science/astronomy/solar_system/train.jsonl"}]
+    evals = next(c for c in meta["configs"] if c["config_name"] == "eval_seeds")["data_files"]
+    assert evals == [{"split": "test", "path": [f"nodes/{n}/eval.jsonl" for n in sorted(NODES)]}]
     assert "c0ffee" + "0" * 58 in body
+    prompt = sum(300 + i for _, n, _ in NODES.values() for i in range(n))
+    completion = sum(80 + i for _, n, _ in NODES.values() for i in range(n))
+    assert f"| teacher tokens | {prompt:,} prompt, {completion:,} completion |" in body
+    assert "| teacher cost (USD) | 0.0696 |" in body
     assert "openai/test-teacher" in body and "openai/test-judge" in body
     assert "generate\\_knowledge.j2" in body
     # one row per node with its counts: target | accepted | shortfall | rejected | eval seeds
@@ -213,7 +235,7 @@ def test_card_escapes_hostile_text_and_survives_old_manifest(tmp_path: Path) -> 
     text = write_card(build).read_text()
     _, head, body = text.split("---\n", 2)
     import yaml
-    paths = [f["path"] for c in yaml.safe_load(head)["configs"] for f in c["data_files"]]
+    paths = [f["path"] for c in yaml.safe_load(head)["configs"] for f in c["data_files"] if f["split"] == "train"]
     assert f"nodes/{HOSTILE_NODE}/train.jsonl" in paths  # YAML data, quoted by safe_dump
     assert "<script" not in body and "<img" not in body
     assert "&lt;img src=x onerror=\"alert(2)\"&gt;" in body
@@ -265,7 +287,8 @@ def test_report_has_every_plot_with_marks(build: Path) -> None:
         assert f">{folder}</text>" in tree
     assert ">12/15 freeform_skill</text>" in tree and ">0/4 freeform_skill</text>" in tree
     # target vs accepted: a bar per node and series, widths proportional to the values
-    bars = re.findall(r'width="([\d.]+)" height="9" fill="#0072B2"><title>([^<]+) — accepted', figs["target-vs-accepted"])
+    bars = re.findall(r'width="([\d.]+)" height="9" fill="#0072B2"><title>([^<]+) — accepted',
+                      figs["target-vs-accepted"])
     widths = {name: float(w) for w, name in bars}
     assert widths["knowledge/science/astronomy/solar_system"] == pytest.approx(
         widths["compositional_skills/writing/freeform/haiku"] * 40 / 12, rel=0.01)
@@ -310,9 +333,18 @@ def test_report_old_manifest_and_empty_data(tmp_path: Path) -> None:
                                                                     "accepted": 0}}
     (build / "manifest.json").write_text(json.dumps(man))
     (build / "nodes/compositional_skills/writing/freeform/haiku/train.jsonl").write_text("")
-    figs = _figures(write_report(build).read_text())
+    man["judge"] = {"model": None}
+    man["nodes"]["compositional_skills/writing/freeform/haiku"].update(
+        cost_usd=None, tokens={"prompt": 5, "completion": 1})  # a teacher without a known price
+    (build / "manifest.json").write_text(json.dumps(man))
+    html = write_report(build).read_text()
+    figs = _figures(html)
     assert "no data in this build" in figs["grounding-scores"]
     assert "no data in this build" in figs["question-lengths"]
+    assert "this build ran without a judge" in figs["judge-scores"]
+    assert "6 tok · cost unknown" in figs["tokens-cost"]
+    assert "<b>unknown</b><span>cost $</span>" in html
+    assert "| teacher cost (USD) | unknown |" in write_card(build).read_text()
 
 
 def test_report_cli(build: Path) -> None:
@@ -343,11 +375,21 @@ return Array.from(document.querySelectorAll('figure.plot')).map(function (f) {
 """
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                    reason="needs Debian chromium + chromium-driver (apt-get install -y chromium chromium-driver)")
+def _browser_missing(why: str) -> None:
+    """CI sets KDC_REQUIRE_CHROMIUM=1: there a missing browser fails the run instead of skipping."""
+    if os.environ.get("KDC_REQUIRE_CHROMIUM") == "1":
+        pytest.fail(why)
+    pytest.skip(why)
+
+
 def test_report_renders_in_headless_chromium(tmp_path: Path, repo_root: Path) -> None:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
+    if not (CHROMIUM and CHROMEDRIVER):
+        _browser_missing("needs Debian chromium + chromium-driver (apt-get install -y chromium chromium-driver)")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _browser_missing("needs selenium (pip install selenium)")
 
     build = make_build(tmp_path / "build", hostile=True)
     man = json.loads((build / "manifest.json").read_text())
@@ -389,3 +431,16 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, repo_root: Path) ->
         assert r["width"] > 100 and r["height"] > 20, r
         assert r["marks"] >= 1 and r["drawn"] >= 1, r
     assert shot.stat().st_size > 10_000
+
+
+def test_card_configs_load_with_hugging_face_datasets(build: Path, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    write_card(build)
+    cache = str(tmp_path / "hf-cache")
+    solar = datasets.load_dataset(str(build), "knowledge_science_astronomy_solar_system", cache_dir=cache)
+    assert solar["train"].num_rows == 40 and solar["train"][0]["node_id"] == "knowledge/science/astronomy/solar_system"
+    evals = datasets.load_dataset(str(build), "eval_seeds", cache_dir=cache)
+    assert evals["test"].num_rows == sum(len((build / "nodes" / n / "eval.jsonl").read_text().splitlines())
+                                         for n in NODES)
+    mix = datasets.load_dataset(str(build), "mix_phase2_skills", cache_dir=cache)
+    assert mix["train"].num_rows == len((build / "mixes" / "phase2_skills.jsonl").read_text().splitlines())

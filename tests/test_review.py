@@ -16,7 +16,9 @@ import pytest
 
 from compiler.errors import ReviewError
 from compiler.review import COLUMNS, apply_sheet, draw_sheet, load_verdicts, sample_size
-from test_report import NODES, make_build
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the build-directory helper, any import mode
+from test_report import NODES, make_build  # noqa: E402
 
 SOLAR = "knowledge/science/astronomy/solar_system"
 HAIKU = "compositional_skills/writing/freeform/haiku"
@@ -114,6 +116,17 @@ def test_draw_shows_seed_examples_from_the_taxonomy(tmp_path: Path) -> None:
         shown = [int(i) for i in r["seeds_shown"].split(",")]
         for i in shown:  # indexes into the training seeds (held-out eval seeds removed)
             assert f"[{i}] Q: Seed question {training[i]}?\n    A: Seed answer {training[i]}." in r["seed_examples"]
+    # samples name the qna.yaml they were built from: a changed file shows no (possibly wrong) seeds
+    train = build / "nodes" / HAIKU / "train.jsonl"
+    samples = [json.loads(x) for x in train.read_text().splitlines()]
+    for s in samples:
+        s["metadata"]["leaf_sha256"] = hashlib.sha256((leaf / "qna.yaml").read_bytes()).hexdigest()
+    train.write_text("".join(json.dumps(s) + "\n" for s in samples))
+    rows = [r for r in read_csv(draw_sheet(build, seed=0, out=tmp_path / "a.csv")) if r["node_id"] == HAIKU]
+    assert rows and all(r["seed_examples"].startswith("[") for r in rows)
+    (leaf / "qna.yaml").write_text((leaf / "qna.yaml").read_text().replace("Seed answer 1.", "Changed."))
+    rows = [r for r in read_csv(draw_sheet(build, seed=0, out=tmp_path / "b.csv")) if r["node_id"] == HAIKU]
+    assert rows and all(r["seed_examples"] == "" and r["seeds_shown"] for r in rows)
 
 
 # ---------------------------------------------------------------------------------------- apply
@@ -156,8 +169,8 @@ def test_apply_drops_rejected_applies_edits_and_records_verdicts(build: Path) ->
     moved = [json.loads(x) for x in (build / "nodes" / SOLAR / "rejected.jsonl").read_text().splitlines()][-2:]
     assert [m["id"] for m in moved] == ids["rej"][:2]
     assert [m["reason"] for m in moved] == ["review-rejected"] * 2
-    assert moved[0]["detail"] == "wrong: Venus is hotter"
-    assert json.loads(moved[0]["raw"])["record"]["question"]
+    assert moved[0]["detail"] == "rejected in review by alice: wrong: Venus is hotter"
+    assert json.loads(moved[0]["raw"]) == json.loads(next(x for x in before[SOLAR] if ids["rej"][0] in x))["record"]
     assert moved[0]["metadata"]["review"] == {"verdict": "reject", "by": "alice", "at": "2026-03-01T12:00:00+00:00",
                                               "why": "wrong: Venus is hotter"}
     # the edit: record and chat messages updated, verdict in metadata.review
@@ -182,11 +195,15 @@ def test_apply_drops_rejected_applies_edits_and_records_verdicts(build: Path) ->
     assert edit["edited"] == {"question": old_edit["record"]["question"],
                               "reasoning": ["The chunk says 4.6 billion years.", "So that is the age."],
                               "answer": "About 4.6 billion years."}
-    # mixes no longer carry rejected samples; the edited one is updated
+    # mixes (and their sources, replays included) no longer carry rejected samples; edits are carried in
     mix = [json.loads(x) for x in (build / "mixes" / "phase1_knowledge.jsonl").read_text().splitlines()]
     assert len(mix) == len(mix_before) - 2
-    assert not {m["metadata"]["id"] for m in mix} & set(ids["rej"])
     assert next(m for m in mix if m["metadata"]["id"] == ids["edit"])["messages"] == new_edit["messages"]
+    for f in (build / "mixes").rglob("*.jsonl"):
+        rows = [json.loads(x) for x in f.read_text().splitlines()]
+        assert not {m["metadata"]["id"] for m in rows} & set(ids["rej"]), f
+        assert all(m["messages"] == new_edit["messages"] for m in rows if m["metadata"]["id"] == ids["edit"])
+    phase2 = [json.loads(x) for x in (build / "mixes" / "phase2_skills.jsonl").read_text().splitlines()]
     # manifest: counts, reasons, review stats and the flag (haiku: 1 of 1 rejected; solar: 2 of 4 is not most)
     man = json.loads((build / "manifest.json").read_text())
     assert man["nodes"][SOLAR]["accepted"] == 38 and man["nodes"][SOLAR]["shortfall"] == 2
@@ -195,6 +212,9 @@ def test_apply_drops_rejected_applies_edits_and_records_verdicts(build: Path) ->
     assert man["nodes"][HAIKU]["review"] == {"reviewed": 1, "rejected": 1, "flagged": True}
     assert man["nodes"][MEETING]["review"] == {"reviewed": 0, "rejected": 0, "flagged": False}
     assert man["mixes"]["phase1_knowledge"]["rows"] == len(mix)
+    assert man["mixes"]["phase1_knowledge"]["by_source"] == {"synthetic": len(mix)}
+    assert man["mixes"]["phase2_skills"]["rows"] == len(phase2)
+    assert man["mixes"]["phase2_skills"]["by_source"]["seed"] == 1
     assert man["totals"]["accepted"] == sum(v[1] for v in NODES.values()) - 3 == 55
     assert res.flagged == [HAIKU]
     # report and card regenerated with the flag
@@ -245,7 +265,10 @@ def test_apply_updates_hf_copy(tmp_path: Path) -> None:
     apply_sheet(build, sheet, reviewer="alice")
     ds = load_from_disk(str(build / "hf" / SOLAR))
     assert ds.num_rows == 38 and not set(ds["id"]) & set(ids["rej"])
-    assert [r["answer"] for r in ds["record"] if r["answer"] == "About 4.6 billion years."]
+    assert ds.features["metadata"].dtype == "string"  # the same layout compile writes
+    row = next(r for r in ds if r["id"] == ids["edit"])
+    assert row["record"]["answer"] == "About 4.6 billion years."
+    assert json.loads(row["metadata"])["review"]["verdict"] == "edit"
 
 
 # ----------------------------------------------------------------------------------- bad sheets
@@ -311,7 +334,7 @@ def test_broken_csv_quoting_is_refused(filled) -> None:
     rows = read_csv(sheet)
     why = rows[1]["why"]  # "not in the chunk" -> "not in the "chunk"" breaks the quoted field
     assert f",{why}," in text
-    broken = text.replace(f",{why},", f',"not in the "chunk"",', 1)
+    broken = text.replace(f",{why},", ',"not in the "chunk"",', 1)
     err = _bad(build, sheet, broken)
     assert err.line == _line_of(broken, '"not in the "chunk"')
     assert err.column == COLUMNS.index("why") + 1 and "broken CSV quoting" in err.message
@@ -412,3 +435,30 @@ def test_csv_cells_never_start_a_formula(build: Path) -> None:
     apply_sheet(build, sheet, reviewer="x")
     edited = next(json.loads(x) for x in p.read_text().splitlines() if json.loads(x)["id"] == row["id"])
     assert edited["record"]["answer"] == "=1+1"
+
+
+def test_edit_messages_follows_compiles_chat_layout() -> None:
+    generate = pytest.importorskip("compiler.generate")
+    from compiler.plan import LeafPlan
+    from compiler.records import Leaf, Record
+    from compiler.review import edit_messages
+
+    leaf = Leaf(node_id=SOLAR, file=f"{SOLAR}/qna.yaml", kind="knowledge", version=3,
+                content={"domain": "Astronomy"}, content_hash="0")
+    lp = LeafPlan(leaf=leaf, target=1, budget=1, train_seeds=[], eval_seeds=[], eval_indexes=[])
+    old = {"question": "How old is it?", "reasoning": ["1. The chunk says 4.6 Gyr.", "So: old."],
+           "answer": "4.6 billion years", "context": "The Solar System formed 4.6 billion years ago."}
+    for new in ({"question": "How old is the Solar System?"}, {"reasoning": ["It says 4.6.", "That is it.", "Done."]},
+                {"answer": "About 4.6 billion years."}):
+        after = {**old, **new}
+        expected = generate.chat_messages(lp, Record(after["question"], tuple(after["reasoning"]), after["answer"],
+                                                     after["context"]))
+        msgs = generate.chat_messages(lp, Record(old["question"], tuple(old["reasoning"]), old["answer"],
+                                                 old["context"]))
+        assert edit_messages(msgs, old, after) == expected
+    # another layout: texts are replaced where they stand
+    custom = [{"role": "user", "content": "Q> How old is it?"},
+              {"role": "assistant", "content": "<think>1. The chunk says 4.6 Gyr. So: old.</think> 4.6 billion years"}]
+    out = edit_messages(custom, old, {**old, "answer": "About 4.6 billion years."})
+    assert out[1]["content"] == "<think>1. The chunk says 4.6 Gyr. So: old.</think> About 4.6 billion years."
+    assert out[0] == custom[0]

@@ -21,6 +21,17 @@ FAST = {1: PhaseConfig(epochs=1, learning_rate=3e-3, batch_size=2, grad_accum=1)
         2: PhaseConfig(epochs=1, learning_rate=3e-3, batch_size=2, grad_accum=1)}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny model is too small to gain from threads; on a shared 2-core machine a second thread
+    spinning against other work makes each step ~8x slower."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def build(tmp_path_factory) -> Path:
     return write_build(tmp_path_factory.mktemp("build"))
@@ -210,7 +221,9 @@ def test_chat_template_choice(tiny):
     text = tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
                                    tokenize=False)
     assert text.endswith("<start_of_turn>model\nyo<end_of_turn>\n")
-    assert ensure_chat_template(tok) == "model"  # a template already there is kept
+    assert ensure_chat_template(tok) == "gemma3"  # recognised when saved and reloaded
+    tok.chat_template = "{{ messages }}"
+    assert ensure_chat_template(tok) == "model" and tok.chat_template == "{{ messages }}"  # kept
 
 
 def test_cli_train_and_errors(build, tiny, tmp_path):

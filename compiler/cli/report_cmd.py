@@ -31,7 +31,8 @@ def report(build_dir: Path) -> None:
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the sheet [default: BUILD_DIR/reviews/sheet-seed<N>.<format>].")
-@click.option("--reviewer", help="Who reviews [default: the sheet's reviewer column, else your user name].")
+@click.option("--reviewer", help="Drawing: put in the sheet's reviewer column. Applying: the reviewer of rows "
+              "whose reviewer column is blank [default: your user name].")
 def review(build_dir: Path, apply_file: Path | None, share: float, seed: int | None, fmt: str,
            out: Path | None, reviewer: str | None) -> None:
     """Human spot checks: draw a seeded sample of every node into a review sheet, or --apply a

@@ -1,0 +1,53 @@
+"""Which qna files changed since a base branch: what a pull request's CI has to check.
+
+Like `ilab taxonomy diff`: files added or modified since the merge base with REF, plus
+uncommitted and untracked ones; deleted files are gone and not checked. Real `git`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from compiler.errors import UsageError
+from compiler.taxonomy import is_qna_like
+
+
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}
+    for var in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        env.pop(var, None)
+    try:
+        return subprocess.run(["git", "-c", "core.quotePath=false", *args], cwd=cwd, capture_output=True,
+                              text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise UsageError("--changed-since needs git, which is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"git {args[0]} took too long") from None
+
+
+def changed_files(ref: str, where: Path) -> tuple[list[Path], str]:
+    """(absolute paths of qna-like files changed since the merge base of REF and HEAD, merge base)."""
+    if not ref or ref.startswith("-"):
+        raise UsageError(f"invalid git reference {ref!r}")
+    r = _git(["rev-parse", "--show-toplevel"], where)
+    if r.returncode != 0:
+        raise UsageError(f"--changed-since needs a git repository; {where} is not in one",
+                         hint="run kdc validate inside the taxonomy's git checkout")
+    top = Path(r.stdout.strip())
+    if _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], top).returncode != 0:
+        raise UsageError(f"unknown git reference {ref!r}",
+                         hint=f"fetch it first (git fetch origin); in GitHub Actions check out with fetch-depth: 0")
+    r = _git(["merge-base", ref, "HEAD"], top)
+    if r.returncode != 0:
+        raise UsageError(f"{ref} and HEAD have no common ancestor",
+                         hint="fetch the full history (fetch-depth: 0 in actions/checkout)")
+    base = r.stdout.strip()
+    diff = _git(["diff", "--name-only", "--no-renames", "--diff-filter=d", "-z", base, "--"], top)
+    untracked = _git(["ls-files", "--others", "--exclude-standard", "-z"], top)
+    for res in (diff, untracked):
+        if res.returncode != 0:
+            raise UsageError(f"git failed: {res.stderr.strip().splitlines()[-1] if res.stderr.strip() else 'unknown'}")
+    names = sorted({n for n in (diff.stdout + untracked.stdout).split("\0") if n})
+    return [top / n for n in names if is_qna_like(n.rsplit("/", 1)[-1]) and os.path.lexists(top / n)], base

@@ -1,0 +1,176 @@
+"""`kdc compile`: options -> CompileConfig -> compiler.build; progress on the terminal."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from compiler.build import NodeProgress, Progress
+
+
+@click.command("compile")
+@click.argument("taxonomy", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
+              help="Build folder (nodes/, hf/, mixes/, manifest.json).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Settings file (default: TAXONOMY/kdc.yaml).")
+@click.option("--teacher", help="litellm model string, e.g. openai/gpt-4o-mini, hosted_vllm/<model>, "
+                                "ollama/llama3.1, anthropic/<model>. Default: the embedded kdc/gemma3-270m.")
+@click.option("--api-base", "api_base", multiple=True,
+              help="Teacher endpoint; repeat it to balance requests across several servers.")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Teacher requests in flight.")
+@click.option("--samples-per-node", type=click.IntRange(min=1), help="Accepted samples per leaf.")
+@click.option("--seed", type=int, help="Seed for splits, few-shot draws, diversity and sampling.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), help="Seconds per teacher request.")
+@click.option("--max-retries", type=click.IntRange(min=0), help="Retries per request on 429/5xx/timeouts.")
+@click.option("--max-cost", type=click.FloatRange(min=0), help="Hard cap on teacher spend, in USD.")
+@click.option("--judge", help="litellm model string of an LLM judge gate (default: none).")
+@click.option("--dry-run", is_flag=True, help="Show the plan (leaves, requests, tokens, cost); send nothing.")
+@click.option("--fail-on-shortfall", is_flag=True, default=None,
+              help="Exit with status 3 when a node misses its quota.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest totals (or the plan) as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress display.")
+def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, samples_per_node, seed, timeout,
+             max_retries, max_cost, judge, dry_run, fail_on_shortfall, as_json, quiet):
+    """Compile TAXONOMY into per-node datasets, SFT mixes and a manifest in --out."""
+    from compiler.build import compile_taxonomy
+    from compiler.config import load_config
+
+    _setup_logging()
+    cli = {"out": out, "teacher": teacher, "api_base": api_base, "concurrency": concurrency,
+           "samples_per_node": samples_per_node, "seed": seed, "timeout": timeout, "max_retries": max_retries,
+           "max_cost": max_cost, "judge": judge, "dry_run": dry_run or None, "fail_on_shortfall": fail_on_shortfall}
+    cfg = load_config(taxonomy, config_file, cli)
+    progress: Progress = Progress() if quiet or dry_run else (
+        RichProgress() if sys.stderr.isatty() else LogProgress())
+    result = compile_taxonomy(cfg, progress)
+    if result.dry_run:
+        if as_json:
+            click.echo(json.dumps(result.manifest, indent=2))
+        else:
+            _print_plan(result.manifest)
+        return 0
+    m = result.manifest
+    if as_json:
+        click.echo(json.dumps(m["totals"], indent=2))
+    else:
+        _print_summary(m, result.out)
+    if result.teacher_unavailable:
+        click.secho("error: the teacher stopped answering; see `stopped` in manifest.json. "
+                    "Re-run the same command to resume.", fg="red", err=True)
+        return 1
+    if result.shortfall and cfg.fail_on_shortfall:
+        return 3
+    return 0
+
+
+def _setup_logging() -> None:
+    root = logging.getLogger("kdc")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        root.propagate = False
+
+
+def _print_plan(plan: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"kdc compile --dry-run  (teacher {plan['teacher']})")
+    for col in ("node", "kind", "target", "max requests", "seeds train/eval", "chunks", "est. prompt tok",
+                "est. completion tok", "est. cost $"):
+        table.add_column(col, justify="left" if col in ("node", "kind") else "right")
+    for node_id, n in plan["nodes"].items():
+        cost = "unknown" if n["est_cost_usd"] is None else f"{n['est_cost_usd']:.4f}"
+        table.add_row(node_id, n["kind"], str(n["target"]), str(n["max_requests"]),
+                      f"{n['train_seeds']}/{n['eval_seeds']}", str(n["chunks"]), f"{n['est_prompt_tokens']:,}",
+                      f"{n['est_completion_tokens']:,}", cost)
+    t = plan["totals"]
+    cost = "unknown" if t["cost_usd"] is None else f"{t['cost_usd']:.4f}"
+    table.add_row("total", "", str(t["target"]), str(t["max_requests"]), "", "", f"{t['prompt_tokens']:,}",
+                  f"{t['completion_tokens']:,}", cost, style="bold")
+    console.print(table)
+    if plan.get("max_cost") is not None:
+        verdict = "over" if plan["over_max_cost"] else "within"
+        console.print(f"estimated cost is {verdict} --max-cost {plan['max_cost']}; the real run stops at the cap")
+
+
+def _print_summary(m: dict, out: Path) -> None:
+    t = m["totals"]
+    click.echo(f"compiled {len(m['nodes'])} node(s) into {out}: {t['accepted']}/{t['target']} accepted, "
+               f"{t['rejected']} rejected, shortfall {t['shortfall']}; teacher calls {t['teacher_calls']}, "
+               f"cache hits {t['cache_hits']}; tokens {t['tokens']['prompt']:,}+{t['tokens']['completion']:,}; "
+               f"cost " + ("unknown" if t["cost_usd"] is None else f"${t['cost_usd']:.4f}"), err=True)
+    for node_id, n in m["nodes"].items():
+        if n["shortfall"]:
+            reasons = ", ".join(f"{k} {v}" for k, v in n["rejected"].items()) or "none"
+            click.secho(f"  shortfall {node_id}: {n['accepted']}/{n['target']} (stopped: {n['stopped']}; "
+                        f"rejected: {reasons})", fg="yellow", err=True)
+
+
+class RichProgress(Progress):
+    """Overall and per-node bars: accepted/target, rejections, failures, tokens, ETA."""
+
+    def start(self, nodes: list[NodeProgress]) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RP, TextColumn, TimeRemainingColumn
+
+        self.rp = RP(TextColumn("{task.description}", justify="left"), BarColumn(bar_width=24),
+                     MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                     transient=False, refresh_per_second=4)
+        self.nodes = {n.node_id: n for n in nodes}
+        self.total = self.rp.add_task("[bold]all nodes", total=sum(n.target for n in nodes), info="")
+        self.ids = {n.node_id: self.rp.add_task(_short(n.node_id), total=n.target, info="") for n in nodes}
+        self.rp.start()
+
+    def update(self, node: NodeProgress) -> None:
+        self.rp.update(self.ids[node.node_id], completed=node.accepted,
+                       info=f"rej {node.rejected} fail {node.failures} tok {node.tokens:,}"
+                            + (f" ({node.in_flight} asking)" if node.in_flight else ""))
+        nodes = self.nodes.values()
+        self.rp.update(self.total, completed=sum(min(n.accepted, n.target) for n in nodes),
+                       info=f"rej {sum(n.rejected for n in nodes)} fail {sum(n.failures for n in nodes)} "
+                            f"tok {sum(n.tokens for n in nodes):,}")
+
+    def finish(self) -> None:
+        self.rp.stop()
+
+
+class LogProgress(Progress):
+    """Plain periodic lines for logs and CI (no TTY)."""
+
+    def __init__(self, every: float = 10.0):
+        self.every = every
+        self.last = 0.0
+
+    def start(self, nodes: list[NodeProgress]) -> None:
+        self.nodes = {n.node_id: n for n in nodes}
+        self.t0 = time.monotonic()
+        click.echo(f"compile: {len(nodes)} node(s), {sum(n.target for n in nodes)} samples to accept", err=True)
+
+    def update(self, node: NodeProgress) -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self._line()
+
+    def _line(self) -> None:
+        nodes = list(self.nodes.values())
+        click.echo(f"compile: {sum(min(n.accepted, n.target) for n in nodes)}/{sum(n.target for n in nodes)} "
+                   f"accepted, {sum(n.rejected for n in nodes)} rejected, {sum(n.failures for n in nodes)} "
+                   f"failures, {sum(n.in_flight for n in nodes)} in flight, {sum(n.tokens for n in nodes):,} tokens, "
+                   f"{time.monotonic() - self.t0:.0f}s", err=True)
+
+    def finish(self) -> None:
+        self._line()
+
+
+def _short(node_id: str, width: int = 44) -> str:
+    return node_id if len(node_id) <= width else "…" + node_id[-(width - 1):]

@@ -1,0 +1,189 @@
+"""`kdc eval`: scores right on known strings, prompts in the form the student was taught, a row per
+node, a pairwise judge over a real OpenAI-protocol HTTP server, and a tuned tiny model that beats its base."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from compiler.errors import BuildError, TeacherError
+from compiler.evaluate import (EvalItem, Judge, PromptStyle, evaluate, judge_pair, parse_verdict, prompt_style,
+                               rouge_l, token_f1)
+from compiler.train import PhaseConfig, TrainConfig, train
+from teacher_server import TeacherServer
+from train_fixtures import NODES, tiny_model, write_build
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny model is too small to gain from threads; on a shared 2-core machine a second thread
+    spinning against other work makes each step ~8x slower."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------------- scores (by hand)
+
+@pytest.mark.parametrize("pred,ref,rl,f1", [
+    # LCS the,cat,on,the,mat = 5 of 6 both ways; bag overlap 5 of 6
+    ("the cat sat on the mat", "the cat is on the mat", 5 / 6, 5 / 6),
+    # same bag of words, order scrambled: LCS 3 of 5 (e.g. the,on,the), bag overlap 5 of 5
+    ("mat the on cat the", "the cat on the mat", 3 / 5, 1.0),
+    # P = 3/3, R = 3/7: F = 2 * 1 * 3/7 / (1 + 3/7) = 0.6
+    ("Phobos and Deimos", "Mars has two moons, Phobos and Deimos.", 0.6, 0.6),
+    # case and punctuation do not count
+    ("Two.", "two", 1.0, 1.0),
+    # repeated tokens: LCS a,a = 2 -> P 2/4, R 2/2 -> 2/3; bag overlap min(4,2) = 2 -> 2/3
+    ("a a a a", "a a", 2 / 3, 2 / 3),
+    ("", "", 1.0, 1.0),
+    ("something", "", 0.0, 0.0),
+    ("nothing shared", "entirely different", 0.0, 0.0),
+])
+def test_scores_on_known_strings(pred, ref, rl, f1):
+    assert rouge_l(pred, ref) == pytest.approx(rl)
+    assert token_f1(pred, ref) == pytest.approx(f1)
+
+
+def test_prompt_style_is_read_off_the_training_sample():
+    sample = {"messages": [
+        {"role": "system", "content": "Answer from the context."},
+        {"role": "user", "content": "Context:\nThe sky is blue {really}.\n\nQuestion: What colour is the sky?"},
+        {"role": "assistant", "content": "Reasoning:\n1. The context says so.\n\nFinal answer: Blue."}],
+        "record": {"question": "What colour is the sky?", "context": "The sky is blue {really}.",
+                   "answer": "Blue.", "reasoning": ["The context says so."]}}
+    style = prompt_style(sample)
+    assert style.system == "Answer from the context."
+    assert style.user == "Context:\n{context}\n\nQuestion: {question}"
+    assert style.answer_marker == "Final answer: "
+    msgs = style.messages(EvalItem("n", "Why {x}?", "ref", "Grass is {green}.", 0))
+    assert msgs == [{"role": "system", "content": "Answer from the context."},
+                    {"role": "user", "content": "Context:\nGrass is {green}.\n\nQuestion: Why {x}?"}]
+    assert style.final_answer("Reasoning:\n1. hmm\n\nFinal answer: Green, because.") == "Green, because."
+    assert style.final_answer("no marker here") == "no marker here"
+    # literal braces in the layout survive
+    braces = prompt_style({"messages": [{"role": "user", "content": "Reply in {json}: Q?"},
+                                        {"role": "assistant", "content": "A"}],
+                           "record": {"question": "Q?", "answer": "A"}})
+    assert braces.messages(EvalItem("n", "Z?", "", None, 0))[0]["content"] == "Reply in {json}: Z?"
+    assert prompt_style(None) == PromptStyle()
+
+
+def test_parse_verdict():
+    assert parse_verdict('{"winner": "A", "why": "x"}') == "A"
+    assert parse_verdict('Sure! ```json\n{"winner": "b"}\n```') == "B"
+    assert parse_verdict('{"winner": "tie"}') == "tie"
+    assert parse_verdict("A is better") is None
+    assert parse_verdict('{"winner": "C"}') is None
+
+
+# --------------------------------------------------------------------------------- end to end (tiny)
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """(build, student, tuned run): the tiny student fully fine-tuned long enough to learn the answers' form."""
+    build = write_build(tmp_path_factory.mktemp("build"))
+    student = tiny_model(tmp_path_factory.mktemp("tiny"))
+    out = tmp_path_factory.mktemp("run")
+    fast = PhaseConfig(epochs=1, learning_rate=3e-3, batch_size=2, grad_accum=1)
+    train(build, out, TrainConfig(model=str(student), method="full", max_steps=60, max_length=256,
+                                  phase_settings={1: fast, 2: fast}, save_steps=1000, overwrite=True))
+    return build, student, out
+
+
+def test_eval_table_has_a_row_per_node_and_tuned_beats_base(trained, tmp_path):
+    build, student, run = trained
+    report = evaluate(build, str(run), max_new_tokens=40, out=tmp_path / "eval.json")
+    assert report.base == str(student)  # the base defaults to the student the run started from
+    assert report.model == str(run / "phase2" / "model")
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert [n["node_id"] for n in saved["nodes"]] == sorted(NODES)
+    for node in saved["nodes"]:
+        assert node["n"] == len(NODES[node["node_id"]][2])
+        for label in ("model", "base"):
+            assert set(node[label]) == {"rouge_l", "f1"}
+            assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in node[label].values())
+    assert len(saved["items"]) == sum(len(v[2]) for v in NODES.values())
+    for item in saved["items"]:
+        assert item["model"]["f1"] == pytest.approx(token_f1(item["model"]["answer"], item["reference"]), abs=1e-4)
+        assert item["model"]["rouge_l"] == pytest.approx(rouge_l(item["model"]["answer"], item["reference"]),
+                                                         abs=1e-4)
+    # the student learnt the answers' form ("... Answer: <fact>") and some of the facts: it beats its base
+    assert saved["overall"]["delta"]["f1"] > 0.1, saved["overall"]
+    assert saved["overall"]["model"]["f1"] > saved["overall"]["base"]["f1"]
+    assert any("Answer:" in item["model_output"] for item in saved["items"])
+
+
+def test_pairwise_judge_over_http(trained, tmp_path):
+    build, student, run = trained
+    prompts: list[str] = []
+
+    def longer_wins(request: dict, number: int) -> str:
+        text = request["messages"][-1]["content"]
+        prompts.append(text)
+        a = text.split("<answer_a>\n", 1)[1].split("\n</answer_a>", 1)[0]
+        b = text.split("<answer_b>\n", 1)[1].split("\n</answer_b>", 1)[0]
+        return json.dumps({"winner": "A" if len(a) > len(b) else "B" if len(b) > len(a) else "tie", "why": "len"})
+
+    with TeacherServer(responder=longer_wins) as srv:
+        report = evaluate(build, str(run), max_new_tokens=16, judge=Judge("openai/judge-test", srv.url),
+                          out=tmp_path / "eval.json")
+        assert srv.chat_requests == 2 * len(report.items)  # both orders for every question
+    for item in report.items:
+        mine, theirs = len(item["model_output"]), len(item["base_output"])
+        assert item["judge"] == ("model" if mine > theirs else "base" if theirs > mine else "tie")
+    wins = sum(i["judge"] == "model" for i in report.items)
+    ties = sum(i["judge"] == "tie" for i in report.items)
+    assert report.overall["judge"]["win_rate"] == pytest.approx((wins + 0.5 * ties) / len(report.items), abs=1e-4)
+    assert all(n["judge"] is not None for n in report.nodes)
+    assert any("<reference>\nPhobos and Deimos.\n</reference>" in p for p in prompts)
+
+    # a judge that always prefers the first position is neutralised: every verdict is a tie
+    item = EvalItem("n", "What is {{ 7 * 7 }}?", "ref", None, 0)
+    seen: list[str] = []
+
+    def always_a(request: dict, number: int) -> str:
+        seen.append(request["messages"][-1]["content"])
+        return '{"winner": "A"}'
+
+    with TeacherServer(responder=always_a) as srv:
+        assert judge_pair(Judge("openai/judge-test", srv.url), item, "x", "y") == "tie"
+    assert "What is {{ 7 * 7 }}?" in seen[0]  # user text is data, never template source
+
+
+def test_unreachable_judge_and_bad_build(trained, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    with pytest.raises(TeacherError) as err:
+        judge_pair(Judge("openai/judge-test", f"http://127.0.0.1:{port}/v1", timeout=5),
+                   EvalItem("n", "q", "a", None, 0), "x", "y")
+    assert "--judge" in err.value.hint
+    with pytest.raises(BuildError):
+        evaluate(tmp_path / "nowhere", str(trained[2]))
+
+
+def test_cli_eval(trained, tmp_path):
+    build, student, run = trained
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    out = tmp_path / "e.json"
+    proc = subprocess.run([sys.executable, "-m", "compiler", "eval", str(build), "--model", str(run),
+                           "--max-new-tokens", "8", "--out", str(out), "--limit", "1"],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for node_id in NODES:
+        assert node_id in proc.stdout
+    assert "overall (macro)" in proc.stdout
+    data = json.loads(out.read_text())
+    assert len(data["items"]) == len(NODES)  # --limit 1: one question per node
+    assert all(i["question"] and i["reference"] for i in data["items"])
