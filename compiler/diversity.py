@@ -133,9 +133,9 @@ class SmallIndex:
         if sh.size == 0 or not self._items:
             return None
         shared: dict[int, int] = {}
-        get = self._postings.get
-        for h in sh.tolist():
-            for key in get(h, ()):
+        postings = self._postings
+        for h in postings.keys() & sh.tolist():  # C-level intersection: most shingles match nothing
+            for key in postings[h]:
                 shared[key] = shared.get(key, 0) + 1
         found, size = None, int(sh.size)
         for key in sorted(shared):

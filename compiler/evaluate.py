@@ -236,6 +236,7 @@ class Judge:
     model: str
     api_base: str | None = None
     timeout: float = 120.0
+    retries: int = 2  # on rate limits, timeouts, connection and server errors
 
 
 def judge_pair(judge: Judge, item: EvalItem, tuned: str, base: str) -> str:
@@ -261,14 +262,14 @@ def _ask_judge(judge: Judge, item: EvalItem, answer_a: str, answer_b: str) -> st
     transient = (litellm.exceptions.RateLimitError, litellm.exceptions.APIConnectionError,
                  litellm.exceptions.Timeout, litellm.exceptions.InternalServerError,
                  litellm.exceptions.ServiceUnavailableError)
-    for attempt in range(3):
+    for attempt in range(judge.retries + 1):
         try:
             reply = litellm.completion(model=judge.model, api_base=judge.api_base, api_key=api_key,
                                        temperature=0.0, max_tokens=300, timeout=judge.timeout,
                                        messages=[{"role": "user", "content": prompt.strip()}])
             return parse_verdict(reply.choices[0].message.content or "")
         except transient as exc:
-            if attempt == 2:
+            if attempt == judge.retries:
                 raise _judge_error(judge, exc) from exc
             time.sleep(1.0 + attempt)
         except Exception as exc:  # auth, unknown model, bad request: retrying will not help

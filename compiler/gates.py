@@ -156,7 +156,8 @@ pretend respond reply assume suppose consider let check edit correct fix improve
 expand continue recommend brainstorm propose critique assess discuss argue prove verify match label
 tag split simplify proofread grade score transform parse return output print implement code debug
 refactor optimize optimise advise teach walk break add remove replace insert delete apply build
-construct derive draw sketch express reformat organize organise group categorize categorise""".split())
+construct derive draw sketch express reformat organize organise group categorize categorise get update
+combine take first""".split())
 _CLAUSE = re.compile(r"[.!:;,\n]")  # an instruction starts a sentence or a clause ("Given X, list Y")
 _MARKUP = re.compile(
     r"\{\{|\}\}|\{%|%\}|\{#|#\}"  # leftover Jinja

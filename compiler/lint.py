@@ -6,10 +6,12 @@ linter directly gives the same problems for ~5 ms. Errors are fatal, warnings ar
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
 REFERENCE_CONFIG = "{extends: relaxed, rules: {line-length: disable}}"
+_DISABLE_FILE = re.compile(r"^#\s*yamllint disable-file\s*$")  # as yamllint.linter._run
 
 # rule -> what to do about it (yamllint's own descriptions say what is wrong)
 HINTS = {
@@ -46,12 +48,23 @@ def _config(spec: str):
     return YamlLintConfig(spec)
 
 
-def lint(text: str, config: str = REFERENCE_CONFIG) -> list[LintIssue]:
-    """yamllint's problems for a document, as the reference's `yamllint -f parsable -` reports them."""
-    from yamllint import linter
+def lint(text: str, config: str = REFERENCE_CONFIG, *, parsed: bool = False) -> list[LintIssue]:
+    """yamllint's problems for a document, as the reference's `yamllint -f parsable -` reports them.
 
+    parsed=True: the caller has already parsed `text` as PyYAML does (compiler.yamlload), so
+    yamllint's own syntax pass, a third of its time, could only find nothing: it is skipped."""
+    from yamllint import linter, parser
+
+    conf = _config(config)
+    if parsed:
+        first_line = next(parser.line_generator(text)).content
+        if _DISABLE_FILE.match(first_line):
+            return []
+        problems = linter.get_cosmetic_problems(text, conf, "")
+    else:
+        problems = linter.run(text, conf, "")
     out = []
-    for p in linter.run(text, _config(config), ""):
+    for p in problems:
         rule = p.rule or "syntax"
         desc = p.desc
         if rule == "syntax":

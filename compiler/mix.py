@@ -100,10 +100,12 @@ def sample_row(sample: Sample, source: str = "synthetic") -> dict:
 
 
 def seed_row(node_id: str, index: int, seed: Seed, system: str | None) -> dict:
-    """A seed example as a mix line, with the node's system prompt when its samples have one."""
+    """A seed example as a mix line, shaped like the synthetic rows: the node's system prompt when
+    its samples have one, the context before the question, and the expert's answer after the same
+    `Answer:` marker (seeds carry no reasoning steps)."""
     user = f"{seed.context.strip()}\n\n{seed.question}" if seed.context else seed.question
     messages = ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": user}, {"role": "assistant", "content": seed.answer}]
+        {"role": "user", "content": user}, {"role": "assistant", "content": f"Answer: {seed.answer.strip()}"}]
     sid = hashlib.sha256(f"{node_id}\0{index}\0{seed.question}\0{seed.answer}".encode()).hexdigest()[:20]
     return {"messages": messages, "metadata": {"node_id": node_id, "source": "seed", "id": f"seed-{sid}"}}
 
@@ -252,7 +254,22 @@ def build_mixes(out_dir: Path, taxonomy: Taxonomy, accepted: dict[str, list[Samp
     p2_rows = _write_mix(mixes, PHASE2, p2_sets, config.seed)
     section[PHASE2] = _summary(PHASE2, p2_rows, p2_nodes)
     section[PHASE2]["seeds_available"] = len(seed_rows)
+    _remove_stale_sources(mixes, {d["path"] for d in p1_sets + p2_sets})
     return section
+
+
+def _remove_stale_sources(mixes: Path, keep: set[str]) -> None:
+    """Sources of leaves that left the tree (or of an empty replay/seed share) go, so that
+    mixes/sources/ holds exactly what the recipes name."""
+    root = mixes / "sources"
+    if not root.is_dir():
+        return
+    for path in sorted(root.rglob("*.jsonl")):
+        if path.relative_to(mixes).as_posix() not in keep:
+            path.unlink()
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def _summary(phase: str, rows: list[dict], nodes: dict) -> dict:

@@ -26,8 +26,8 @@ from compiler import __version__
 from compiler.checks import Limits, SeedRef
 from compiler.errors import UsageError
 from compiler.records import Problem
-from compiler.taxonomy import KIND_FOLDERS, QNA, is_qna_like, kind_of, walk
-from compiler.yamlload import MAX_BYTES, YamlLoadError, load_bytes, read_bytes
+from compiler.taxonomy import KIND_FOLDERS, QNA, kind_of, walk
+from compiler.yamlload import YamlLoadError, load_bytes, read_bytes
 
 POOL_MIN_FILES = 24  # below this, forking workers costs more than it saves
 
@@ -144,7 +144,7 @@ def _lint(loaded, problems: list, extra: str) -> None:
     from compiler.lint import lint
 
     dups = {(d.line, d.column): d for d in loaded.duplicates}
-    for p in lint(loaded.text):
+    for p in lint(loaded.text, parsed=True):
         if p.rule == "key-duplicates":
             d = dups.pop((p.line, p.column), None)
             problems.append(_problem(p.line, p.column, p.level, "duplicate-key",
@@ -493,4 +493,4 @@ def summarize(results: list[FileResult], stats: Stats | None = None) -> dict[str
 
 
 __all__ = ["FileResult", "Options", "Stats", "validate_paths", "validate_tree", "summarize", "default_cache_dir",
-           "check_file_bytes", "MAX_BYTES", "is_qna_like"]
+           "check_file_bytes"]

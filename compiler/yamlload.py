@@ -13,6 +13,7 @@ inputs (tabs inside block scalars), and the reference accepts those.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,9 @@ MAX_DEPTH = 64
 SAFE_COMPOSE_DEPTH = 2_000  # libyaml's composer recurses in C: never let it go deeper than this
 PURE_FALLBACK_MAX = 300_000  # the pure-Python re-check costs ~1 s per 300 KB: skip it beyond
 _NESTING_CHARS = "[{-:?"  # every nesting level needs one of these: a cheap bound on depth
+# Inputs libyaml accepts and PyYAML refuses (found by differential fuzzing): tabs as separators
+# or after a scalar, and a comment right after a block scalar indicator.
+_LIBYAML_LAXER = re.compile(r"\t|[|>][-+0-9]*#")
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,14 @@ def loads(text: str) -> LoadedYaml:
     except (ValueError, OverflowError, TypeError) as exc:  # e.g. a timestamp out of range
         raise YamlLoadError(YamlIssue(1, 1, "yaml-syntax", f"cannot load a value: {exc}",
                                       "fix the value (quote it to keep it as text)")) from None
+    if _Loader is not _PureLoader and _LIBYAML_LAXER.search(text) and len(text) <= PURE_FALLBACK_MAX:
+        try:  # libyaml accepts tabs (and `|#`) where PyYAML, the reference's parser, refuses them
+            for _ in yaml.parse(text, Loader=_PureLoader):
+                pass
+        except yaml.YAMLError as exc:
+            raise YamlLoadError(_syntax_issue(exc, text)) from None
+        except RecursionError:
+            pass  # depth is bounded above; the pure parser itself does not recurse
     if node is None:
         return LoadedYaml(text, None, None, [])
     data, duplicates = rest

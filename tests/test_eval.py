@@ -166,7 +166,7 @@ def test_unreachable_judge_and_bad_build(trained, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
     with pytest.raises(TeacherError) as err:
-        judge_pair(Judge("openai/judge-test", f"http://127.0.0.1:{port}/v1", timeout=5),
+        judge_pair(Judge("openai/judge-test", f"http://127.0.0.1:{port}/v1", timeout=5, retries=0),
                    EvalItem("n", "q", "a", None, 0), "x", "y")
     assert "--judge" in err.value.hint
     with pytest.raises(BuildError):

@@ -19,6 +19,8 @@ HAIKU = "compositional_skills/writing/freeform/haiku"
 LIMERICK = "compositional_skills/writing/freeform/limerick"  # sibling of HAIKU
 PROBLEMS = "compositional_skills/reasoning/freeform/word_problems"  # not a sibling
 NOTES = "compositional_skills/extraction/grounded/action_items"
+OBJECTIONS = "compositional_skills/sales/freeform/objections"  # prompts are statements
+HELM = "compositional_skills/coding/freeform/helm"  # answers hold {{ }}
 PLANETS = "knowledge/science/planets"
 
 PLANET_CHUNK = ("Jupiter is the largest planet in the solar system. Its mass is more than twice that of all the "
@@ -36,7 +38,7 @@ def _write(root: Path, node: str, body: str) -> None:
 def taxonomy(tmp_path_factory):
     root = tmp_path_factory.mktemp("tax")
     skill = "version: 3\ncreated_by: t\ntask_description: d\nseed_examples:\n  - question: q\n    answer: a\n"
-    for node in (HAIKU, LIMERICK, PROBLEMS):
+    for node in (HAIKU, LIMERICK, PROBLEMS, OBJECTIONS, HELM):
         _write(root, node, skill)
     _write(root, NOTES, "version: 3\ncreated_by: t\ntask_description: d\nseed_examples:\n"
                         "  - context: c\n    question: q\n    answer: a\n")
@@ -53,6 +55,12 @@ TRAIN_SEEDS = {
     NOTES: [Seed("What are the action items from these notes?", "Priya: send the revised budget (Friday)",
                  "Weekly sync. Priya will send the revised budget to finance by Friday.")],
     PLANETS: [Seed("Which planet is the smallest?", "Mercury is the smallest planet.", PLANET_CHUNK)],
+    OBJECTIONS: [Seed("We do not have budget for a new tool this year.",
+                      "I understand. Many teams start with the free tier and upgrade once savings show."),
+                 Seed("Your product looks too complex for our team.",
+                      "It can feel that way at first; most teams are productive after a one-hour session.")],
+    HELM: [Seed("Write a Helm template line that sets the image tag from values.",
+                "image: {{ .Values.image.repository }}:{{ .Values.image.tag }}")],
 }
 EVAL_SEEDS = {
     HAIKU: [Seed("Write a haiku about winter snow on pine trees.",
@@ -132,6 +140,26 @@ def test_sanity_gate_rejects_its_own(taxonomy, question, answer, reasoning, reas
 def test_instructions_count_as_asking(taxonomy, question):
     v = check(keeper(taxonomy), sample(HAIKU, question, "Rain taps on the roof, a soft drum all night long."))
     assert v.accepted, v.detail
+
+
+def test_a_nodes_own_seeds_set_what_is_normal_there(taxonomy):
+    gk = keeper(taxonomy)
+    # prompts that are statements are the task in an objection-handling skill ...
+    v = check(gk, sample(OBJECTIONS, "We already have a vendor for this and we are happy with them.",
+                         "That makes sense; a side-by-side trial costs nothing and shows the difference."))
+    assert v.accepted, v.detail
+    # ... but junk elsewhere
+    v = check(gk, sample(HAIKU, "We already have a vendor for this and we are happy with them.", "Fine."))
+    assert v.reason == "sanity-question"
+    # {{ }} is the answer's syntax in a Helm skill, leftover template markup in a haiku
+    v = check(gk, sample(HELM, "Write a Helm template line that sets the replica count from values.",
+                         "replicas: {{ .Values.replicaCount }}"))
+    assert v.accepted, v.detail
+    v = check(gk, sample(HAIKU, "Write a haiku about the replica count.", "replicas: {{ .Values.replicaCount }}"))
+    assert v.reason == "sanity-markup"
+    # markup the seeds do not show is still caught in that node
+    v = check(gk, sample(HELM, "Write a Helm template line for the port.", "<|im_start|>port: 80"))
+    assert v.reason == "sanity-markup"
 
 
 def test_length_bounds_are_configurable(taxonomy):

@@ -167,3 +167,39 @@ def test_universal_newlines_and_bom_like_the_reference(tmp_path):
     assert doc.data == {"a": 1, "b": "two"}
     assert "\r" not in doc.text and not doc.text.startswith("\ufeff")
     assert doc.text == path.read_text(encoding="utf-8").lstrip("\ufeff")
+
+
+@pytest.mark.parametrize("text", ["k: v\t\n", "k:\tv\n", "- a\t\n", "[a,\tb]\n", "k: >#c\n  x\n"])
+def test_what_libyaml_accepts_and_the_reference_refuses_is_refused(text):
+    # libyaml takes these; PyYAML's pure loader (the reference's) raises, so the reference rejects.
+    yaml.load(text, Loader=yaml.CSafeLoader)
+    with pytest.raises(yaml.YAMLError):
+        yaml.safe_load(text)
+    assert issue_of(text).rule == "yaml-syntax"
+
+
+def test_acceptance_matches_pyyaml_on_random_documents():
+    """Differential fuzzing: our verdict (libyaml + guards) equals PyYAML's pure loader's, the
+    reference's, on thousands of random token soups (tabs, indicators, flow, anchors, unicode)."""
+    import random
+
+    rng = random.Random(1234)
+    toks = ["a", "b: ", "- ", ": ", "\t", "  ", "\n", '"x"', "'y'", "[", "]", "{", "}", ",", "#c", "&a ", "*a",
+            "!!str ", "|", ">", "? ", "%YAML 1.1\n", "---\n", "...\n", "\u2028", "\x85", "k:", "-", "z ", " \t",
+            "\t\n", "1.5", "~", "@", "`", "|2", ">-", "<<: ", "2001-12-14", "é"]
+    differ = []
+    for _ in range(4000):
+        text = "".join(rng.choice(toks) for _ in range(rng.randint(1, 14)))
+        try:
+            ref = yaml.safe_load(text)
+            ref_ok = True
+        except Exception:
+            ref_ok = False
+        try:
+            ours = loads(text).data
+            ours_ok = True
+        except YamlLoadError:
+            ours_ok = False
+        if ours_ok != ref_ok or (ours_ok and ours != ref):
+            differ.append(text)
+    assert not differ, f"{len(differ)} differ, e.g. {differ[:5]!r}"

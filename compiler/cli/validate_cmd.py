@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from compiler.checks import Limits
-from compiler.errors import KdcError, UsageError
+from compiler.errors import KdcError
 from compiler.validate import FileResult, Stats, default_cache_dir, summarize, validate_paths
 
 
@@ -126,5 +126,3 @@ def _under(path: Path, folder: Path) -> bool:
     except ValueError:
         return False
 
-
-__all__ = ["validate", "UsageError"]

@@ -1,0 +1,289 @@
+"""Multiphase mixes: what each phase holds, the replay and seed shares, per-node cap and floor, and
+recipes that rebuild each mix exactly."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from compiler.errors import BuildError, ConfigError
+from compiler.mix import MixConfig, build_mixes, phase2_counts, rebuild_mix
+from compiler.records import Record, Sample, Seed
+from compiler.taxonomy import load_taxonomy
+
+PLANETS = "knowledge/science/planets"
+GIT = "knowledge/tech/git"
+HAIKU = "compositional_skills/writing/freeform/haiku"
+NOTES = "compositional_skills/extraction/grounded/notes"
+FOUNDATION = "foundational_skills/reasoning/logic"
+
+
+@pytest.fixture(scope="module")
+def taxonomy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tax")
+    for node, body in [
+        (PLANETS, "version: 3\ndomain: astronomy\ndocument: {repo: r, commit: c, patterns: ['*.md']}\n"),
+        (GIT, "version: 3\ndomain: git\ndocument: {repo: r, commit: c, patterns: ['*.md']}\n"),
+        (HAIKU, "version: 3\ntask_description: d\nseed_examples:\n  - question: q\n    answer: a\n"),
+        (NOTES, "version: 3\ntask_description: d\nseed_examples:\n  - context: c\n    question: q\n    answer: a\n"),
+        (FOUNDATION, "version: 3\ntask_description: d\nseed_examples:\n  - question: q\n    answer: a\n"),
+    ]:
+        (root / node).mkdir(parents=True)
+        (root / node / "qna.yaml").write_text(body)
+    return load_taxonomy(root)
+
+
+def samples(node: str, n: int, kind: str, context: str | None = None) -> list[Sample]:
+    out = []
+    for i in range(n):
+        rec = Record(f"Question {i} for {node}?", (f"Step for {i}.",), f"Answer {i} for {node}.", context)
+        user = f"{context}\n\n{rec.question}" if context else rec.question
+        out.append(Sample(f"{node.rsplit('/', 1)[-1]}-{i:03d}", node, rec,
+                          [{"role": "system", "content": f"You are skilled in {node}."},
+                           {"role": "user", "content": user},
+                           {"role": "assistant", "content": f"1. {rec.reasoning[0]}\n\nAnswer: {rec.answer}"}],
+                          {"kind": kind}))
+    return out
+
+
+def accepted(n_knowledge=6, n_skill=10) -> dict[str, list[Sample]]:
+    return {PLANETS: samples(PLANETS, n_knowledge, "knowledge", "Jupiter is the largest planet."),
+            GIT: samples(GIT, n_knowledge, "knowledge", "A commit points to a tree."),
+            HAIKU: samples(HAIKU, n_skill, "freeform_skill"),
+            NOTES: samples(NOTES, n_skill, "grounded_skill", "Priya will send the budget by Friday.")}
+
+
+SEEDS = {
+    HAIKU: [Seed(f"Write haiku {i}.", f"haiku {i}") for i in range(5)],
+    NOTES: [Seed(f"Action items {i}?", f"Priya: task {i}", f"notes {i}") for i in range(5)],
+    PLANETS: [Seed(f"Planet question {i}?", f"planet answer {i}", "chunk") for i in range(4)],
+    GIT: [],
+    FOUNDATION: [Seed("Is it true?", "Yes.")],
+}
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def build(tmp_path, taxonomy, acc=None, seeds=None, **mix) -> tuple[Path, dict]:
+    cfg = MixConfig.from_settings({"seed": 7, "mix": mix})
+    section = build_mixes(tmp_path, taxonomy, acc if acc is not None else accepted(), seeds if seeds is not None else SEEDS, cfg)
+    return tmp_path / "mixes", section
+
+
+# ------------------------------------------------------------------ phases ---------------------------
+def test_phase1_is_knowledge_with_its_context(tmp_path, taxonomy):
+    mixes, section = build(tmp_path, taxonomy)
+    rows = read(mixes / "phase1_knowledge.jsonl")
+    assert len(rows) == 12 and section["phase1_knowledge"]["rows"] == 12
+    assert {r["metadata"]["node_id"] for r in rows} == {PLANETS, GIT}
+    assert {r["metadata"]["source"] for r in rows} == {"synthetic"}
+    for r in rows:
+        user = next(m for m in r["messages"] if m["role"] == "user")["content"]
+        assert ("Jupiter is the largest planet." in user) or ("A commit points to a tree." in user)
+        assert set(r) == {"messages", "metadata"} and set(r["metadata"]) == {"node_id", "source", "id"}
+    assert section["phase1_knowledge"]["by_source"] == {"synthetic": 12}
+
+
+def test_phase2_is_skills_plus_replay_plus_seeds(tmp_path, taxonomy):
+    mixes, section = build(tmp_path, taxonomy)
+    p1 = read(mixes / "phase1_knowledge.jsonl")
+    rows = read(mixes / "phase2_skills.jsonl")
+    by = Counter(r["metadata"]["source"] for r in rows)
+    # 20 synthetic skill rows; seeds at most 30 %: floor(0.3/0.5 * 20) = 12 of the 14 usable seeds;
+    # replay 20 % of the total: round(0.25 * (20 + 12)) = 8
+    assert by == {"synthetic": 20, "seed": 12, "replay": 8}
+    assert by["seed"] / len(rows) <= 0.3
+    assert abs(by["replay"] / len(rows) - 0.2) < 0.01
+    assert section["phase2_skills"]["by_source"] == dict(sorted(by.items()))
+    assert section["phase2_skills"]["rows"] == 40 and section["phase2_skills"]["seeds_available"] == 14
+    synthetic = {r["metadata"]["node_id"] for r in rows if r["metadata"]["source"] == "synthetic"}
+    assert synthetic == {HAIKU, NOTES}
+    # replay rows are phase-1 rows, unchanged but for their source
+    p1_by_id = {r["metadata"]["id"]: r for r in p1}
+    for r in (r for r in rows if r["metadata"]["source"] == "replay"):
+        assert r["messages"] == p1_by_id[r["metadata"]["id"]]["messages"]
+    # seed rows: the experts' own examples, shaped like the synthetic rows; never foundational ones
+    seed_rows = [r for r in rows if r["metadata"]["source"] == "seed"]
+    known = {(s.question, s.answer) for node, ss in SEEDS.items() for s in ss}
+    for r in seed_rows:
+        user = next(m for m in r["messages"] if m["role"] == "user")["content"]
+        answer = r["messages"][-1]["content"]
+        assert r["messages"][-1]["role"] == "assistant" and answer.startswith("Answer: ")
+        q = user.split("\n\n")[-1]
+        assert (q, answer[len("Answer: "):]) in known
+        assert r["metadata"]["node_id"] != FOUNDATION
+        if r["metadata"]["node_id"] == NOTES:
+            assert user.startswith("notes ")  # the context travels with a grounded seed
+    assert len({r["metadata"]["id"] for r in seed_rows}) == len(seed_rows)  # drawn without repeats
+
+
+def test_shares_are_configurable(tmp_path, taxonomy):
+    mixes, section = build(tmp_path, taxonomy, replay_share=0.0, seed_share=0.1)
+    by = Counter(r["metadata"]["source"] for r in read(mixes / "phase2_skills.jsonl"))
+    assert by == {"synthetic": 20, "seed": 2}  # floor(0.1/0.9 * 20) = 2; no replay
+    assert not (mixes / "sources" / "phase2_skills" / "replay_phase1_knowledge.jsonl").exists()
+
+
+def test_replay_never_repeats_phase1(tmp_path, taxonomy):
+    mixes, _ = build(tmp_path, taxonomy, acc=accepted(n_knowledge=1, n_skill=30), replay_share=0.5, seed_share=0.1)
+    rows = read(mixes / "phase2_skills.jsonl")
+    assert Counter(r["metadata"]["source"] for r in rows)["replay"] == 2  # all of phase 1, once
+
+
+def test_phase2_counts():
+    cfg = MixConfig(replay_share=0.2, seed_share=0.3)
+    assert phase2_counts(20, 15, 12, cfg) == (12, 8)
+    assert phase2_counts(20, 3, 12, cfg) == (3, 6)  # few seeds: all of them
+    assert phase2_counts(0, 5, 12, cfg) == (5, 1)  # no synthetic skills: the seeds are the skill data
+    assert phase2_counts(20, 15, 0, cfg) == (12, 0)  # nothing to replay
+    assert phase2_counts(0, 0, 0, cfg) == (0, 0)
+
+
+# ------------------------------------------------------------------ per-node cap and floor -----------
+def test_per_node_cap_and_floor(tmp_path, taxonomy):
+    acc = accepted()
+    acc[HAIKU] = samples(HAIKU, 25, "freeform_skill")
+    acc[NOTES] = samples(NOTES, 2, "grounded_skill", "Priya will send the budget by Friday.")
+    mixes, section = build(tmp_path, taxonomy, acc=acc, per_node_cap=8, per_node_floor=5)
+    rows = [r for r in read(mixes / "phase2_skills.jsonl") if r["metadata"]["source"] == "synthetic"]
+    per_node = Counter(r["metadata"]["node_id"] for r in rows)
+    assert per_node == {HAIKU: 8, NOTES: 5}
+    # the capped node gives distinct rows; the floored one repeats its two rows
+    assert len({r["metadata"]["id"] for r in rows if r["metadata"]["node_id"] == HAIKU}) == 8
+    notes_ids = Counter(r["metadata"]["id"] for r in rows if r["metadata"]["node_id"] == NOTES)
+    assert sorted(notes_ids.values()) == [2, 3]
+    assert section["phase2_skills"]["nodes"] == {HAIKU: {"available": 25, "rows": 8},
+                                                 NOTES: {"available": 2, "rows": 5}}
+    p1 = Counter(r["metadata"]["node_id"] for r in read(mixes / "phase1_knowledge.jsonl"))
+    assert p1 == {PLANETS: 6, GIT: 6}
+
+
+def test_a_leaf_without_samples_gets_no_rows(tmp_path, taxonomy):
+    acc = accepted()
+    acc[NOTES] = []
+    mixes, section = build(tmp_path, taxonomy, acc=acc, per_node_floor=3)
+    rows = read(mixes / "phase2_skills.jsonl")
+    assert not any(r["metadata"]["node_id"] == NOTES and r["metadata"]["source"] == "synthetic" for r in rows)
+    assert NOTES not in section["phase2_skills"]["nodes"]
+
+
+# ------------------------------------------------------------------ recipes --------------------------
+@pytest.mark.parametrize("phase", ["phase1_knowledge", "phase2_skills"])
+def test_recipe_rebuilds_the_mix_exactly(tmp_path, taxonomy, phase):
+    mixes, _ = build(tmp_path, taxonomy, per_node_floor=12)
+    recipe_path = mixes / f"{phase}.recipe.yaml"
+    recipe = yaml.safe_load(recipe_path.read_text())
+    assert set(recipe) == {"datasets", "seed"} and recipe["seed"] == 7
+    for entry in recipe["datasets"]:
+        assert set(entry) == {"path", "sampling_size"}
+        assert (mixes / entry["path"]).is_file()
+        assert isinstance(entry["sampling_size"], int)
+    rows = read(mixes / f"{phase}.jsonl")
+    assert rebuild_mix(recipe_path) == rows
+    assert sum(e["sampling_size"] for e in recipe["datasets"]) == len(rows)
+
+
+def test_recipe_names_every_source_and_nothing_else(tmp_path, taxonomy):
+    mixes, _ = build(tmp_path, taxonomy)
+    named = {e["path"] for p in ("phase1_knowledge", "phase2_skills")
+             for e in yaml.safe_load((mixes / f"{p}.recipe.yaml").read_text())["datasets"]}
+    on_disk = {p.relative_to(mixes).as_posix() for p in (mixes / "sources").rglob("*.jsonl")}
+    assert named == on_disk
+    # a leaf that leaves the tree takes its source with it
+    acc = accepted()
+    del acc[GIT]
+    build(tmp_path, taxonomy, acc=acc)
+    assert not any("knowledge/tech/git" in p.as_posix() for p in (mixes / "sources").rglob("*"))
+
+
+def test_builds_are_byte_identical_and_seeded(tmp_path, taxonomy):
+    a, _ = build(tmp_path / "a", taxonomy)
+    b, _ = build(tmp_path / "b", taxonomy)
+    for name in ("phase1_knowledge.jsonl", "phase2_skills.jsonl", "phase2_skills.recipe.yaml"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    c, _ = build(tmp_path / "c", taxonomy, seed=8)
+    rows_a, rows_c = read(a / "phase2_skills.jsonl"), read(c / "phase2_skills.jsonl")
+    assert [r["metadata"]["id"] for r in rows_a] != [r["metadata"]["id"] for r in rows_c]
+    assert Counter(r["metadata"]["source"] for r in rows_a) == Counter(r["metadata"]["source"] for r in rows_c)
+
+
+def test_rows_are_shuffled_across_sources(tmp_path, taxonomy):
+    mixes, _ = build(tmp_path, taxonomy)
+    sources = [r["metadata"]["source"] for r in read(mixes / "phase2_skills.jsonl")]
+    runs = sum(1 for x, y in zip(sources, sources[1:]) if x != y)
+    assert runs > 10  # not three blocks
+
+
+def test_hand_edited_recipe_with_a_share(tmp_path, taxonomy):
+    mixes, _ = build(tmp_path, taxonomy)
+    recipe = yaml.safe_load((mixes / "phase2_skills.recipe.yaml").read_text())
+    recipe["datasets"] = [{"path": recipe["datasets"][0]["path"], "sampling_size": 0.5}]
+    (mixes / "custom.recipe.yaml").write_text(yaml.safe_dump(recipe))
+    rows = rebuild_mix(mixes / "custom.recipe.yaml")
+    assert len(rows) == 5 and len({r["metadata"]["id"] for r in rows}) == 5
+
+
+def test_bad_recipes_are_located_errors(tmp_path, taxonomy):
+    mixes, _ = build(tmp_path, taxonomy)
+    bad = mixes / "bad.recipe.yaml"
+    bad.write_text("datasets:\n  - path: sources/missing.jsonl\n    sampling_size: 3\nseed: 1\n")
+    with pytest.raises(BuildError) as err:
+        rebuild_mix(bad)
+    assert "does not exist" in err.value.message and err.value.hint and err.value.path == str(bad)
+    bad.write_text("datasets:\n  - sampling_size: 3\n")
+    with pytest.raises(BuildError, match="needs a `path`"):
+        rebuild_mix(bad)
+    bad.write_text("datasets: [\n")
+    with pytest.raises(BuildError, match="cannot read"):
+        rebuild_mix(bad)
+    with pytest.raises(BuildError, match="cannot read"):
+        rebuild_mix(mixes / "absent.recipe.yaml")
+
+
+def test_mix_lines_are_conversational_for_trl(tmp_path, taxonomy):
+    from trl.data_utils import is_conversational
+
+    mixes, _ = build(tmp_path, taxonomy)
+    for name in ("phase1_knowledge.jsonl", "phase2_skills.jsonl"):
+        for row in read(mixes / name):
+            assert is_conversational(row)
+            roles = [m["role"] for m in row["messages"]]
+            assert roles[-1] == "assistant" and roles[-2] == "user" and set(roles) <= {"system", "user", "assistant"}
+
+
+def test_empty_build(tmp_path, taxonomy):
+    mixes, section = build(tmp_path, taxonomy, acc={}, seeds={})
+    assert (mixes / "phase1_knowledge.jsonl").read_text() == "" and (mixes / "phase2_skills.jsonl").read_text() == ""
+    assert rebuild_mix(mixes / "phase2_skills.recipe.yaml") == []
+    assert section["phase1_knowledge"]["rows"] == 0 and section["phase2_skills"]["rows"] == 0
+
+
+# ------------------------------------------------------------------ settings -------------------------
+def test_settings():
+    assert MixConfig.from_settings({}) == MixConfig()
+    cfg = MixConfig.from_settings({"seed": 3, "mix": {"replay_share": 0.1, "per_node_cap": 50}})
+    assert (cfg.seed, cfg.replay_share, cfg.seed_share, cfg.per_node_cap) == (3, 0.1, 0.3, 50)
+    assert MixConfig.from_settings({"seed": 3, "mix": {"seed": 9}}).seed == 9
+    assert cfg.to_dict()["per_node_cap"] == 50
+
+
+@pytest.mark.parametrize("mix,fragment", [
+    ({"replay": 0.2}, "unknown mix setting"),
+    ({"replay_share": 1.2}, "under 1"),
+    ({"replay_share": 0.6, "seed_share": 0.5}, "must stay under 1"),
+    ({"seed_share": "lots"}, "must be a number"),
+    ({"per_node_cap": 0}, "at least 1"),
+    ({"per_node_floor": -1}, "must not be negative"),
+    ({"per_node_cap": 3, "per_node_floor": 5}, "over mix.per_node_cap"),
+    ({"per_node_floor": 2.5}, "must be an integer"),
+])
+def test_bad_settings(mix, fragment):
+    with pytest.raises(ConfigError) as err:
+        MixConfig.from_settings({"mix": mix})
+    assert fragment in err.value.message
