@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from compiler.gates import GateConfig, Gatekeeper  # noqa: E402
-from compiler.records import Record, Sample, Seed  # noqa: E402
+from compiler.records import Record, Sample  # noqa: E402
 from compiler.taxonomy import load_taxonomy  # noqa: E402
 
 NODES = 20
@@ -43,15 +43,18 @@ def make_taxonomy(root: Path) -> None:
                                        f"seed_examples:\n{examples}")
 
 
-def records(n: int, rng: random.Random) -> list[Sample]:
+def records(n: int, rng: random.Random, planted: Counter | None = None) -> list[Sample]:
     out: list[Sample] = []
+    planted = planted if planted is not None else Counter()
     for i in range(n):
         node = f"compositional_skills/group{(i % NODES) // 5}/leaf{i % NODES}"
         r = rng.random()
         same_node = [s for s in out[-NODES * 3:] if s.node_id == node]
         if r < EXACT_SHARE and same_node:
             rec = same_node[-1].record
+            planted["exact copy"] += 1
         elif r < EXACT_SHARE + NEAR_SHARE and same_node:
+            planted["near copy (one word changed)"] += 1
             prev = same_node[-1].record
             toks = prev.answer.split()
             toks[rng.randrange(len(toks))] = rng.choice(VOCAB)  # one word changed
@@ -61,6 +64,7 @@ def records(n: int, rng: random.Random) -> list[Sample]:
             a = " ".join(rng.choice(VOCAB) for _ in range(rng.randint(20, 60))) + "."
             if rng.random() < PII_SHARE:
                 a += " Write to someone@example.org or call +44 20 7946 0958."
+                planted["pii (redacted, kept)"] += 1
             rec = Record(q, ("First consider the question.", "Then answer it."), a)
         out.append(Sample(f"s{i}", node, rec, [{"role": "user", "content": rec.question},
                                                 {"role": "assistant", "content": rec.answer}],
@@ -68,11 +72,16 @@ def records(n: int, rng: random.Random) -> list[Sample]:
     return out
 
 
-async def run(gk: Gatekeeper, samples: list[Sample]) -> Counter:
+async def run(gk: Gatekeeper, samples: list[Sample], chunk_cpu: list[float] | None = None) -> Counter:
+    """Gate every sample in order; `chunk_cpu` gets the CPU seconds of each 10,000 (flat = linear)."""
     reasons: Counter = Counter()
-    for s in samples:
+    c0 = time.process_time()
+    for i, s in enumerate(samples, 1):
         v = await gk.check(s)
         reasons[v.reason or "accepted"] += 1
+        if chunk_cpu is not None and i % 10_000 == 0:
+            chunk_cpu.append(round(time.process_time() - c0, 2))
+            c0 = time.process_time()
     return reasons
 
 
@@ -85,14 +94,19 @@ def main() -> None:
         train = {k: v[1:] for k, v in seeds.items()}
         results = []
         for n in sizes:
-            samples = records(n, random.Random(n))
+            planted: Counter = Counter()
+            samples = records(n, random.Random(n), planted)
             gk = Gatekeeper(GateConfig(), tax, train, {k: v[:1] for k, v in seeds.items()})
             t0, c0 = time.perf_counter(), time.process_time()
-            reasons = asyncio.run(run(gk, samples))
+            chunks: list[float] = []
+            reasons = asyncio.run(run(gk, samples, chunks))
             dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             results.append((n, dt, cpu))
             print(f"{n:>8,} records  wall {dt:7.2f} s  cpu {cpu:7.2f} s  {n / dt:9,.0f} records/s  "
                   f"{dict(sorted(reasons.items()))}", flush=True)
+            print(f"{'':>17}planted: {dict(sorted(planted.items()))}", flush=True)
+            if len(chunks) > 1:
+                print(f"{'':>17}cpu s per 10,000 as the indexes grow: {chunks}", flush=True)
         for (n1, t1, c1), (n2, t2, c2) in zip(results, results[1:]):
             print(f"growth {n1:,} -> {n2:,}: records x{n2 / n1:.1f}, wall x{t2 / t1:.2f}, cpu x{c2 / c1:.2f}")
         print(f"load average during the run: {os.getloadavg()[0]:.2f} (the machine is shared; cpu time is "

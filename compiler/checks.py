@@ -49,8 +49,9 @@ class SeedRef:
     label: str  # "seed_examples[2]", "seed_examples[1].questions_and_answers[0]", "seed_examples[1].context"
     line: int
     column: int
-    norm: str  # digest of the normalised text: exact duplicates
-    signature: bytes  # MinHash values (question+answer, then context), uint32 little-endian
+    norm: str  # digest of the normalised context and text: exact duplicates
+    context: str  # digest of the normalised context ("" when none): near-duplicates share it
+    signature: bytes  # MinHash values of the text's word bigrams, uint32 little-endian
 
 
 def words(text: Any) -> int:
@@ -119,53 +120,124 @@ def _identity(value: int) -> int:
 
 @lru_cache(maxsize=1)
 def _template():
-    """One MinHash whose permutations every seed's MinHash copies (building them costs ~0.3 ms)."""
+    """The MinHash every signature is made with: datasketch's default (affine32) scheme, seed 1,
+    fed 32-bit shingle hashes (datasketch pre-mixes them with fmix, as its docs advise)."""
     from datasketch import MinHash
 
-    # Shingles arrive already hashed to 32 bits (see _shingle_hashes); datasketch mixes them
-    # (fmix) before permuting, as its docs advise for structured integer inputs.
     return MinHash(num_perm=NUM_PERM, seed=1, hashfunc=_identity)
 
 
-def _shingle_hashes(words: list[str], word_hash: dict[str, int]) -> list[int]:
-    """Distinct word bigrams as 32-bit integers: crc32 per distinct word, combined per pair.
+@lru_cache(maxsize=1)
+def _permutations():
+    """datasketch's permutations for _template(), as uint32 arrays (a, b).
 
-    Hashing each bigram string with SHA-1 (datasketch's default) cost 1 s on the corpus."""
+    They are constants of datasketch's version, kept in the user cache: importing datasketch
+    pulls in scipy (~0.6 s of CPU, a fifth of a cold `kdc validate` of a thousand files)."""
+    import importlib.metadata
+    import os
+    import tempfile
+
     import numpy as np
 
-    for w in set(words).difference(word_hash):
-        word_hash[w] = zlib.crc32(w.encode("utf-8"))
-    hs = np.array(list(map(word_hash.__getitem__, words)), dtype=np.uint64)
-    if len(hs) < 2:
-        return hs.tolist()
-    return np.unique(((hs[:-1] * np.uint64(0x9E3779B1)) ^ hs[1:]) & np.uint64(0xFFFFFFFF)).tolist()
+    try:
+        version = importlib.metadata.version("datasketch")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a broken install
+        version = "unknown"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = os.path.join(base, "kdc", f"minhash-datasketch-{version}-affine32-seed1-{NUM_PERM}.npy")
+    try:
+        ab = np.load(path, allow_pickle=False)
+        if ab.shape == (2, NUM_PERM) and ab.dtype == np.uint32:
+            return ab[0], ab[1]
+    except (OSError, ValueError):
+        pass
+    ab = np.asarray(_template().permutations, dtype=np.uint32)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".npy")
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, ab, allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # read-only home: datasketch is imported each time, that is all
+    return ab[0], ab[1]
+
+
+_FMIX32 = (16, 0x85EBCA6B, 13, 0xC2B2AE35, 16)  # MurmurHash3's 32-bit finalizer
+
+
+def minhash_batch(shingle_sets: list[list[int]]):
+    """MinHash signatures of many sets of 32-bit shingle hashes at once: (n, NUM_PERM) uint32.
+
+    Bit for bit what `_template().copy().update_batch(shingles).hashvalues` gives for each set
+    (tests/test_validate.py checks it), with datasketch's permutations, but in one numpy pass per
+    file instead of one datasketch call per seed: the per-call overhead dominated validate."""
+    import numpy as np
+
+    sizes = np.array([len(s) for s in shingle_sets], dtype=np.int64)
+    hv = np.fromiter((h for s in shingle_sets for h in s), dtype=np.uint32, count=int(sizes.sum()))
+    return _minhash_rows(hv, sizes)
+
+
+def _minhash_rows(hv, sizes):
+    """Signatures of consecutive runs of `hv` (run k has sizes[k] values, each at least 1)."""
+    import numpy as np
+
+    if not len(sizes) or (sizes <= 0).any():
+        raise ValueError("every set needs at least one shingle")
+    a, b = _permutations()
+    s1, m1, s2, m2, s3 = (np.uint32(c) for c in _FMIX32)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    out = np.empty((len(sizes), NUM_PERM), dtype=np.uint32)
+    with np.errstate(over="ignore"):
+        hv = hv.astype(np.uint32)
+        hv = hv ^ (hv >> s1)
+        hv = hv * m1
+        hv = hv ^ (hv >> s2)
+        hv = hv * m2
+        hv = hv ^ (hv >> s3)
+        step = max(1, 4_000_000 // NUM_PERM)  # bound memory on huge files: rows of the (n, perm) product
+        for lo in range(0, len(hv), step):
+            phv = hv[lo:lo + step, None] * a[None, :] + b[None, :]
+            first = np.searchsorted(starts, lo, side="right") - 1
+            last = np.searchsorted(starts, min(lo + step, len(hv)) - 1, side="right") - 1
+            mins = np.minimum.reduceat(phv, np.clip(starts[first:last + 1] - lo, 0, None), axis=0)
+            if starts[first] >= lo:
+                out[first:last + 1] = mins
+            else:  # the first run began in an earlier block
+                out[first] = np.minimum(out[first], mins[0])
+                out[first + 1:last + 1] = mins[1:]
+    return out
+
+
+def _bigram_rows(token_lists: list[list[str]]):
+    """Per token list, its word bigrams as 32-bit hashes (crc32 per distinct word, combined per
+    pair; a one-word list gives its word), concatenated, with each list's count."""
+    import numpy as np
+
+    words = [w for toks in token_lists for w in toks]
+    word_hash = {w: zlib.crc32(w.encode("utf-8")) for w in set(words)}
+    ids = np.fromiter(map(word_hash.__getitem__, words), dtype=np.uint64, count=len(words))
+    lens = np.array([len(t) for t in token_lists], dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(lens)[:-1]))
+    sizes = np.maximum(lens - 1, 1)
+    out_starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    src = np.arange(int(sizes.sum())) - np.repeat(out_starts - starts, sizes)
+    pairs = np.append(((ids[:-1] * np.uint64(0x9E3779B1)) ^ ids[1:]) & np.uint64(0xFFFFFFFF), np.uint64(0))
+    return np.where(np.repeat(lens >= 2, sizes), pairs[src], ids[src]), sizes
 
 
 def seed_refs(content: Mapping, root: yaml.Node | None) -> list[SeedRef]:
     """What duplicate checks compare, one ref per seed (knowledge: per Q&A, and per context).
 
-    A signature is two MinHashes: question + answer, then the context (zeros when there is
-    none), so that grounded seeds sharing one context but asking different things, or asking
-    the same thing of different contexts, are not near-duplicates."""
-    refs: list[SeedRef] = []
-    word_hash: dict[str, int] = {}
-    no_context = bytes(4 * NUM_PERM)
+    Grounded seeds are near-duplicates only when their contexts are the same: a shared context
+    with different questions is how grounded skills are written, not a copy."""
+    items: list[tuple[list, list[str], str]] = []
 
-    def signature(toks: list[str]) -> bytes:
-        m = _template()
-        m.clear()  # reuse one MinHash: building one (permutations) costs more than hashing a seed
-        m.update_batch(_shingle_hashes(toks, word_hash))
-        return m.hashvalues.astype("<u4").tobytes()
-
-    def add(path: list, qa_text: str, context: Any) -> None:
-        qa_toks = _norm_words(qa_text)
-        ctx_toks = _norm_words(context) if isinstance(context, str) else []
-        if not qa_toks:
-            return
-        line, col = mark_of(node_at(root, path))
-        norm = hashlib.blake2b(f"{' '.join(ctx_toks)}\0{' '.join(qa_toks)}".encode("utf-8"), digest_size=8)
-        refs.append(SeedRef(_label(path), line, col, norm.hexdigest(),
-                            signature(qa_toks) + (signature(ctx_toks) if ctx_toks else no_context)))
+    def add(path: list, text: str, context: Any) -> None:
+        toks = _norm_words(text)
+        if toks:
+            items.append((path, toks, " ".join(context.casefold().split()) if isinstance(context, str) else ""))
 
     seeds = content.get("seed_examples")
     for i, ex in enumerate(seeds if isinstance(seeds, list) else []):
@@ -180,7 +252,19 @@ def seed_refs(content: Mapping, root: yaml.Node | None) -> list[SeedRef]:
                     add(["seed_examples", i, "questions_and_answers", j], _qa_text(qa), None)
         else:
             add(["seed_examples", i], _qa_text(ex), ex.get("context"))
+    if not items:
+        return []
+    sigs = _minhash_rows(*_bigram_rows([toks for _, toks, _ in items]))
+    refs = []
+    for (path, toks, ctx), sig in zip(items, sigs):
+        line, col = mark_of(node_at(root, path))
+        refs.append(SeedRef(_label(path), line, col, _digest(f"{ctx}\0{' '.join(toks)}"),
+                            _digest(ctx) if ctx else "", sig.astype("<u4").tobytes()))
     return refs
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
 
 
 def _qa_text(qa: Mapping) -> str:
@@ -197,8 +281,8 @@ def similar_pairs(left: list[SeedRef], right: list[SeedRef] | None, threshold: f
                   ) -> list[tuple[int, int, float]]:
     """(i, j, similarity) for pairs at or above threshold; right=None compares left with itself.
 
-    Similarity is the lower of the question+answer and the context estimates (share of equal
-    MinHash values); identical normalised texts count as 1.0. Compared densely in blocks."""
+    Similarity is the share of equal MinHash values (estimated Jaccard) of refs with the same
+    context; identical normalised texts count as 1.0. Compared densely, in blocks."""
     import numpy as np
 
     same_list = right is None
@@ -206,15 +290,15 @@ def similar_pairs(left: list[SeedRef], right: list[SeedRef] | None, threshold: f
     if not left or not right:
         return []
     a, b = _matrix(left), _matrix(right)
-    half = NUM_PERM
+    ctx_b = np.array([r.context for r in right])
     out: list[tuple[int, int, float]] = []
     block = max(1, 2_000_000 // (len(right) * a.shape[1]))
     for start in range(0, len(left), block):
-        eq = a[start:start + block, None, :] == b[None, :, :]
-        sims = np.minimum(eq[:, :, :half].mean(axis=2), eq[:, :, half:].mean(axis=2))
+        sims = (a[start:start + block, None, :] == b[None, :, :]).mean(axis=2)
         for i, j in zip(*np.nonzero(sims >= threshold)):
             i, j = int(i) + start, int(j)
-            if not (same_list and j <= i) and left[i].norm != right[j].norm:
+            if (not (same_list and j <= i) and left[i].norm != right[j].norm
+                    and left[i].context == ctx_b[j]):
                 out.append((i, j, float(sims[i - start, j])))
     by_text: dict[str, list[int]] = {}
     for j, ref in enumerate(right):

@@ -19,7 +19,7 @@ from compiler.records import Sample
 
 WORD = re.compile(r"\w+", re.UNICODE)
 SHINGLE = 2  # words per shingle: Q&A texts are short, one changed word must not hide a copy
-NUM_PERM = 128
+NUM_PERM = 64  # matches are confirmed by exact Jaccard: the sketch only finds candidates
 NEAR_DUP_THRESHOLD = 0.6
 _SEED = 1
 _M32 = np.uint64(0xFFFFFFFF)
@@ -165,8 +165,10 @@ class NearIndex:
     def __init__(self, threshold: float = NEAR_DUP_THRESHOLD, num_perm: int = NUM_PERM):
         self.threshold = threshold
         self.num_perm = num_perm
-        # The LSH threshold sits below ours: LSH misses pairs near its threshold. With 128
-        # permutations and 0.6 this finds 99% of pairs at Jaccard 0.6, 87% at 0.5.
+        # The LSH threshold sits below ours because LSH misses pairs near its own threshold. At
+        # 0.6 with 64 permutations (16 bands of 4) it finds 89% of pairs at Jaccard 0.6, 98.8% at
+        # 0.7 and all but 0.03% at 0.8; 128 permutations (32 bands) find 98.8% at 0.6, for ~1.7x
+        # the indexing time. Few unrelated pairs become candidates (0.2% at Jaccard 0.1).
         self._lsh = _lsh(round(max(0.05, threshold - 0.2), 4), num_perm)
         self._items: list[tuple[object, np.ndarray]] = []
 

@@ -12,7 +12,6 @@ have a bounded length. No key, no network: the weights come from the installed p
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import json
 import os
@@ -26,8 +25,7 @@ from compiler.errors import TeacherError
 PROVIDER = "kdc"
 MODEL = "gemma3-270m"
 N_CTX = 4096
-# Length caps for the grammar: short fields keep a base model from rambling into repetition.
-GRAMMAR_MAX = {"context": 700, "question": 240, "answer": 500, "reasoning_item": 200, "reasoning_items": 4}
+GRAMMAR_MAX = {"reasoning_items": 4}  # a base model's reasoning lists ramble past a few steps
 
 _handler = None
 _handler_lock = threading.Lock()
@@ -60,31 +58,33 @@ def model_path() -> Path:
 
 
 def grammar_for(schema: dict) -> str:
-    """GBNF for one JSON object of `schema` on a single line: llama.cpp's converter, with string
-    characters restricted to printable ones (a raw newline would break JSON) and lengths capped."""
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
-    s = copy.deepcopy(schema)
-    props = s.get("properties", {})
+    """GBNF for one record of `schema` on a single line, keys in schema order. Written here rather
+    than converted (llama.cpp's converter) because string characters must exclude raw control
+    characters (a raw newline breaks JSON; the base model emits them) and because its maxLength
+    expansion nests one rule per character, which makes grammar checks crawl."""
+    props = schema.get("properties", {})
+    required = set(schema.get("required", []))
+    rules = [r'char ::= [^"\\\x00-\x1F\x7F] | "\\" ["\\n]',
+             r'string ::= "\"" char+ "\""',
+             r'ws ::= " "?']
+    parts = []
     for name, prop in props.items():
-        if prop.get("type") == "string":
-            prop["maxLength"] = min(prop.get("maxLength", 10**6), GRAMMAR_MAX.get(name, 400))
-            prop["minLength"] = max(prop.get("minLength", 0), 1)
-        elif prop.get("type") == "array":
-            prop["maxItems"] = min(prop.get("maxItems", 8), GRAMMAR_MAX["reasoning_items"])
-            items = prop.setdefault("items", {})
-            items["maxLength"] = min(items.get("maxLength", 10**6), GRAMMAR_MAX["reasoning_item"])
-            items["minLength"] = max(items.get("minLength", 0), 1)
-    gbnf = json_schema_to_gbnf(json.dumps(s), prop_order=list(props))
-    lines = []
-    for line in gbnf.splitlines():
-        if line.startswith("char ::="):
-            # printable characters only (no raw control characters); escapes limited to \" \\ \n
-            line = r'char ::= [^"\\\x00-\x1F\x7F] | "\\" (["\\n])'
-        elif line.startswith("space ::="):
-            line = 'space ::= " "?'
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+        if name not in required:
+            continue  # kdc's response schemas list every property they want as required
+        rule = "kv-" + re.sub(r"[^a-z0-9]+", "-", name.lower())
+        if prop.get("type") == "array":
+            n = max(1, min(int(prop.get("maxItems", 8)), GRAMMAR_MAX["reasoning_items"]))
+            more = ""
+            for _ in range(n - 1):
+                more = f'("," ws string {more})?'
+            value = f'"[" ws string {more} ws "]"'
+        else:
+            value = "string"
+        rules.append(f'{rule} ::= "\\"{name}\\"" ws ":" ws {value}')
+        parts.append(rule)
+    root = ' "," ws '.join(parts)
+    rules.insert(0, f'root ::= "{{" ws {root} ws "}}"')
+    return "\n".join(rules) + "\n"
 
 
 def _derive_reasoning(answer: str, question: str) -> list[str]:
@@ -130,13 +130,87 @@ def few_shot_prompt(messages: list[dict[str, str]], schema: dict) -> str:
     return f"{body}\n{lines}"
 
 
+class _LazyGrammarSampler:
+    """Grammar-constrained sampling that checks the grammar lazily, as llama.cpp's own common
+    sampler does: sample normally, and only when the token breaks the grammar, filter the top
+    candidates (then, if none fits, the whole vocabulary) through it and sample again. Applying
+    the grammar to all 262k tokens of Gemma's vocabulary at every step runs at ~1 token/s."""
+
+    def __init__(self, llama, grammar: str, *, top_k: int, top_p: float, min_p: float, temp: float,
+                 repeat_penalty: float, seed: int, n_candidates: int = 256):
+        import ctypes
+
+        import llama_cpp as C
+        import numpy as np
+        from llama_cpp import _internals as internals
+
+        self.C, self.np, self.ctypes = C, np, ctypes
+        self.n_vocab = llama._n_vocab
+        self.n_candidates = n_candidates
+        self.eos = llama.token_eos()
+        self.chain = internals.LlamaSampler()
+        self.chain.add_penalties(n_vocab=self.n_vocab, penalty_last_n=llama.last_n_tokens_size,
+                                 penalty_repeat=repeat_penalty, penalty_freq=0.0, penalty_present=0.0)
+        self.pick = internals.LlamaSampler()  # the same draw, on grammar-filtered candidates
+        for chain in (self.chain, self.pick):
+            chain.add_top_k(top_k)
+            chain.add_top_p(top_p, 1)
+            chain.add_min_p(min_p, 1)
+            if temp <= 0:
+                chain.add_greedy()
+            else:
+                chain.add_temp(temp)
+                chain.add_dist(seed)
+        self.grammar = C.llama_sampler_init_grammar(llama._model.vocab, grammar.encode("utf-8"), b"root")
+        if not self.grammar:
+            raise TeacherError("the embedded teacher could not build a grammar for the response schema")
+        self.dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
+
+    def _filtered(self, ids, logits):
+        C, np = self.C, self.np
+        buf = np.zeros(len(ids), dtype=self.dtype)
+        buf["id"] = ids
+        buf["logit"] = logits
+        arr = C.llama_token_data_array(data=buf.ctypes.data_as(C.llama_token_data_p), size=len(ids),
+                                       selected=-1, sorted=False)
+        C.llama_sampler_apply(self.grammar, self.ctypes.byref(arr))
+        return buf[np.isfinite(buf["logit"])]
+
+    def sample(self, ctx, idx: int = -1) -> int:
+        C, np = self.C, self.np
+        token = C.llama_sampler_sample(self.chain.sampler, ctx.ctx, idx)
+        if len(self._filtered(np.array([token]), np.array([0.0], dtype=np.float32))):
+            C.llama_sampler_accept(self.grammar, token)
+            return token
+        logits = np.ctypeslib.as_array(C.llama_get_logits_ith(ctx.ctx, idx), shape=(self.n_vocab,))
+        ok = None
+        for n in (self.n_candidates, self.n_vocab):
+            ids = np.argpartition(-logits, n)[:n] if n < self.n_vocab else np.arange(self.n_vocab)
+            ok = self._filtered(ids.astype(np.int32), logits[ids])
+            if len(ok):
+                break
+        if ok is None or not len(ok):
+            return self.eos  # the grammar admits nothing more: end the answer
+        ok = np.ascontiguousarray(ok)
+        arr = C.llama_token_data_array(data=ok.ctypes.data_as(C.llama_token_data_p), size=len(ok),
+                                       selected=-1, sorted=False)
+        C.llama_sampler_apply(self.pick.sampler, self.ctypes.byref(arr))
+        token = int(ok["id"][arr.selected]) if 0 <= arr.selected < len(ok) else int(ok["id"][0])
+        C.llama_sampler_accept(self.grammar, token)
+        return token
+
+    def close(self) -> None:
+        if self.grammar:
+            self.C.llama_sampler_free(self.grammar)
+            self.grammar = None
+
+
 class _Handler:
     """One model per process, used under a lock from a worker thread."""
 
     def __init__(self):
         self._llama = None
         self._lock = threading.Lock()
-        self._grammars: dict[str, Any] = {}
 
     def llama(self):
         if self._llama is None:
@@ -145,17 +219,18 @@ class _Handler:
             except ImportError:
                 raise TeacherError("llama-cpp-python is not installed",
                                    hint="pip install 'kdc[embedded]', or pass --teacher with a real model") from None
-            self._llama = Llama(model_path=str(model_path()), n_ctx=N_CTX, n_threads=max(1, os.cpu_count() or 1),
-                                n_batch=512, seed=0, verbose=False)
+
+            class _Llama(Llama):
+                """Llama whose sampler is the lazy grammar sampler set on it for a request."""
+
+                lazy: _LazyGrammarSampler | None = None
+
+                def _init_sampler(self, *args, **kwargs):
+                    return self.lazy if self.lazy is not None else super()._init_sampler(*args, **kwargs)
+
+            self._llama = _Llama(model_path=str(model_path()), n_ctx=N_CTX, n_threads=max(1, os.cpu_count() or 1),
+                                 n_batch=512, seed=0, verbose=False)
         return self._llama
-
-    def grammar(self, schema: dict):
-        from llama_cpp import LlamaGrammar
-
-        key = hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
-        if key not in self._grammars:
-            self._grammars[key] = LlamaGrammar.from_string(grammar_for(schema), verbose=False)
-        return self._grammars[key]
 
     def generate(self, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
         rf = params.get("response_format") or {}
@@ -167,20 +242,22 @@ class _Handler:
             prompt = few_shot_prompt(messages, schema)
             tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True)
             max_tokens = int(params.get("max_tokens") or 512)
-            if len(tokens) + max_tokens > N_CTX:
-                max_tokens = max(64, N_CTX - len(tokens))
-                if len(tokens) + 64 > N_CTX:
-                    from litellm import ContextWindowExceededError
+            if len(tokens) + 64 > N_CTX:
+                from litellm import ContextWindowExceededError
 
-                    raise ContextWindowExceededError(
-                        message=f"prompt of {len(tokens)} tokens exceeds the embedded model's {N_CTX}-token window",
-                        model=f"{PROVIDER}/{MODEL}", llm_provider=PROVIDER)
-            if params.get("seed") is not None:
-                llama.set_seed(int(params["seed"]))
-            out = llama.create_completion(prompt, grammar=self.grammar(schema), max_tokens=max_tokens,
-                                          temperature=float(params.get("temperature", 0.7)),
-                                          top_p=float(params.get("top_p", 0.95)), repeat_penalty=1.15,
-                                          seed=params.get("seed"))
+                raise ContextWindowExceededError(
+                    message=f"prompt of {len(tokens)} tokens exceeds the embedded model's {N_CTX}-token window",
+                    model=f"{PROVIDER}/{MODEL}", llm_provider=PROVIDER)
+            max_tokens = min(max_tokens, N_CTX - len(tokens))
+            seed = int(params["seed"]) if params.get("seed") is not None else 0
+            temp = float(params.get("temperature", 0.7))
+            llama.lazy = _LazyGrammarSampler(llama, grammar_for(schema), top_k=40, top_p=float(params.get("top_p", 0.95)),
+                                             min_p=0.05, temp=temp, repeat_penalty=1.15, seed=seed)
+            try:
+                out = llama.create_completion(tokens, max_tokens=max_tokens, temperature=temp, seed=seed)
+            finally:
+                llama.lazy.close()
+                llama.lazy = None
         choice = out["choices"][0]
         return {"text": choice["text"], "finish_reason": choice.get("finish_reason") or "stop",
                 "prompt_tokens": out["usage"]["prompt_tokens"], "completion_tokens": out["usage"]["completion_tokens"]}

@@ -87,7 +87,8 @@ class GateConfig:
             raise ConfigError(f"gates.pii must be redact, drop or off, got {self.pii!r}")
         bad = sorted(set(self.pii_kinds) - set(PII_KINDS))
         if bad:
-            raise ConfigError(f"gates.pii_kinds: unknown kind(s) {', '.join(bad)}", hint="known: " + ", ".join(PII_KINDS))
+            raise ConfigError(f"gates.pii_kinds: unknown kind(s) {', '.join(bad)}",
+                              hint="known: " + ", ".join(PII_KINDS))
         bad = sorted(set(self.judge_thresholds) - set(JUDGE_RUBRICS))
         if bad:
             raise ConfigError(f"gates.judge_thresholds: unknown rubric(s) {', '.join(bad)}",
@@ -323,11 +324,9 @@ class Gatekeeper:
         return self._kinds.get(sample.node_id) or sample.metadata.get("kind") or "freeform_skill"
 
     def _sibling_ids(self, node_id: str) -> frozenset[str]:
-        if node_id not in self._siblings:
-            try:
-                self._siblings[node_id] = frozenset(self.taxonomy.siblings(node_id))
-            except Exception:  # a node the taxonomy does not know (tests, reviews): no siblings
-                self._siblings[node_id] = frozenset()
+        if node_id not in self._siblings:  # a node the taxonomy does not know has no siblings
+            known = node_id in self.taxonomy.graph
+            self._siblings[node_id] = frozenset(self.taxonomy.siblings(node_id) if known else ())
         return self._siblings[node_id]
 
     def _count(self, node_id: str, key: str, n: int = 1) -> None:

@@ -90,7 +90,6 @@ class Judge:
         self.timeout = timeout
         self.thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
         self.num_retries = num_retries
-        self.calls = 0
 
     def _api_key(self) -> str | None:
         if self.api_key_env:
@@ -120,7 +119,6 @@ class Judge:
         result = JudgeResult(error="judge not called")
         for attempt in range(2):
             try:
-                self.calls += 1
                 resp = await litellm.acompletion(**kwargs)
             except Exception as exc:  # litellm maps every provider failure to its own exception types
                 raise JudgeError(f"judge {self.model} failed: {type(exc).__name__}: {_short(exc)}",

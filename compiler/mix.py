@@ -53,7 +53,8 @@ class MixConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(section) - known)
         if unknown:
-            raise ConfigError(f"unknown mix setting(s): {', '.join(unknown)}", hint="known: " + ", ".join(sorted(known)))
+            raise ConfigError(f"unknown mix setting(s): {', '.join(unknown)}",
+                              hint="known: " + ", ".join(sorted(known)))
         cfg = cls(seed=settings.get("seed", 0) if isinstance(settings.get("seed", 0), int) else 0)
         for key, value in section.items():
             if key in ("replay_share", "seed_share"):

@@ -167,7 +167,7 @@ def _extra_checks(data: Mapping, family: str, root, opts: Options, problems: lis
     refs = checks.seed_refs(data, root)
     for i in checks.check_duplicates(refs, opts.limits.near_dup):
         problems.append(_problem(i.line, i.column, extra, i.rule, i.message, i.hint))
-    out["seeds"] = [[r.label, r.line, r.column, r.norm, base64.b64encode(r.signature).decode("ascii")]
+    out["seeds"] = [[r.label, r.line, r.column, r.norm, r.context, base64.b64encode(r.signature).decode("ascii")]
                     for r in refs]
     doc = data.get("document")
     if family == "knowledge" and isinstance(doc, Mapping):
@@ -341,7 +341,7 @@ def _warm_up() -> None:
     for fam, ver in (("skill", 1), ("skill", 2), ("skill", 3), ("knowledge", 3)):
         schemacheck._validator(fam, ver)
     lint._config(lint.REFERENCE_CONFIG)
-    checks._template()
+    checks._permutations()
 
 
 def _run_jobs(jobs: list[_Job], opts: Options, cache_dir: Path | None, workers: int) -> None:
@@ -460,7 +460,7 @@ def _sibling_duplicates(jobs: list[_Job], opts: Options, add) -> None:
         parent = leaf_dir.rsplit("/", 1)[0] if "/" in leaf_dir else ("" if leaf_dir else None)
         if parent is None:
             continue
-        refs = [SeedRef(s[0], s[1], s[2], s[3], base64.b64decode(s[4])) for s in seeds]
+        refs = [SeedRef(s[0], s[1], s[2], s[3], s[4], base64.b64decode(s[5])) for s in seeds]
         groups.setdefault(parent, []).append((j.target.rel, refs))
     for members in groups.values():
         for b in range(1, len(members)):

@@ -14,6 +14,7 @@ inputs (tabs inside block scalars), and the reference accepts those.
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,11 @@ class LoadedYaml:
 
 def read_bytes(path: Path, max_bytes: int = MAX_BYTES) -> bytes:
     """A file's bytes, refusing huge files before reading them."""
-    size = path.stat().st_size
+    st = path.stat()
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+        raise YamlLoadError(YamlIssue(1, 1, "not-a-file", "not a regular file",
+                                      "replace it with a plain text file"))
+    size = st.st_size
     if size > max_bytes:
         raise YamlLoadError(YamlIssue(1, 1, "file-too-large",
                                       f"file is {size:,} bytes, over the {max_bytes:,}-byte limit",
@@ -252,7 +257,8 @@ def loads(text: str) -> LoadedYaml:
     except (ValueError, OverflowError, TypeError) as exc:  # e.g. a timestamp out of range
         raise YamlLoadError(YamlIssue(1, 1, "yaml-syntax", f"cannot load a value: {exc}",
                                       "fix the value (quote it to keep it as text)")) from None
-    if _Loader is not _PureLoader and _LIBYAML_LAXER.search(text) and len(text) <= PURE_FALLBACK_MAX:
+    if (_Loader is not _PureLoader and ("\t" in text or ("#" in text and _LIBYAML_LAXER.search(text)))
+            and len(text) <= PURE_FALLBACK_MAX):
         try:  # libyaml accepts tabs (and `|#`) where PyYAML, the reference's parser, refuses them
             for _ in yaml.parse(text, Loader=_PureLoader):
                 pass

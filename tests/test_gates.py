@@ -364,7 +364,8 @@ def test_each_gate_catches_exactly_its_planted_defects(taxonomy):
     for i, topic in enumerate(topics):
         mood = moods[i % len(moods)]
         q = f"Write a haiku about a {mood} {topic} at dusk."
-        a = f"The {mood} {topic}\n{rng.choice(['light', 'wind', 'rain'])} settles over {topic} stones\nnight folds {i} wings"
+        weather = rng.choice(["light", "wind", "rain"])
+        a = f"The {mood} {topic}\n{weather} settles over {topic} stones\nnight folds {i} wings"
         stream.append((sample(HAIKU, q, a), None, "accepted"))
     extra = [
         (sample(HAIKU, TRAIN_SEEDS[HAIKU][1].question, TRAIN_SEEDS[HAIKU][1].answer), None, "dup-seed"),
@@ -459,3 +460,49 @@ def test_bad_settings_are_config_errors(gates, fragment):
 def test_gates_section_must_be_a_mapping():
     with pytest.raises(ConfigError):
         GateConfig.from_settings({"gates": ["near_dup_threshold"]})
+
+
+# ------------------------------------------------------------------ near-dup index and diversity -----
+def test_near_index_finds_close_copies_and_only_those():
+    from compiler.diversity import Fingerprint, NearIndex, jaccard
+
+    rng = random.Random(5)
+    vocab = [f"{a}{b}{c}" for a in "bdfgklmnprst" for b in "aeiou" for c in "lnrst"]
+    base = [[rng.choice(vocab) for _ in range(40)] for _ in range(300)]
+    index = NearIndex(0.6)
+    for i, toks in enumerate(base):
+        index.add(i, Fingerprint.of(" ".join(toks)))
+    close = far = 0
+    for i, toks in enumerate(base[:150]):
+        near = list(toks)
+        for j in rng.sample(range(40), 2):  # two words changed: Jaccard ~0.8
+            near[j] = rng.choice(vocab)
+        fp = Fingerprint.of(" ".join(near))
+        assert jaccard(fp.shingles, Fingerprint.of(" ".join(toks)).shingles) >= 0.7
+        found = index.matches(fp)
+        close += bool(found) and found[0][0] == i
+        other = list(toks)
+        for j in rng.sample(range(40), 16):  # sixteen changed: Jaccard well under 0.6
+            other[j] = rng.choice(vocab)
+        hits = index.matches(Fingerprint.of(" ".join(other)))
+        far += bool(hits)
+        assert all(sim >= 0.6 for _, sim in hits)  # confirmed by exact Jaccard: never under the threshold
+    assert close == 150 and far == 0
+
+
+def test_node_diversity_figures():
+    from compiler.diversity import node_diversity
+
+    def s(q, a):
+        return sample(HAIKU, q, a)
+
+    same = [s("Write a haiku about rain.", "Rain taps on the roof"),
+            s("Write a haiku about rain.", "Rain taps on the roof")]
+    d = node_diversity(same)
+    # 10 words each (question 5 + answer 5), 9 distinct in all ("rain" twice); 8 bigrams each, 8 distinct
+    assert d == {"distinct_1": round(9 / 20, 4), "distinct_2": round(8 / 16, 4), "near_dup_rate": 1.0}
+    varied = [s("Write a haiku about rain.", "Rain taps on the roof"),
+              s("Describe a desert at noon.", "Heat shimmers over stone")]
+    d = node_diversity(varied)
+    assert d["near_dup_rate"] == 0.0 and d["distinct_1"] > 0.8 and d["distinct_2"] == 1.0
+    assert node_diversity([]) == {"distinct_1": 0.0, "distinct_2": 0.0, "near_dup_rate": 0.0}

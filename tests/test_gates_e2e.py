@@ -25,7 +25,7 @@ import pytest
 
 from compiler.plan import split_seeds
 from compiler.taxonomy import load_taxonomy
-from teacher_server import TeacherServer
+from teacher_server import TeacherServer, default_responder
 
 RATES = [("clean", 0.37), ("dup", 0.15), ("seed", 0.10), ("eval", 0.10), ("ungrounded", 0.10),
          ("pii", 0.08), ("junk", 0.10)]
@@ -123,13 +123,13 @@ class MisbehavingTeacher:
         return {"context": context, **rec} if kind == "grounded_skill" else rec
 
 
-def compile_with(teacher: MisbehavingTeacher, taxonomy: Path, out: Path, settings: str) -> dict:
+def compile_with(teacher, taxonomy: Path, out: Path, settings: str, *args: str) -> dict:
     config = out.parent / f"{out.name}.kdc.yaml"
     config.write_text(f"samples_per_node: {TARGET}\nseed: 7\nconcurrency: 2\n{settings}")
     with TeacherServer(responder=teacher) as srv:
         run = subprocess.run([sys.executable, "-m", "compiler", "compile", str(taxonomy), "--out", str(out),
                               "--config", str(config), "--teacher", "openai/teacher-test", "--api-base", srv.url,
-                              "--quiet"], capture_output=True, text=True, timeout=600,
+                              "--quiet", *args], capture_output=True, text=True, timeout=600,
                              env={**os.environ, "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
     assert run.returncode == 0, run.stderr[-2000:]
     return json.loads((out / "manifest.json").read_text())
@@ -265,3 +265,29 @@ def test_drop_mode_rejects_personal_data(example_taxonomy, tmp_path):
     got = _outcomes(teacher, out, manifest)
     assert set(got["pii"]) == {"pii"} and got["pii"]["pii"] >= 1
     assert all(n["pii_redacted"] == 0 and n["shortfall"] == 0 for n in manifest["nodes"].values())
+
+
+def test_judge_gate_through_compile(example_taxonomy, tmp_path):
+    """`--judge MODEL` with an HTTP judge: every accepted sample carries its rubric scores, the
+    judge's low scores reject (reason `judge`), and the quotas are still met."""
+    def judge(body: dict, number: int) -> dict:
+        prompt = body["messages"][-1]["content"]
+        low = hashlib.sha256(prompt.encode()).digest()[0] % 4 == 0  # about one in four
+        return {"faithfulness": 5, "relevance": 4, "format": 2 if low else 5, "rationale": "test judge"}
+
+    with TeacherServer(responder=judge, model="judge-test") as judge_srv:
+        manifest = compile_with(default_responder, example_taxonomy, tmp_path / "judged",
+                                f"gates: {{judge_api_base: '{judge_srv.url}'}}\n", "--judge", "openai/judge-test")
+        judged = judge_srv.chat_requests
+    out = tmp_path / "judged"
+    assert manifest["judge"]["model"] == "openai/judge-test"
+    rejected = sum(n["rejected"].get("judge", 0) for n in manifest["nodes"].values())
+    accepted = sum(n["accepted"] for n in manifest["nodes"].values())
+    assert rejected >= 1 and judged == rejected + accepted
+    for node_id, node in manifest["nodes"].items():
+        assert node["shortfall"] == 0 and len(node["scores"]["judge"]) == TARGET
+        for s in read(out / node["files"]["train"]):
+            assert s["metadata"]["gates"]["judge"] == {"faithfulness": 5, "relevance": 4, "format": 5}
+        for r in read(out / node["files"]["rejected"]):
+            if r["reason"] == "judge":
+                assert "format 2 < 3" in r["detail"] and r["metadata"]["gates"]["judge"]["format"] == 2

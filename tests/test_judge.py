@@ -119,8 +119,8 @@ def test_golden_case_through_the_gate(judge_server, tmp_path, case):
                                    judge="openai/judge-test")
     gk = Gatekeeper(cfg, load_taxonomy(tmp_path), {}, {})
     rec = record_of(case)
-    s = Sample("g1", node, rec, [{"role": "user", "content": rec.question}, {"role": "assistant", "content": rec.answer}],
-               {"kind": case["kind"]})
+    messages = [{"role": "user", "content": rec.question}, {"role": "assistant", "content": rec.answer}]
+    s = Sample("g1", node, rec, messages, {"kind": case["kind"]})
     v = asyncio.run(gk.check(s, context=case.get("context")))
     assert set(v.scores["judge"]) == set(THRESHOLDS)
     if case["label"] == "good":
@@ -165,7 +165,8 @@ def test_few_shot_examples_carry_the_golden_labels():
 
 def test_a_mislabelled_few_shot_would_fail():
     system = render_messages(Record("q?", ("s",), "a"), None, "freeform_skill")[0]["content"]
-    good = '{"faithfulness": 5, "relevance": 5, "format": 5, "rationale": "Both claims are stated in the context and answer the question directly."}'
+    good = ('{"faithfulness": 5, "relevance": 5, "format": 5, "rationale": '
+            '"Both claims are stated in the context and answer the question directly."}')
     assert good in system
     swapped = system.replace(good, good.replace('"faithfulness": 5', '"faithfulness": 1'))
     assert any("known-good" in p for p in few_shot_problems(swapped))

@@ -72,7 +72,8 @@ def read(path: Path) -> list[dict]:
 
 def build(tmp_path, taxonomy, acc=None, seeds=None, **mix) -> tuple[Path, dict]:
     cfg = MixConfig.from_settings({"seed": 7, "mix": mix})
-    section = build_mixes(tmp_path, taxonomy, acc if acc is not None else accepted(), seeds if seeds is not None else SEEDS, cfg)
+    section = build_mixes(tmp_path, taxonomy, acc if acc is not None else accepted(),
+                          seeds if seeds is not None else SEEDS, cfg)
     return tmp_path / "mixes", section
 
 

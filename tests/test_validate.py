@@ -604,3 +604,30 @@ def test_ci_snippets_run_as_written(tmp_path, monkeypatch):
     hook = next(h for h in hooks if h["pass_filenames"])  # pre-commit passes the staged files
     code, lines, problems = run(*shlex.split(hook["entry"])[2:], "compositional_skills/new/qna.yaml")
     assert code == 1 and [p["rule"] for p in problems] == ["schema/min-items"]
+
+
+def test_batched_minhash_is_datasketch_bit_for_bit(tmp_path, monkeypatch):
+    """Signatures are computed per file in one numpy pass; each equals datasketch's MinHash of
+    the same shingles, including sets that span the memory-bounding blocks. The permutations
+    come from datasketch (kept in the user cache so later runs need not import it)."""
+    import random
+
+    from datasketch import MinHash
+
+    from compiler import checks
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    checks._permutations.cache_clear()
+    first = checks._permutations()
+    checks._permutations.cache_clear()
+    assert list((tmp_path / "kdc").glob("minhash-datasketch-*.npy"))
+    again = checks._permutations()  # read back from the cache file
+    reference = MinHash(num_perm=checks.NUM_PERM, seed=1).permutations
+    assert all((x == y).all() and (x == r).all() for x, y, r in zip(first, again, reference))
+    rng = random.Random(3)
+    sets = [[rng.getrandbits(32) for _ in range(rng.randint(1, 50))] for _ in range(100)]
+    sets += [[rng.getrandbits(32) for _ in range(70_000)], [7]]
+    for shingles, row in zip(sets, checks.minhash_batch(sets)):
+        m = MinHash(num_perm=checks.NUM_PERM, seed=1, hashfunc=lambda v: v)
+        m.update_batch(shingles)
+        assert (m.hashvalues == row).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -203,3 +204,11 @@ def test_acceptance_matches_pyyaml_on_random_documents():
         if ours_ok != ref_ok or (ours_ok and ours != ref):
             differ.append(text)
     assert not differ, f"{len(differ)} differ, e.g. {differ[:5]!r}"
+
+
+def test_a_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "qna.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(YamlLoadError) as exc:
+        read_bytes(fifo)
+    assert exc.value.issue.rule == "not-a-file"
