@@ -44,6 +44,7 @@ test-fast: venv doc-repos
 
 bench: venv doc-repos
 	$(PY) benchmarks/bench_validate.py
+	$(PY) benchmarks/bench_gates.py
 
 clean:
 	rm -rf build $(VENV)

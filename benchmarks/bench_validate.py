@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -65,9 +66,14 @@ print(json.dumps({"seconds": time.perf_counter() - started, "verdicts": verdicts
 """
 
 
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def run_reference(files: list[str], with_yq: bool, per_file_limit: int) -> dict:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _children_cpu()
     out = subprocess.run([sys.executable, "-c", REFERENCE], input=json.dumps([files, with_yq, per_file_limit]),
                          capture_output=True, text=True, env=env, timeout=max(600, 5 * len(files)))
     wall = time.perf_counter() - started
@@ -75,22 +81,23 @@ def run_reference(files: list[str], with_yq: bool, per_file_limit: int) -> dict:
         raise SystemExit(f"reference run failed:\n{out.stderr[-2000:]}")
     data = json.loads(out.stdout)
     data["wall"] = wall
+    data["cpu"] = _children_cpu() - cpu  # the reference and its yamllint/yq subprocesses
     return data
 
 
-def run_kdc(files: list[str], root: Path, cache_home: Path | None) -> tuple[float, dict]:
+def run_kdc(files: list[str], root: Path, cache_home: Path | None) -> tuple[float, float, dict]:
     args = [sys.executable, "-m", "compiler", "validate", "--format", "json", "--root", str(root)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if cache_home is None:
         args.append("--no-cache")
     else:
         env["XDG_CACHE_HOME"] = str(cache_home)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _children_cpu()
     out = subprocess.run(args + files, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     wall = time.perf_counter() - started
     if out.returncode not in (0, 1):
         raise SystemExit(f"kdc validate failed ({out.returncode}):\n{out.stderr[-2000:]}")
-    return wall, json.loads(out.stdout)
+    return wall, _children_cpu() - cpu, json.loads(out.stdout)
 
 
 def main() -> int:
@@ -111,23 +118,28 @@ def main() -> int:
 
     ref = run_reference(files, opts.with_yq, opts.per_file_limit)
     print(f"reference (instructlab-schema 0.4.2{', with yq' if opts.with_yq else ''}): "
-          f"{ref['seconds']:.2f} s ({1000 * ref['seconds'] / n:.1f} ms/file), {len(ref['timeouts'])} timeouts",
-          flush=True)
+          f"{ref['seconds']:.2f} s ({1000 * ref['seconds'] / n:.1f} ms/file), CPU {ref['cpu']:.2f} s, "
+          f"{len(ref['timeouts'])} timeouts", flush=True)
 
-    cold, warm, fill = [], [], []
+    cold, warm, fill, cold_cpu, warm_cpu = [], [], [], [], []
     result = None
     for _ in range(opts.runs):
-        wall, result = run_kdc(files, opts.corpus, None)
+        wall, cpu, result = run_kdc(files, opts.corpus, None)
         cold.append(wall)
+        cold_cpu.append(cpu)
         with tempfile.TemporaryDirectory() as cache:
-            wall, _ = run_kdc(files, opts.corpus, Path(cache))
+            wall, _, _ = run_kdc(files, opts.corpus, Path(cache))
             fill.append(wall)
-            wall, warm_result = run_kdc(files, opts.corpus, Path(cache))
+            wall, cpu, warm_result = run_kdc(files, opts.corpus, Path(cache))
             warm.append(wall)
+            warm_cpu.append(cpu)
             assert warm_result["summary"]["cache_hits"] == n, warm_result["summary"]
     ours = {os.path.abspath(os.path.join(ROOT, f["path"])): f["valid"] for f in result["files"]}
     disagree = [f for f in files if ours.get(os.path.abspath(f)) != ref["verdicts"][f]]
-    figures = {"files": n, "reference_s": round(ref["seconds"], 3),
+    figures = {"files": n, "reference_s": round(ref["seconds"], 3), "reference_cpu_s": round(ref["cpu"], 3),
+               "kdc_cold_cpu_s": round(statistics.median(cold_cpu), 3),
+               "kdc_warm_cpu_s": round(statistics.median(warm_cpu), 3),
+               "load_average": os.getloadavg()[0],
                "kdc_cold_no_cache_s": round(statistics.median(cold), 3),
                "kdc_cold_filling_cache_s": round(statistics.median(fill), 3),
                "kdc_warm_s": round(statistics.median(warm), 3), "disagreements": len(disagree),
@@ -140,6 +152,9 @@ def main() -> int:
           f"runs: {', '.join(f'{x:.2f}' for x in fill)}")
     print(f"kdc warm (cache hits):    {figures['kdc_warm_s']:.2f} s  "
           f"({figures['speedup_warm']}x faster)  runs: {', '.join(f'{x:.2f}' for x in warm)}")
+    print(f"CPU seconds (user+sys, all processes): reference {figures['reference_cpu_s']:.2f}, kdc cold "
+          f"{figures['kdc_cold_cpu_s']:.2f} ({figures['reference_cpu_s'] / figures['kdc_cold_cpu_s']:.1f}x less), "
+          f"kdc warm {figures['kdc_warm_cpu_s']:.2f}; load average {figures['load_average']:.1f}")
     print(f"verdict disagreements: {len(disagree)}" + (f" e.g. {disagree[:3]}" if disagree else ""))
     if opts.json:
         opts.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -27,7 +27,7 @@ from compiler.checks import Limits, SeedRef
 from compiler.errors import UsageError
 from compiler.records import Problem
 from compiler.taxonomy import KIND_FOLDERS, QNA, kind_of, walk
-from compiler.yamlload import YamlLoadError, load_bytes, read_bytes
+from compiler.yamlload import YamlLoadError, load_bytes, mark_of, node_at, read_bytes
 
 POOL_MIN_FILES = 24  # below this, forking workers costs more than it saves
 
@@ -110,7 +110,7 @@ def _check(raw, name, abs_parts, rel, opts: Options, load_issue) -> dict:
                                  "write version, created_by, task_description (or domain) and seed_examples"))
         return out
     if not isinstance(data, Mapping):
-        line, col = _mark(root)
+        line, col = mark_of(root)
         problems.append(_problem(line, col, "error", "top-level-not-mapping",
                                  f"the top level must be a mapping (version:, created_by:, ...), not {_what(data)}",
                                  "remove the leading '- ' or the text before the first key"))
@@ -159,7 +159,6 @@ def _lint(loaded, problems: list, extra: str) -> None:
 
 def _extra_checks(data: Mapping, family: str, root, opts: Options, problems: list, out: dict) -> None:
     from compiler import checks
-    from compiler.yamlload import mark_of, node_at
 
     extra = opts.extra_severity
     for i in checks.check_sizes(data, family, root, opts.limits):
@@ -179,13 +178,11 @@ def _extra_checks(data: Mapping, family: str, root, opts: Options, problems: lis
                                          for k in ("repo", "commit", "patterns")}}
 
 
-def _mark(node) -> tuple[int, int]:
-    from compiler.yamlload import mark_of
-
-    return mark_of(node)
-
-
 def _what(data: Any) -> str:
+    if isinstance(data, bool):
+        return "true/false"
+    if isinstance(data, (int, float)):
+        return "a number"
     return {list: "a list", str: "plain text"}.get(type(data), f"a {type(data).__name__}")
 
 
@@ -252,7 +249,6 @@ def _cache_put(cache_dir: Path, key: str, outcome: dict) -> None:
 class _Target:
     abs_path: Path  # absolute, not resolved (symlinks kept)
     rel: str
-    given: bool  # named on the command line (any name is checked)
 
 
 def _rel_to(path: Path, root: Path) -> str | None:
@@ -278,13 +274,13 @@ def _collect(paths: list[Path], root: Path) -> tuple[list[_Target], list[FileRes
             base = _display(p_abs, root_abs)
             prefix = "" if base in ("", ".") else base + "/"
             for f in files:
-                targets.append(_Target(p_abs / f.rel, prefix + f.rel, False))
+                targets.append(_Target(p_abs / f.rel, prefix + f.rel))
             for wp in problems:
                 rel = prefix + wp.rel
                 walk_results.append(FileResult(rel, False, [Problem(rel, 1, 1, "error", wp.rule, wp.message, wp.hint)],
                                                p_abs / wp.rel))
         elif p_abs.exists() or p_abs.is_symlink():
-            targets.append(_Target(p_abs, _display(p_abs, root_abs), True))
+            targets.append(_Target(p_abs, _display(p_abs, root_abs)))
         else:
             raise UsageError(f"{p} does not exist", hint="give files or folders of the taxonomy")
     seen: set[str] = set()

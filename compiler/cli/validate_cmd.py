@@ -46,7 +46,8 @@ def _auto_jobs() -> int:
 @click.option("--no-cache", is_flag=True, help="Do not read or write the per-file result cache.")
 @click.option("--jobs", "-j", type=click.IntRange(min=0), default=0, show_default=True,
               help="Worker processes (0: one per available core).")
-@click.option("--max-context-words", type=click.IntRange(min=1), default=Limits.context_words, show_default=True)
+@click.option("--max-context-words", type=click.IntRange(min=1), default=Limits.context_words, show_default=True,
+              help="Words in one context.")
 @click.option("--max-qa-words", type=click.IntRange(min=1), default=Limits.qa_words, show_default=True,
               help="Words in one question + answer.")
 @click.option("--max-skill-words", type=click.IntRange(min=1), default=Limits.skill_words, show_default=True,
