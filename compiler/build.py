@@ -531,11 +531,13 @@ def _write_hf(target: Path, samples: list[Sample]) -> None:
         d["metadata"] = json.dumps(d["metadata"], ensure_ascii=False, sort_keys=True)
         d["record"]["reasoning"] = list(d["record"]["reasoning"])
         rows.append(d)
-    ds = Dataset.from_list(rows, features=_hf_features())
+    features = _hf_features()
+    ds = Dataset.from_list(rows, features=features) if rows else Dataset.from_dict({k: [] for k in features},
+                                                                                   features=features)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        ds.save_to_disk(str(tmp / "ds"))
+        ds.save_to_disk(str(tmp / "ds"), num_shards=1)  # one shard, even when empty (loadable)
         _normalise_hf(tmp / "ds")
         trash = target.with_name(f".{target.name}.old-{os.getpid()}")
         if target.exists():

@@ -1,8 +1,8 @@
 """Checks the reference lacks: documented size limits and duplicate seed examples.
 
 Warnings by default, errors with `--strict`; the caller decides the severity. Seeds are
-compared on word bigrams with datasketch MinHash signatures, so that sibling leaves can be
-compared from cached signatures without re-reading every file.
+compared on word bigrams with MinHash signatures (datasketch's, computed per file in one numpy
+pass), so that sibling leaves can be compared from cached signatures without re-reading files.
 """
 
 from __future__ import annotations

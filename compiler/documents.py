@@ -171,13 +171,13 @@ def markdown_to_text(md: str) -> str:
             md = md[end + 4:].lstrip("\n")
     tokens = MarkdownIt("commonmark").enable("table").parse(md)
     blocks: list[str] = []
-    lists: list[str] = []
+    lists: list[list] = []  # [marker kind, next number] per open list
     row: list[str] | None = None
     for i, tok in enumerate(tokens):
         if tok.type == "bullet_list_open":
-            lists.append("- ")
+            lists.append(["-", 0])
         elif tok.type == "ordered_list_open":
-            lists.append("* ")
+            lists.append(["1", int(tok.attrGet("start") or 1)])
         elif tok.type in ("bullet_list_close", "ordered_list_close"):
             lists.pop()
         elif tok.type == "tr_open":
@@ -190,8 +190,12 @@ def markdown_to_text(md: str) -> str:
             if row is not None:
                 row.append(text)
             elif text:
-                first_in_item = i >= 2 and tokens[i - 2].type == "list_item_open"
-                blocks.append((lists[-1] if lists and first_in_item else "") + text)
+                lead = ""
+                if lists and i >= 2 and tokens[i - 2].type == "list_item_open":
+                    kind, n = lists[-1]
+                    lead = "- " if kind == "-" else f"{n}. "
+                    lists[-1][1] = n + 1
+                blocks.append(lead + text)
         elif tok.type in ("fence", "code_block"):
             blocks.append(tok.content.rstrip("\n"))
         elif tok.type == "html_block":

@@ -102,6 +102,7 @@ class PhaseResult:
     phase: int
     mix: str
     rows: int
+    truncated_rows: int  # rows longer than max_length (their answers partly or wholly untrained)
     start_model: str  # the folder the phase started from
     start_fingerprint: str  # sha256 of the weights the phase started from (adapter included, if continued)
     end_fingerprint: str  # sha256 of the weights the phase produced (merged, or base + adapter)
@@ -189,6 +190,7 @@ class _Phase:
     template: str
     start_fingerprint: str
     continue_adapter: bool
+    truncated: int  # rows longer than max_length: their ends (the answers) are cut off
 
 
 def make_trainer(n: int, rows: list[dict], start: Path, student: Path, out: Path,
@@ -246,6 +248,8 @@ def make_trainer(n: int, rows: list[dict], start: Path, student: Path, out: Path
         data_seed=config.seed,
         dataloader_num_workers=0,
     )
+    truncated = sum(len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
+                    > config.max_length for r in rows)
     dataset = Dataset.from_list([{"messages": r["messages"]} for r in rows])
     try:
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
@@ -253,7 +257,7 @@ def make_trainer(n: int, rows: list[dict], start: Path, student: Path, out: Path
     except ValueError as exc:  # e.g. a chat template TRL cannot mask
         raise TrainError(f"phase {n}: cannot set up training: {exc}",
                          hint="give the model a chat template with {% generation %} markers") from exc
-    return _Phase(trainer, tokenizer, template, start_fp, continue_adapter)
+    return _Phase(trainer, tokenizer, template, start_fp, continue_adapter, truncated)
 
 
 def _run_phase(n: int, rows: list[dict], start: Path, student: Path, out: Path, config: TrainConfig,
@@ -267,7 +271,10 @@ def _run_phase(n: int, rows: list[dict], start: Path, student: Path, out: Path, 
     say(f"phase {n}: {len(rows)} rows of {MIXES[n]}, {config.method} from {start}")
     prepared = make_trainer(n, rows, start, student, out, config)
     trainer, tokenizer, template = prepared.trainer, prepared.tokenizer, prepared.template
-    continue_adapter, start_fp = prepared.continue_adapter, prepared.start_fingerprint
+    continue_adapter, start_fp, truncated = prepared.continue_adapter, prepared.start_fingerprint, prepared.truncated
+    if truncated:
+        say(f"phase {n}: warning: {truncated} of {len(rows)} rows are longer than max length "
+            f"{config.max_length} tokens; their ends (answers included) are cut off: raise --max-length")
     cuda = torch.cuda.is_available()
 
     resume_from = get_last_checkpoint(str(ckpt_dir)) if config.resume and ckpt_dir.is_dir() else None
@@ -325,7 +332,8 @@ def _run_phase(n: int, rows: list[dict], start: Path, student: Path, out: Path, 
                                                          "chat_template": template, "manifest": provenance})
 
     result = PhaseResult(
-        phase=n, mix=MIXES[n], rows=len(rows), start_model=str(start), start_fingerprint=start_fp,
+        phase=n, mix=MIXES[n], rows=len(rows), truncated_rows=truncated, start_model=str(start),
+        start_fingerprint=start_fp,
         end_fingerprint=end_fp, model_dir=str(model_dir) if model_dir else None,
         adapter_dir=str(adapter_dir) if adapter_dir else None, settings=asdict(pc), global_step=state.global_step,
         steps_run=steps_run, resumed_from=resume_from, losses=losses, tokens=tokens, runtime_s=round(runtime, 3),

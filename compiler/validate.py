@@ -447,32 +447,32 @@ def _sibling_duplicates(jobs: list[_Job], opts: Options, add) -> None:
     """Seeds repeated in leaves that share a parent folder: reported on the later leaf."""
     from compiler.checks import similar_pairs
 
-    groups: dict[str, list[tuple[str, list[SeedRef]]]] = {}
+    groups: dict[str, list[tuple[str, list]]] = {}
     for j in sorted(jobs, key=lambda j: j.target.rel):
         seeds = (j.outcome or {}).get("seeds")
         if not seeds:
             continue
         leaf_dir = j.target.rel.rsplit("/", 1)[0] if "/" in j.target.rel else ""
         parent = leaf_dir.rsplit("/", 1)[0] if "/" in leaf_dir else ("" if leaf_dir else None)
-        if parent is None:
+        if parent is not None:
+            groups.setdefault(parent, []).append((j.target.rel, seeds))
+    for family in groups.values():
+        if len(family) < 2:
             continue
-        refs = [SeedRef(s[0], s[1], s[2], s[3], s[4], base64.b64decode(s[5])) for s in seeds]
-        groups.setdefault(parent, []).append((j.target.rel, refs))
-    for members in groups.values():
-        for b in range(1, len(members)):
-            rel_b, refs_b = members[b]
-            reported: set[int] = set()
-            for a in range(b):
-                rel_a, refs_a = members[a]
-                for i, k, s in similar_pairs(refs_b, refs_a, opts.limits.near_dup):
-                    if i in reported:
-                        continue
-                    reported.add(i)
-                    mine, theirs = refs_b[i], refs_a[k]
-                    how = "repeats" if s >= 1.0 and mine.norm == theirs.norm else f"is nearly the same as (similarity {s:.2f})"
-                    add(rel_b, mine.line, mine.column, "dup/sibling-seed",
-                        f"{mine.label} {how} {theirs.label} of the sibling leaf {rel_a} (line {theirs.line})",
-                        "sibling leaves should teach different things: change or remove one of them")
+        members = [(rel, [SeedRef(s[0], s[1], s[2], s[3], s[4], base64.b64decode(s[5])) for s in seeds])
+                   for rel, seeds in family]
+        refs = [r for _, rs in members for r in rs]
+        owner = [k for k, (_, rs) in enumerate(members) for _ in rs]
+        reported: set[int] = set()
+        for i, j, s in similar_pairs(refs, None, opts.limits.near_dup):  # one pass over the whole family
+            if owner[i] == owner[j] or j in reported:
+                continue  # duplicates inside one leaf are that leaf's own check
+            reported.add(j)
+            mine, theirs = refs[j], refs[i]
+            how = "repeats" if mine.norm == theirs.norm else f"is nearly the same as (similarity {s:.2f})"
+            add(members[owner[j]][0], mine.line, mine.column, "dup/sibling-seed",
+                f"{mine.label} {how} {theirs.label} of the sibling leaf {members[owner[i]][0]} (line {theirs.line})",
+                "sibling leaves should teach different things: change or remove one of them")
 
 
 # ---------------------------------------------------------------- summary

@@ -11,6 +11,7 @@ Faults (by request number, by a matcher on the request, or at a seeded rate):
   429             rate limited, with Retry-After    500      server error
   hang            no answer until the client gives up (past its timeout)
   drop            the connection is closed without an answer
+  401             bad credentials
 
 Run standalone (benchmarks): `python tests/teacher_server.py --port 0 --latency 0.2 --capacity 32`
 prints `PORT <n>` and serves until killed; `GET /stats` returns the in-flight statistics.
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-FAULTS = ("malformed-json", "schema", "empty", "refusal", "429", "500", "hang", "drop")
+FAULTS = ("malformed-json", "schema", "empty", "refusal", "429", "500", "hang", "drop", "401")
 
 WORDS = (
     "amber basalt cedar delta ember fjord granite harbor iris juniper kelp lantern meadow nectar "
@@ -153,6 +154,15 @@ class _Stats:
                     "by_status": dict(self.by_status)}
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that gives up (timeout, kill -9) breaks its connection: not a server error."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        pass
+
+
 class TeacherServer:
     """`with TeacherServer(latency=0.05) as srv: ... srv.url ...`; see the module docstring."""
 
@@ -173,7 +183,7 @@ class TeacherServer:
         self._log_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(capacity) if capacity else None
         self._stop = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
+        self._httpd = _QuietServer(("127.0.0.1", port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -213,17 +223,20 @@ class TeacherServer:
             self.log.clear()
 
     # -- request handling ------------------------------------------------------------------
-    def _answer(self, body: dict, number: int) -> tuple[int, dict, dict, str | None]:
+    def _answer(self, body: dict, number: int, auth: str | None = None) -> tuple[int, dict, dict, str | None]:
         """(status, headers, JSON body, fault) for one chat request; may sleep (latency, hang)."""
         fault = self.faults.pick(body, number)
         with self._log_lock:
-            self.log.append({"number": number, "fault": fault, "body": body})
+            self.log.append({"number": number, "fault": fault, "body": body, "auth": auth})
         if fault == "hang":
             self._stop.wait(self.hang_s)
             return 504, {}, {"error": {"message": "hung"}}, fault
         if fault == "429":
             return 429, {"Retry-After": f"{self.retry_after}"}, {"error": {"message": "rate limited",
                                                                           "type": "rate_limit"}}, fault
+        if fault == "401":
+            return 401, {}, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
+                                       "code": "invalid_api_key"}}, fault
         if fault == "500":
             return 500, {}, {"error": {"message": "internal error", "type": "server_error"}}, fault
         if self.latency:
@@ -302,7 +315,7 @@ class TeacherServer:
                 number = server.stats.enter()
                 status = 599
                 try:
-                    status, headers, payload, fault = server._answer(body, number)
+                    status, headers, payload, fault = server._answer(body, number, self.headers.get("Authorization"))
                     if fault == "drop":
                         self.close_connection = True
                         try:

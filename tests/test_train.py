@@ -179,6 +179,15 @@ def test_resume_continues_from_last_checkpoint(build, tiny, tmp_path):
     assert (out / "phase1" / "model" / "config.json").is_file()
 
 
+def test_rows_longer_than_max_length_are_reported(build, tiny, tmp_path):
+    said: list[str] = []
+    result = train(build, tmp_path / "run", config(tiny, phases=(1,), max_steps=1, max_length=24), log=said.append)
+    assert result.phases[0].truncated_rows == 20
+    assert any("20 of 20 rows are longer than max length 24" in m for m in said)
+    ok = train(build, tmp_path / "run2", config(tiny, phases=(1,), max_steps=1))
+    assert ok.phases[0].truncated_rows == 0
+
+
 def test_existing_run_needs_resume_or_overwrite(build, tiny, tmp_path):
     out = tmp_path / "run"
     train(build, out, config(tiny, phases=(1,), max_steps=2))

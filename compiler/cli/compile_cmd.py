@@ -69,10 +69,22 @@ def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, s
     return 0
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (test runners swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def _setup_logging() -> None:
     root = logging.getLogger("kdc")
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         root.addHandler(handler)
         root.setLevel(logging.INFO)
@@ -84,10 +96,12 @@ def _print_plan(plan: dict) -> None:
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=180)  # logs and pipes: do not squeeze node ids into 80 columns
     table = Table(title=f"kdc compile --dry-run  (teacher {plan['teacher']})")
     for col in ("node", "kind", "target", "max requests", "seeds train/eval", "chunks", "est. prompt tok",
                 "est. completion tok", "est. cost $"):
-        table.add_column(col, justify="left" if col in ("node", "kind") else "right")
+        table.add_column(col, justify="left" if col in ("node", "kind") else "right", no_wrap=col == "node")
     for node_id, n in plan["nodes"].items():
         cost = "unknown" if n["est_cost_usd"] is None else f"{n['est_cost_usd']:.4f}"
         table.add_row(node_id, n["kind"], str(n["target"]), str(n["max_requests"]),
@@ -133,7 +147,7 @@ class RichProgress(Progress):
     def update(self, node: NodeProgress) -> None:
         self.rp.update(self.ids[node.node_id], completed=node.accepted,
                        info=f"rej {node.rejected} fail {node.failures} tok {node.tokens:,}"
-                            + (f" ({node.in_flight} asking)" if node.in_flight else ""))
+                            + (f" ({node.in_flight} pending)" if node.in_flight else ""))
         nodes = self.nodes.values()
         self.rp.update(self.total, completed=sum(min(n.accepted, n.target) for n in nodes),
                        info=f"rej {sum(n.rejected for n in nodes)} fail {sum(n.failures for n in nodes)} "
@@ -165,7 +179,7 @@ class LogProgress(Progress):
         nodes = list(self.nodes.values())
         click.echo(f"compile: {sum(min(n.accepted, n.target) for n in nodes)}/{sum(n.target for n in nodes)} "
                    f"accepted, {sum(n.rejected for n in nodes)} rejected, {sum(n.failures for n in nodes)} "
-                   f"failures, {sum(n.in_flight for n in nodes)} in flight, {sum(n.tokens for n in nodes):,} tokens, "
+                   f"failures, {sum(n.in_flight for n in nodes)} pending, {sum(n.tokens for n in nodes):,} tokens, "
                    f"{time.monotonic() - self.t0:.0f}s", err=True)
 
     def finish(self) -> None:

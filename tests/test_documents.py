@@ -1,0 +1,112 @@
+"""Knowledge documents read with real git at a commit, markdown to text, token chunks with spans."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from compiler.documents import (Document, chunk_text, chunks_for, list_files, load_documents, markdown_to_text,
+                                resolve_repo)
+from compiler.errors import DocumentError
+
+ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x.invalid", "GIT_COMMITTER_NAME": "t",
+       "GIT_COMMITTER_EMAIL": "t@x.invalid", "GIT_CONFIG_NOSYSTEM": "1", "HOME": os.devnull}
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], env=ENV, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path) -> tuple[Path, str]:
+    r = tmp_path / "docs"
+    (r / "guide").mkdir(parents=True)
+    (r / "intro.md").write_text("# Intro\n\nThe **first** fact is [here](http://x).\n", encoding="utf-8")
+    (r / "guide" / "deep.md").write_text("## Deep\n\n- one\n- two\n", encoding="utf-8")
+    (r / "notes.txt").write_text("plain text notes\n", encoding="utf-8")
+    (r / "blob.md").write_bytes(b"\x00\x01binary")
+    os.symlink("/etc/passwd", r / "link.md")
+    git(r, "init", "-q", "-b", "main")
+    git(r, "add", "-A")
+    git(r, "-c", "commit.gpgsign=false", "commit", "-q", "-m", "docs")
+    return r, git(r, "rev-parse", "HEAD")
+
+
+def test_patterns_match_committed_regular_files_only(repo):
+    r, commit = repo
+    assert list_files(r, commit, ["*.md"]) == ["blob.md", "guide/deep.md", "intro.md"]  # no symlink
+    assert list_files(r, commit, ["guide/*.md", "*.txt"]) == ["guide/deep.md", "notes.txt"]
+    for bad in (["../*.md"], ["/etc/passwd"], ["guide/../../x"]):
+        with pytest.raises(DocumentError, match="escapes"):
+            list_files(r, commit, bad)
+    with pytest.raises(DocumentError, match="no file"):
+        list_files(r, commit, ["*.pdf"])
+
+
+def test_documents_come_from_the_commit_not_the_working_tree(repo, tmp_path):
+    r, commit = repo
+    (r / "intro.md").write_text("# Changed on disk\n", encoding="utf-8")  # uncommitted edit
+    docs = load_documents({"repo": "docs", "commit": commit, "patterns": ["intro.md"]}, tmp_path)
+    assert [d.text for d in docs] == ["Intro\n\nThe first fact is here.\n"]
+    assert docs[0].commit == commit and docs[0].repo == "docs" and docs[0].file == "intro.md"
+
+
+def test_bad_document_references_are_located_errors(repo, tmp_path):
+    r, commit = repo
+    where = "knowledge/x/qna.yaml"
+    cases = [({"repo": "nope", "commit": commit, "patterns": ["*.md"]}, "not found"),
+             ({"repo": "docs", "commit": "0" * 40, "patterns": ["*.md"]}, "not found"),
+             ({"repo": "docs", "commit": "main", "patterns": ["*.md"]}, "not a commit sha"),
+             ({"repo": "docs", "commit": commit, "patterns": ["blob.md"]}, "binary"),
+             ({"repo": "https://example.invalid/docs.git", "commit": commit, "patterns": ["*.md"]}, "fetching is off")]
+    for document, message in cases:
+        with pytest.raises(DocumentError, match=message) as exc:
+            load_documents(document, tmp_path, where=where)
+        assert exc.value.path == where
+
+
+def test_url_repos_are_cloned_only_when_allowed(repo, tmp_path, monkeypatch):
+    r, commit = repo
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    url = f"file://{r}"
+    with pytest.raises(DocumentError, match="fetching is off"):
+        resolve_repo(url, tmp_path)
+    docs = load_documents({"repo": url, "commit": commit, "patterns": ["guide/*.md"]}, tmp_path, fetch=True)
+    assert docs[0].text == "Deep\n\n- one\n\n- two\n"
+    assert str(resolve_repo(url, tmp_path, fetch=True)).startswith(str(tmp_path / "cache" / "kdc" / "repos"))
+
+
+def test_markdown_to_text_drops_markup_keeps_structure():
+    md = ("---\ntitle: x\n---\n# Title\n\nSome **bold**, `code` and [a link](http://x) text\nwrapped.\n\n"
+          "1. first\n2. second\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n```\nfenced code\n```\n\n"
+          "<!-- hidden --><div>html</div>\n\n![alt text](img.png)\n")
+    assert markdown_to_text(md) == ("Title\n\nSome bold, code and a link text wrapped.\n\n1. first\n\n2. second\n\n"
+                                    "a | b\n\n1 | 2\n\nfenced code\n\nhtml\n\nalt text\n")
+
+
+def test_chunks_overlap_and_spans_point_into_the_text():
+    text = " ".join(f"w{i}" for i in range(500)) + "\n"
+    doc = Document("repo", "c" * 40, "f.md", text)
+    chunks = chunk_text(doc, 200, 40)
+    assert [len(c.text.split()) for c in chunks] == [200, 200, 180]
+    for c in chunks:
+        assert text[c.start:c.end] == c.text
+        assert c.sha256 == hashlib.sha256(c.text.encode()).hexdigest()
+    assert chunks[0].text.split()[-40:] == chunks[1].text.split()[:40]
+    covered = set()
+    for c in chunks:
+        covered.update(c.text.split())
+    assert covered == set(text.split())
+    assert chunk_text(Document("r", "c", "f", "short doc"), 200, 40)[0].text == "short doc"
+
+
+def test_example_taxonomy_documents(example_taxonomy):
+    chunks = chunks_for({"repo": "../build/doc-repos/solar_system", "commit": "ba82826c31b3073f80213f54e606f5b0d528898c",
+                         "patterns": ["*.md"]}, example_taxonomy, chunk_tokens=200, overlap=40)
+    assert len(chunks) >= 3 and all(c.file == "solar_system.md" for c in chunks)
+    assert "Solar System" in chunks[0].text

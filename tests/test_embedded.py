@@ -1,0 +1,73 @@
+"""The embedded default teacher (Gemma 3 270M base, llama.cpp) reached through litellm, offline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import sys
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from compiler.teacher import response_format, response_schema
+
+pytestmark = pytest.mark.slow
+LEAF = "compositional_skills/summarization/grounded/incident_report"
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Any connection except to this machine fails the test: the embedded teacher needs no network."""
+    real = socket.socket.connect
+
+    def connect(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if self.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "::1", "localhost"):
+            raise AssertionError(f"network access attempted: {address}")
+        return real(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+def test_litellm_reaches_the_embedded_provider_and_gets_schema_valid_json(offline):
+    from compiler.teacher import Teacher
+
+    teacher = Teacher("kdc/gemma3-270m", max_retries=0, timeout=300, sampling={"temperature": 0.7, "max_tokens": 256})
+    messages = [{"role": "system", "content": "You write training data."},
+                {"role": "user", "content": "Skill: writing > freeform > haiku\nTask description: Write a haiku.\n\n"
+                 "Examples written by the expert (one JSON object per line):\n"
+                 + json.dumps({"question": "Write a haiku about rain.", "answer": "Rain on the roof\nsoft drums"
+                               " in the dark\nmorning comes"}) + "\n"
+                 + json.dumps({"question": "Write a haiku about a cat.", "answer": "Grey cat on the sill\n"
+                               "watching the sparrows\nnot moving at all"}) + "\n"}]
+    done = asyncio.run(teacher.complete(messages, response_format("freeform_skill"), seed=3))
+    record = json.loads(done.text)
+    Draft202012Validator(response_schema("freeform_skill")).validate(record)
+    assert done.model == "kdc/gemma3-270m" and done.completion_tokens > 5 and done.cost_usd in (None, 0.0)
+
+
+def test_compile_with_the_embedded_default_teacher(tmp_path, example_taxonomy, offline, capsys, monkeypatch):
+    from compiler.cli import main
+
+    root = tmp_path / "tax"
+    shutil.copytree(example_taxonomy / LEAF, root / LEAF)
+    monkeypatch.setattr(sys, "argv", ["kdc", "compile", str(root), "--out", str(tmp_path / "out"),
+                                      "--samples-per-node", "2", "--seed", "1"])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    _, err = capsys.readouterr()
+    assert exc.value.code == 0, err
+    m = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    node = m["nodes"][LEAF]
+    assert m["teacher"]["model"] == "kdc/gemma3-270m" and "llama-cpp-python" in m["versions"]
+    assert node["accepted"] == 2 and node["attempts"] == 2 + sum(node["rejected"].values())
+    validator = Draft202012Validator(response_schema("grounded_skill"))
+    train = [json.loads(line) for line in (tmp_path / "out" / node["files"]["train"]).read_text().splitlines()]
+    assert len(train) == 2
+    for sample in train:
+        rec = {k: v for k, v in sample["record"].items()}
+        validator.validate(rec)
+        assert sample["metadata"]["teacher"]["model"] == "kdc/gemma3-270m"
+        assert sample["metadata"]["usage"]["completion_tokens"] > 0
