@@ -10,8 +10,9 @@ By default its `yq` look-ups (line numbers only; one subprocess per schema error
 which is the reference at its fastest; --with-yq keeps them when a `yq` is installed.
 
 kdc is timed end to end as a command (`python -m compiler validate`, interpreter start-up
-included), on all cores: cold (--no-cache), cold with an empty cache (it fills it), and warm.
-Both verdicts are compared file by file.
+included; the reference's start-up is not counted), on all cores: cold (--no-cache), cold with
+an empty cache (it fills it), and warm. CPU seconds (user + sys of every process) are reported
+too: on a shared machine they are steadier than wall time. Verdicts are compared file by file.
 """
 
 from __future__ import annotations

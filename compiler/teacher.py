@@ -21,6 +21,7 @@ import random
 import re
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from compiler.errors import TeacherError
@@ -34,7 +35,8 @@ RETRY_AFTER_CAP = 120.0
 KEY_VARS = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)$", re.I)
 
 
-def response_schema(kind: str) -> dict:
+@lru_cache(maxsize=None)
+def _response_schema(kind: str) -> dict:
     """The JSON schema the teacher must fill for a leaf kind, derived from schemas/record.json:
     grounded skills must invent a context; for knowledge kdc supplies the chunk as the context,
     so the teacher is not asked for one; freeform skills have none."""
@@ -48,9 +50,15 @@ def response_schema(kind: str) -> dict:
     return schema
 
 
+def response_schema(kind: str) -> dict:
+    return copy.deepcopy(_response_schema(kind))
+
+
+@lru_cache(maxsize=None)
 def response_format(kind: str) -> dict:
+    """The response_format sent with every request of a kind (shared: callers must not mutate it)."""
     return {"type": "json_schema",
-            "json_schema": {"name": f"kdc_{kind}_record", "schema": response_schema(kind), "strict": True}}
+            "json_schema": {"name": f"kdc_{kind}_record", "schema": _response_schema(kind), "strict": True}}
 
 
 def scrub(text: str) -> str:
@@ -134,6 +142,7 @@ class Teacher:
 
             register(self._litellm)
         self._api_key = self._check_environment()
+        self.price_known = self._register_price()
 
     def _check_environment(self) -> str | None:
         """Fail early, with the variable's name, when the provider needs a key that is not set.
@@ -151,6 +160,25 @@ class Teacher:
             return "no-key"  # vLLM, llama.cpp, LM Studio...: any key is accepted
         raise TeacherError(f"teacher {self.model} needs {', '.join(missing)} in the environment",
                            hint=f"export {missing[0]}=..., or point --api-base at a local server")
+
+    def _register_price(self) -> bool:
+        """Whether litellm's offline price map knows the model. If not, it is registered at price
+        zero: litellm then stops searching its map on every response (~2 ms of CPU per call),
+        and kdc reports the cost as unknown (None), never as zero."""
+        if self.model.startswith("kdc/"):
+            return True
+        try:
+            self._litellm.cost_per_token(model=self.model, prompt_tokens=1, completion_tokens=1)
+            return True
+        except Exception:
+            pass
+        provider = self.model.split("/", 1)[0]
+        try:
+            self._litellm.register_model({self.model: {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
+                                                       "litellm_provider": provider, "mode": "chat"}})
+        except Exception:
+            pass
+        return False
 
     def _pick_base(self, avoid: int | None) -> int | None:
         if not self.api_bases:
@@ -261,7 +289,9 @@ class Teacher:
         usage = getattr(resp, "usage", None)
         cost = None
         hidden = getattr(resp, "_hidden_params", None) or {}
-        if hidden.get("response_cost") is not None:
+        if self.model.startswith("kdc/"):
+            cost = 0.0  # runs on this machine
+        elif self.price_known and hidden.get("response_cost") is not None:
             cost = float(hidden["response_cost"])
         return Completion(text=text, finish_reason=getattr(choice, "finish_reason", None),
                           prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
@@ -280,6 +310,8 @@ class Teacher:
         """USD for a request of that size from litellm's offline price map; None when unknown."""
         if self.model.startswith("kdc/"):
             return 0.0
+        if not self.price_known:
+            return None
         try:
             p, c = self._litellm.cost_per_token(model=self.model, prompt_tokens=prompt_tokens,
                                                 completion_tokens=completion_tokens)

@@ -109,6 +109,7 @@ class PhaseResult:
     model_dir: str | None  # merged / fully fine-tuned model (None: adapter only)
     adapter_dir: str | None
     settings: dict[str, Any]
+    chat_template: str  # which template shaped the data (student.ensure_chat_template)
     global_step: int
     steps_run: int  # steps of this invocation (fewer than global_step after a resume)
     resumed_from: str | None
@@ -151,7 +152,6 @@ def train(build_dir: str | Path, out_dir: str | Path, config: TrainConfig | None
         start = _previous_result(out, phases[0] - 1, config) or student
 
     results: list[PhaseResult] = []
-    chat_template = "model"
     for n in phases:
         done = out / f"phase{n}" / "phase.json"
         if config.resume and done.is_file():
@@ -162,7 +162,7 @@ def train(build_dir: str | Path, out_dir: str | Path, config: TrainConfig | None
             if not rows:
                 say(f"phase {n}: mix {MIXES[n]} is empty, skipped")
                 continue
-            result, chat_template = _run_phase(n, rows, start, student, out, config, provenance, say)
+            result = _run_phase(n, rows, start, student, out, config, provenance, say)
         results.append(result)
         start = Path(result.model_dir or result.adapter_dir or start)
     if not results:
@@ -172,7 +172,7 @@ def train(build_dir: str | Path, out_dir: str | Path, config: TrainConfig | None
     last = results[-1]
     final = last.model_dir or last.adapter_dir
     outcome = TrainResult(out_dir=str(out), model_dir=str(final), student=str(student), method=config.method,
-                          chat_template=chat_template, manifest=provenance, phases=results)
+                          chat_template=last.chat_template, manifest=provenance, phases=results)
     if _is_main():
         _write_json(out / "train_result.json", {**outcome.to_json(), "final": os.path.relpath(final, out)})
         card = model_card(outcome, config)
@@ -250,18 +250,37 @@ def make_trainer(n: int, rows: list[dict], start: Path, student: Path, out: Path
     )
     truncated = sum(len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
                     > config.max_length for r in rows)
-    dataset = Dataset.from_list([{"messages": r["messages"]} for r in rows])
+    if _can_mask_assistant(tokenizer):
+        dataset = Dataset.from_list([{"messages": r["messages"]} for r in rows])
+    else:
+        # A template without {% generation %} markers that TRL has no training variant for: train on the
+        # final assistant turn as a completion of the conversation before it (TRL masks the prompt).
+        args.assistant_only_loss, args.completion_only_loss = False, True
+        template += "/completion-only"
+        dataset = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]}
+                                     for r in rows])
     try:
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                              peft_config=peft_config)
-    except ValueError as exc:  # e.g. a chat template TRL cannot mask
+    except (ValueError, RuntimeError) as exc:  # e.g. a chat template TRL cannot render or mask
         raise TrainError(f"phase {n}: cannot set up training: {exc}",
-                         hint="give the model a chat template with {% generation %} markers") from exc
+                         hint="check the model's chat template (tokenizer_config.json / chat_template.jinja)") from exc
     return _Phase(trainer, tokenizer, template, start_fp, continue_adapter, truncated)
 
 
+def _can_mask_assistant(tokenizer: Any) -> bool:
+    """Whether TRL can build an assistant-token mask: generation markers, or a known training variant."""
+    from trl.chat_template_utils import get_training_chat_template, has_generation_markers
+    if has_generation_markers(tokenizer.chat_template):
+        return True
+    try:
+        return get_training_chat_template(tokenizer) is not None
+    except ValueError:  # "patching is not supported for this template"
+        return False
+
+
 def _run_phase(n: int, rows: list[dict], start: Path, student: Path, out: Path, config: TrainConfig,
-               provenance: dict, say: Log) -> tuple[PhaseResult, str]:
+               provenance: dict, say: Log) -> PhaseResult:
     import torch
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -296,13 +315,10 @@ def _run_phase(n: int, rows: list[dict], start: Path, student: Path, out: Path, 
     losses = [(int(h["step"]), float(h["loss"])) for h in state.log_history if "loss" in h]
     peak = (torch.cuda.max_memory_allocated() / 2**20) if cuda else _peak_rss_mb()
 
-    adapter_dir = model_dir = None
-    if config.method == "lora":
-        adapter_dir = phase_dir / "adapter"
-        trainer.save_model(str(adapter_dir))  # gathers sharded (FSDP/DeepSpeed) weights itself
-    else:
-        model_dir = phase_dir / "model"
-        trainer.save_model(str(model_dir))
+    # the same paths on every process; only the main one writes what the Trainer does not
+    adapter_dir = phase_dir / "adapter" if config.method == "lora" else None
+    model_dir = phase_dir / "model" if config.method == "full" or config.merge else None
+    trainer.save_model(str(adapter_dir or model_dir))  # gathers sharded (FSDP/DeepSpeed) weights itself
     trainer.accelerator.wait_for_everyone()
     del trainer, prepared
 
@@ -319,7 +335,6 @@ def _run_phase(n: int, rows: list[dict], start: Path, student: Path, out: Path, 
             if config.merge:
                 tuned = tuned.merge_and_unload()
                 set_stop_tokens(tuned, tokenizer)
-                model_dir = phase_dir / "model"
                 _save_atomic(tuned, tokenizer, model_dir)
             end_fp = fingerprint(tuned)
             del tuned, base
@@ -335,7 +350,8 @@ def _run_phase(n: int, rows: list[dict], start: Path, student: Path, out: Path, 
         phase=n, mix=MIXES[n], rows=len(rows), truncated_rows=truncated, start_model=str(start),
         start_fingerprint=start_fp,
         end_fingerprint=end_fp, model_dir=str(model_dir) if model_dir else None,
-        adapter_dir=str(adapter_dir) if adapter_dir else None, settings=asdict(pc), global_step=state.global_step,
+        adapter_dir=str(adapter_dir) if adapter_dir else None, settings=asdict(pc), chat_template=template,
+        global_step=state.global_step,
         steps_run=steps_run, resumed_from=resume_from, losses=losses, tokens=tokens, runtime_s=round(runtime, 3),
         seconds_per_step=round(runtime / max(steps_run, 1), 4),
         tokens_per_second=round(tokens / runtime, 1) if runtime > 0 else 0.0,
@@ -344,7 +360,7 @@ def _run_phase(n: int, rows: list[dict], start: Path, student: Path, out: Path, 
     if _is_main():
         _write_json(phase_dir / "phase.json", asdict(result))
     _wait()
-    return result, template
+    return result
 
 
 # ---------------------------------------------------------------------------------------------- inputs

@@ -202,7 +202,7 @@ def _syntax_issue(exc: yaml.YAMLError, text: str) -> YamlIssue:
                          f"character U+{ord(exc.character) if isinstance(exc.character, str) else exc.character:04X} "
                          "is not allowed in YAML", "delete the control character (often pasted from a PDF)")
     if isinstance(exc, yaml.MarkedYAMLError):
-        msg = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        msg = (exc.problem or "invalid YAML") + (f" ({exc.context})" if exc.context else "")
     else:
         msg = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
     hint = "fix the YAML syntax at this point (quote text that contains ': ' or starts with a special character)"

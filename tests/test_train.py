@@ -121,6 +121,25 @@ def test_only_assistant_tokens_carry_loss(build, tiny, tmp_path, packing):
         assert r["messages"][1]["content"] not in all_labeled
 
 
+def test_template_without_generation_markers_trains_on_the_answer_only(build, tiny, tmp_path):
+    import shutil
+    model = tmp_path / "plain-template"
+    shutil.copytree(tiny, model)
+    plain = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{% if m['role'] == 'assistant' %}"
+             "{{ eos_token }}{% endif %}\n{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
+    (model / "chat_template.jinja").write_text(plain)
+    rows = [json.loads(line) for line in (build / "mixes" / "phase1_knowledge.jsonl").read_text().splitlines()]
+    phase = make_trainer(1, rows[:4], model, model, tmp_path / "o", config(model, packing=False))
+    assert phase.template == "model/completion-only"
+    batch = next(iter(phase.trainer.get_train_dataloader()))
+    expected = {assistant_text_of(r) + phase.tokenizer.eos_token for r in rows[:4]}
+    for lab, inp in zip(batch["labels"].tolist(), batch["input_ids"].tolist()):
+        labeled = [t for t, l in zip(inp, lab) if l != -100]
+        assert phase.tokenizer.decode(labeled).strip() in {e.strip() for e in expected}
+    result = train(build, tmp_path / "run", config(model, phases=(1,), max_steps=8, method="full"))
+    assert falls(result.phases[0].losses)
+
+
 def assistant_text_of(row: dict) -> str:
     return row["messages"][-1]["content"].strip()
 
@@ -252,3 +271,28 @@ def test_cli_train_and_errors(build, tiny, tmp_path):
     usage = subprocess.run([sys.executable, "-m", "compiler", "train", str(build), "--out", str(tmp_path / "o3"),
                             "--phases", "3"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert usage.returncode == 2 and "--phases" in usage.stderr and "Traceback" not in usage.stderr
+
+
+def test_runs_unchanged_on_two_processes(build, tiny, tmp_path):
+    """The launcher accelerate uses for multi-GPU runs (torch.distributed.run), here with 2 CPU processes
+    (gloo): both processes train, only the main one writes, phase 2 starts from phase 1 on both."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "ddp"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(_free_port()), "-m", "compiler", "train", str(build), "--out", str(out),
+                           "--model", str(tiny), "--max-steps", "4", "--max-length", "256", "--lr", "3e-3",
+                           "--grad-accum", "1"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("model: ") == 1  # one summary, from the main process
+    assert proc.stderr.count("phase 2: 20 rows of phase2_skills, lora from " + str(out / "phase1" / "model")) == 2
+    p1 = json.loads((out / "phase1" / "phase.json").read_text())
+    p2 = json.loads((out / "phase2" / "phase.json").read_text())
+    assert p1["global_step"] == p2["global_step"] == 4 and p2["start_fingerprint"] == p1["end_fingerprint"]
+    assert fingerprint(load_model(out / "phase2" / "model")) == p2["end_fingerprint"]
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

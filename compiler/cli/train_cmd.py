@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -76,6 +77,8 @@ def train(build_dir, out_dir, model, method, phases, epochs, learning_rates, bat
                          save_steps=save_steps, resume=resume, overwrite=overwrite, seed=seed,
                          gradient_checkpointing=gradient_checkpointing, report_to=report_to)
     result = run_train(build_dir, out_dir, config, log=lambda m: click.echo(m, err=True))
+    if os.environ.get("RANK", "0") != "0":
+        return  # launched on several processes: one summary is enough
     for p in result.phases:
         first = f"{p.losses[0][1]:.3f}" if p.losses else "-"
         last = f"{p.losses[-1][1]:.3f}" if p.losses else "-"

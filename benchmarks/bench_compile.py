@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Benchmark `kdc compile`.
+
+1. Throughput against the test teacher server (tests/teacher_server.py) run in a separate
+   process with 200 ms latency and capacity 32, at --concurrency 32: the server's time-weighted
+   mean number of requests in flight over the run (first arrival to last answer), and kdc's own
+   CPU time per accepted sample (this process only: the teacher's CPU is in the server process).
+   A second, cached run gives the CPU of kdc's pipeline without any transport.
+2. The embedded teacher (Gemma 3 270M on llama.cpp): completion tokens/s and accepted samples/min
+   on a small compile of the example taxonomy.
+
+usage: bench_compile.py [--leaves 20] [--samples 50] [--teacher-model openai/teacher-bench]
+                        [--embedded-samples 2] [--skip-embedded] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def make_taxonomy(root: Path, leaves: int) -> None:
+    """`leaves` freeform skill leaves with 6 seeds each (distinct topics)."""
+    for i in range(leaves):
+        leaf = root / "compositional_skills" / "bench" / f"skill_{i:03d}"
+        leaf.mkdir(parents=True)
+        seeds = "".join(f"  - question: How would you explain topic {i} detail {j} to a colleague?\n"
+                        f"    answer: Topic {i} detail {j} is explained with a short example and a summary.\n"
+                        for j in range(6))
+        (leaf / "qna.yaml").write_text(f"version: 3\ncreated_by: bench\ntask_description: Explain topic {i} "
+                                       f"clearly and briefly.\nseed_examples:\n{seeds}", encoding="utf-8")
+
+
+def cpu() -> float:
+    self_ = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # finished helpers (git, validate workers)
+    return self_.ru_utime + self_.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def bench_server(args) -> dict:
+    from compiler.build import compile_taxonomy
+    from compiler.config import load_config
+    import compiler.teacher  # noqa: F401  (import litellm before timing)
+    compiler.teacher._import_litellm()
+    import datasets  # noqa: F401
+
+    work = Path(tempfile.mkdtemp(prefix="kdc-bench-"))
+    make_taxonomy(work / "tax", args.leaves)
+    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "teacher_server.py"), "--latency",
+                               str(args.latency), "--capacity", str(args.capacity)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline().split()[1])
+        os.environ.setdefault("OPENAI_API_KEY", "sk-bench-not-a-secret")
+        cli = {"out": work / "out", "teacher": args.teacher_model, "api_base": (f"http://127.0.0.1:{port}/v1",),
+               "concurrency": args.concurrency, "samples_per_node": args.samples, "seed": 1, "max_retries": 4}
+        runs = {}
+        for name in ("cold", "cached"):
+            cfg = load_config(work / "tax", None, cli)
+            c0, w0 = cpu(), time.monotonic()
+            result = compile_taxonomy(cfg)
+            c1, w1 = cpu(), time.monotonic()
+            stats = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/stats").read())
+            t = result.manifest["totals"]
+            runs[name] = {"accepted": t["accepted"], "teacher_calls": t["teacher_calls"], "retries": t["retries"],
+                          "wall_s": round(w1 - w0, 2), "generation_s": t["seconds"], "cpu_s": round(c1 - c0, 2),
+                          "cpu_ms_per_accepted": round(1000 * (c1 - c0) / max(1, t["accepted"]), 2)}
+            if name == "cold":
+                runs[name].update({"server_mean_in_flight": round(stats["mean_in_flight"], 2),
+                                   "server_max_in_flight": stats["max_in_flight"],
+                                   "mean_in_flight_share": round(stats["mean_in_flight"] / args.concurrency, 3),
+                                   "server_busy_s": round(stats["busy_s"], 2),
+                                   "server_status": stats["by_status"]})
+        return runs
+    finally:
+        server.kill()
+        server.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench_embedded(args) -> dict:
+    from compiler.build import compile_taxonomy
+    from compiler.config import load_config
+
+    work = Path(tempfile.mkdtemp(prefix="kdc-bench-emb-"))
+    try:
+        leaves = ["compositional_skills/summarization/grounded/incident_report",
+                  "knowledge/technology/version_control/git_internals"]
+        for leaf in leaves:
+            shutil.copytree(ROOT / "taxonomy" / leaf, work / "taxonomy" / leaf)
+            q = work / "taxonomy" / leaf / "qna.yaml"
+            q.write_text(q.read_text().replace("../build/doc-repos", str(ROOT / "build" / "doc-repos")))
+        cfg = load_config(work / "taxonomy", None, {"out": work / "out", "samples_per_node": args.embedded_samples,
+                                                    "seed": 3})
+        w0 = time.monotonic()
+        result = compile_taxonomy(cfg)
+        wall = time.monotonic() - w0
+        t = result.manifest["totals"]
+        gen = t["seconds"]
+        return {"leaves": len(leaves), "accepted": t["accepted"], "teacher_calls": t["teacher_calls"],
+                "completion_tokens": t["tokens"]["completion"], "prompt_tokens": t["tokens"]["prompt"],
+                "generation_s": gen, "wall_s": round(wall, 1),
+                "completion_tokens_per_s": round(t["tokens"]["completion"] / gen, 1),
+                "requests_per_min": round(60 * t["teacher_calls"] / gen, 2),
+                "accepted_samples_per_min": round(60 * t["accepted"] / gen, 2)}
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--leaves", type=int, default=20)
+    ap.add_argument("--samples", type=int, default=50)
+    ap.add_argument("--latency", type=float, default=0.2)
+    ap.add_argument("--capacity", type=int, default=32)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--teacher-model", default="openai/teacher-bench")
+    ap.add_argument("--embedded-samples", type=int, default=2)
+    ap.add_argument("--skip-embedded", action="store_true")
+    ap.add_argument("--skip-server", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    report: dict = {"machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
+    if not args.skip_server:
+        report["server"] = {"latency_s": args.latency, "capacity": args.capacity, "concurrency": args.concurrency,
+                            "teacher": args.teacher_model, **bench_server(args)}
+        print(json.dumps(report["server"], indent=2), flush=True)
+    if not args.skip_embedded:
+        report["embedded"] = bench_embedded(args)
+        print(json.dumps(report["embedded"], indent=2), flush=True)
+    report["machine"]["load_avg_end"] = os.getloadavg()
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
