@@ -78,6 +78,7 @@ def bench_server(args) -> dict:
             t = result.manifest["totals"]
             runs[name] = {"accepted": t["accepted"], "teacher_calls": t["teacher_calls"], "retries": t["retries"],
                           "wall_s": round(w1 - w0, 2), "generation_s": t["seconds"], "cpu_s": round(c1 - c0, 2),
+                          "kdc_mean_in_flight": t["mean_in_flight"],
                           "cpu_ms_per_accepted": round(1000 * (c1 - c0) / max(1, t["accepted"]), 2)}
             if name == "cold":
                 runs[name].update({"server_mean_in_flight": round(stats["mean_in_flight"], 2),

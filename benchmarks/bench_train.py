@@ -36,9 +36,9 @@ def seed_rows(taxonomy: Path) -> list[dict]:
     for leaf in tax.leaves():
         for seed in leaf.seeds():
             user = f"{seed.context}\n\n{seed.question}" if seed.context else seed.question
+            answer = f"1. Recall the facts.\n\nAnswer: {seed.answer}"
             rows.append({"messages": [{"role": "system", "content": f"You are an expert in {leaf.node_id}."},
-                                      {"role": "user", "content": user},
-                                      {"role": "assistant", "content": f"1. Recall the facts.\n\nAnswer: {seed.answer}"}]})
+                                      {"role": "user", "content": user}, {"role": "assistant", "content": answer}]})
     return rows
 
 

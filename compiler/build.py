@@ -11,6 +11,7 @@ same result. Nothing is written until generation is over: a failure leaves the p
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ from typing import Any
 from compiler import __version__
 from compiler.cache import Cache
 from compiler.config import CompileConfig, redact_url
-from compiler.errors import BuildError, KdcError, TaxonomyError, TeacherError
+from compiler.errors import BuildError, KdcError, TaxonomyError
 from compiler.generate import Request, ask, build as build_sample, chat_messages, prepare, provenance
 from compiler.plan import TEMPLATES, LeafPlan, make_plan, task_for
 from compiler.prompts import Prompts
@@ -112,6 +113,10 @@ class BuildResult:
 def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None) -> BuildResult:
     """Run `kdc compile` with resolved settings; raises KdcError subclasses on user errors."""
     progress = progress or Progress()
+    if cfg.out is None and not cfg.dry_run:
+        raise KdcError("no output folder", hint="pass --out DIR (or set `out:` in kdc.yaml)")
+    if not Path(cfg.taxonomy).is_dir():
+        raise TaxonomyError(f"taxonomy folder {cfg.taxonomy} not found", hint="pass the folder holding the taxonomy")
     taxonomy = _load_valid(cfg.taxonomy)
     plans = make_plan(taxonomy, cfg)
     if not plans:
@@ -122,8 +127,6 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None) -> Bu
                       concurrency=cfg.concurrency, sampling=cfg.sampling)
     if cfg.dry_run:
         return BuildResult(cfg.out or Path("."), dry_run_plan(cfg, taxonomy, plans, prompts, teacher), True)
-    if cfg.out is None:
-        raise KdcError("no output folder", hint="pass --out DIR (or set `out:` in kdc.yaml)")
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise BuildError(f"{out} exists and is not a folder")
@@ -430,6 +433,7 @@ class Builder:
                 "teacher_calls": sum(st.teacher_calls for st in self.nodes.values()),
                 "http_attempts": self.teacher.stats.calls,
                 "retries": self.teacher.stats.retries,
+                "mean_in_flight": round(self.teacher.stats.mean_in_flight, 2),
                 "cache_hits": sum(st.cache_hits for st in self.nodes.values()),
                 "spent_usd": round(self.spent, 6),
                 "seconds": round(elapsed, 2),
@@ -555,8 +559,6 @@ def _normalise_hf(folder: Path) -> None:
     if not state.is_file():
         return
     data = json.loads(state.read_text(encoding="utf-8"))
-    import hashlib
-
     h = hashlib.sha256()
     for f in sorted(folder.glob("*.arrow")):
         h.update(f.read_bytes())

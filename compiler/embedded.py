@@ -5,14 +5,13 @@ provider `kdc` (model string `kdc/gemma3-270m`) exactly like any remote teacher.
 It is a demo-quality teacher: a 270M *base* model with no chat template. Chat prompts give junk,
 so the handler turns kdc's chat messages into a few-shot completion prompt (the expert's seed
 examples as JSON lines, then an open line) and constrains the output with a GBNF grammar built
-from the request's JSON schema, tightened so strings cannot hold raw control characters and
-have a bounded length. No key, no network: the weights come from the installed package.
+from the request's JSON schema, in which strings cannot hold raw control characters; a record
+is capped at MAX_TOKENS. No key, no network: the weights come from the installed package.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import os
 import re
@@ -26,8 +25,10 @@ PROVIDER = "kdc"
 MODEL = "gemma3-270m"
 N_CTX = 4096
 GRAMMAR_MAX = {"reasoning_items": 4}  # a base model's reasoning lists ramble past a few steps
+MAX_TOKENS = 400  # per record; runaway strings are cut here
 
 _handler = None
+_handler_lock = threading.Lock()
 
 
 def threads() -> int:
@@ -38,7 +39,6 @@ def threads() -> int:
     if env.isdigit() and int(env) > 0:
         return int(env)
     return max(1, min(8, (os.cpu_count() or 2) // 2))
-_handler_lock = threading.Lock()
 
 
 def model_path() -> Path:
@@ -65,6 +65,16 @@ def model_path() -> Path:
             tmp.unlink()
     marker.write_text(pkg.EXPECTED_SHA256 + "\n")
     return target
+
+
+def check_available() -> None:
+    """Raise TeacherError now if llama-cpp-python or the model package is missing."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        raise TeacherError("llama-cpp-python is not installed",
+                           hint="pip install 'kdc[embedded]', or pass --teacher with a real model") from None
+    model_path()
 
 
 def grammar_for(schema: dict) -> str:
@@ -97,14 +107,17 @@ def grammar_for(schema: dict) -> str:
     return "\n".join(rules) + "\n"
 
 
-def _derive_reasoning(answer: str, question: str) -> list[str]:
-    """Reasoning for a seed shown to the base model: its answer's leading sentences (the expert's
-    own working); a one-sentence answer gets a restatement of the task. Base models need the
-    exact output pattern in the examples; chat teachers never see this."""
+def _derive_reasoning(answer: str, question: str, source: str | None) -> list[str]:
+    """Reasoning for a seed shown to the base model, which needs the exact output pattern in its
+    examples (chat teachers never see this): the answer's leading sentences when it has several
+    (the expert's own working); else a step that points at the source, so the model learns to
+    quote the document or context before answering."""
     sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s.strip()]
     if len(sentences) >= 2:
         return sentences[:-1][:3]
-    return [f"The task: {question.strip()}"[:200]]
+    if source:
+        return [f"The {source} says: {answer.strip()}"[:300]]
+    return [f"The request: {question.strip()}"[:300]]
 
 
 def few_shot_prompt(messages: list[dict[str, str]], schema: dict) -> str:
@@ -117,6 +130,7 @@ def few_shot_prompt(messages: list[dict[str, str]], schema: dict) -> str:
     doc = re.search(r"<document>\n(.*?)\n</document>", user, re.S)
     if doc:
         document = doc.group(1).strip()
+        user = user.replace(doc.group(0), "")  # the document's own lines are never examples
     for line in user.splitlines():
         stripped = line.strip()
         if stripped.startswith("{"):
@@ -125,7 +139,8 @@ def few_shot_prompt(messages: list[dict[str, str]], schema: dict) -> str:
             except ValueError:
                 continue
             if isinstance(ex, dict) and "question" in ex and "answer" in ex:
-                ex.setdefault("reasoning", _derive_reasoning(str(ex["answer"]), str(ex["question"])))
+                source = "document" if document else ("context" if ex.get("context") else None)
+                ex.setdefault("reasoning", _derive_reasoning(str(ex["answer"]), str(ex["question"]), source))
                 examples.append({k: ex[k] for k in keys if k in ex})
         elif re.match(r"^(Skill|Task description|Knowledge area|Domain|Document outline):", stripped):
             header.append(stripped)
@@ -215,6 +230,22 @@ class _LazyGrammarSampler:
             self.grammar = None
 
 
+_QUIET_LOG = None
+
+
+def _silence_llama_cpp() -> None:
+    """llama.cpp prints notes to stderr even when not verbose (they would break the progress
+    display); its failures still raise. The callback must outlive the process: kept global."""
+    global _QUIET_LOG
+    import ctypes
+
+    import llama_cpp
+
+    if _QUIET_LOG is None:
+        _QUIET_LOG = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+        llama_cpp.llama_log_set(_QUIET_LOG, ctypes.c_void_p(0))
+
+
 class _Handler:
     """One model per process, used under a lock from a worker thread."""
 
@@ -230,6 +261,8 @@ class _Handler:
                 raise TeacherError("llama-cpp-python is not installed",
                                    hint="pip install 'kdc[embedded]', or pass --teacher with a real model") from None
 
+            _silence_llama_cpp()
+
             class _Llama(Llama):
                 """Llama whose sampler is the lazy grammar sampler set on it for a request."""
 
@@ -240,6 +273,7 @@ class _Handler:
 
             self._llama = _Llama(model_path=str(model_path()), n_ctx=N_CTX, n_threads=threads(), n_threads_batch=threads(),
                                  n_batch=512, seed=0, verbose=False)
+
         return self._llama
 
     def generate(self, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
@@ -251,7 +285,9 @@ class _Handler:
             llama = self.llama()
             prompt = few_shot_prompt(messages, schema)
             tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True)
-            max_tokens = int(params.get("max_tokens") or 512)
+            # a record is ~100-250 tokens; a base model that rambles past MAX_TOKENS is cut off (and
+            # rejected as truncated JSON) instead of burning a minute of CPU
+            max_tokens = min(int(params.get("max_tokens") or MAX_TOKENS), MAX_TOKENS)
             if len(tokens) + 64 > N_CTX:
                 from litellm import ContextWindowExceededError
 

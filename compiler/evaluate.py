@@ -102,10 +102,11 @@ class PromptStyle:
     def final_answer(self, text: str) -> str:
         """The part of a generated turn after the last answer marker (all of it when there is none)."""
         text = text.strip()
-        if self.answer_marker:
-            at = text.rfind(self.answer_marker)
+        marker = (self.answer_marker or "").strip()
+        if marker:
+            at = text.rfind(marker)
             if at >= 0:
-                return text[at + len(self.answer_marker):].strip()
+                return text[at + len(marker):].strip()
         return text
 
 
@@ -116,7 +117,7 @@ def prompt_style(sample: dict | None) -> PromptStyle:
         return PromptStyle()
     msgs = {m.get("role"): m.get("content") or "" for m in sample.get("messages") or []}
     record = sample.get("record") or {}
-    q, c, a = record.get("question") or "", record.get("context") or "", record.get("answer") or ""
+    q, c, a = (str(record.get(k) or "").strip() for k in ("question", "context", "answer"))
     user = msgs.get("user", "")
     slots = [(q, "question")] + ([(c, "context")] if c else [])
     if q and all(value in user for value, _ in slots):
@@ -318,7 +319,7 @@ def evaluate(build_dir: str | Path, model: str, *, base: str | None = None, judg
     (default BUILD_DIR/eval.json). `base` defaults to the student the model was trained from."""
     say = log or (lambda _m: None)
     build = Path(build_dir)
-    _manifest, items_by_node, styles = load_eval_set(build)
+    manifest, items_by_node, styles = load_eval_set(build)
     model_path = resolve_student(model)
     base_path = resolve_student(base) if base else _trained_from(model_path)
     items = [it for node in items_by_node.values() for it in (node[:limit] if limit else node)]
@@ -348,8 +349,9 @@ def evaluate(build_dir: str | Path, model: str, *, base: str | None = None, judg
 
     report = EvalReport(build=str(build), model=str(model_path), base=str(base_path) if base_path else None,
                         judge=judge.model if judge else None, settings=settings, items=rows)
-    for node_id, node_items in items_by_node.items():
-        report.nodes.append({"node_id": node_id, "kind": (_manifest.get("nodes") or {}).get(node_id, {}).get("kind"),
+    kinds = {node_id: node.get("kind") for node_id, node in (manifest.get("nodes") or {}).items()}
+    for node_id in items_by_node:
+        report.nodes.append({"node_id": node_id, "kind": kinds.get(node_id),
                              **_summary([r for r in rows if r["node_id"] == node_id])})
     report.overall = _overall(report.nodes, rows)
     target = Path(out) if out else build / "eval.json"

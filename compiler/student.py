@@ -20,6 +20,11 @@ from typing import Any, Callable
 
 from compiler.errors import TrainError
 
+# kdc never downloads weights and sends no hub telemetry, also when used as a library (huggingface_hub
+# reads these when it is first imported, which here is always later: transformers is imported lazily).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
 EMBEDDED_NAME = "gemma3-270m"
 EMBEDDED_ORIGIN = "google/gemma-3-270m"  # what the packaged GGUF was quantized from (model card metadata)
 _MARKER = "kdc_student.json"  # written last into a cached student: its presence means the folder is complete

@@ -33,6 +33,7 @@ BACKOFF_BASE = 0.5  # seconds; attempt n waits ~base * 2**n (jittered), capped b
 BACKOFF_CAP = 30.0
 RETRY_AFTER_CAP = 120.0
 KEY_VARS = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)$", re.I)
+_ZERO_PRICED: set[str] = set()  # models kdc registered with litellm at price 0 (their cost is unknown)
 
 
 @lru_cache(maxsize=None)
@@ -109,11 +110,30 @@ class TeacherFailure(Exception):
 
 @dataclass
 class TeacherStats:
+    """Counters of one run; in-flight is time-weighted from the first request to the last answer."""
+
     calls: int = 0  # HTTP attempts made
     retries: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     in_flight: int = 0
     max_in_flight: int = 0
+    _area: float = 0.0
+    _first: float | None = None
+    _last: float = 0.0
+
+    def change(self, delta: int) -> None:
+        now = time.monotonic()
+        if self._first is None:
+            self._first = self._last = now
+        self._area += self.in_flight * (now - self._last)
+        self._last = now
+        self.in_flight += delta
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    @property
+    def mean_in_flight(self) -> float:
+        span = self._last - self._first if self._first is not None else 0.0
+        return self._area / span if span > 0 else 0.0
 
 
 class Teacher:
@@ -138,9 +158,11 @@ class Teacher:
         self._jitter = random.Random()
         self._litellm = _import_litellm()
         if model.startswith("kdc/"):
-            from compiler.embedded import register
+            from compiler.embedded import check_available, register
 
+            check_available()  # a missing package or model file is a clear error now, not retries later
             register(self._litellm)
+            self.concurrency = 1  # one in-process model: more requests would only queue on it
         self._api_key = self._check_environment()
         self.price_known = self._register_price()
 
@@ -167,11 +189,14 @@ class Teacher:
         and kdc reports the cost as unknown (None), never as zero."""
         if self.model.startswith("kdc/"):
             return True
+        if self.model in _ZERO_PRICED:
+            return False
         try:
             self._litellm.cost_per_token(model=self.model, prompt_tokens=1, completion_tokens=1)
             return True
         except Exception:
             pass
+        _ZERO_PRICED.add(self.model)
         provider = self.model.split("/", 1)[0]
         try:
             self._litellm.register_model({self.model: {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
@@ -234,8 +259,7 @@ class Teacher:
                 if attempt == 1 and should_run is not None and not should_run():
                     return None
                 self.stats.calls += 1
-                self.stats.in_flight += 1
-                self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+                self.stats.change(+1)
                 if base is not None:
                     self._busy[base] += 1
                 try:
@@ -267,7 +291,7 @@ class Teacher:
                 else:
                     return self._completion(resp, attempt, started)
                 finally:
-                    self.stats.in_flight -= 1
+                    self.stats.change(-1)
                     if base is not None:
                         self._busy[base] -= 1
             # failed attempt: the slot is released while we wait

@@ -14,22 +14,28 @@ Faults (by request number, by a matcher on the request, or at a seeded rate):
   401             bad credentials
 
 Run standalone (benchmarks): `python tests/teacher_server.py --port 0 --latency 0.2 --capacity 32`
-prints `PORT <n>` and serves until killed; `GET /stats` returns the in-flight statistics.
+prints `PORT <n>` and serves until killed; `GET /v1/stats` returns the in-flight statistics
+(time-weighted mean and max, from the arrival of a request's headers to the end of its answer).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
+import logging
 import random
 import re
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
+
+from aiohttp import web
+
+# a client that gives up (timeout, kill -9) or a dropped connection is not a server error
+logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
 
 FAULTS = ("malformed-json", "schema", "empty", "refusal", "429", "500", "hang", "drop", "401")
 
@@ -154,17 +160,12 @@ class _Stats:
                     "by_status": dict(self.by_status)}
 
 
-class _QuietServer(ThreadingHTTPServer):
-    """A client that gives up (timeout, kill -9) breaks its connection: not a server error."""
-
-    daemon_threads = True
-
-    def handle_error(self, request, client_address) -> None:
-        pass
-
-
 class TeacherServer:
-    """`with TeacherServer(latency=0.05) as srv: ... srv.url ...`; see the module docstring."""
+    """`with TeacherServer(latency=0.05) as srv: ... srv.url ...`; see the module docstring.
+
+    An aiohttp (asyncio) server on its own thread: one event loop serves every connection, so
+    the server itself adds well under a millisecond per request and its in-flight count is what
+    the client keeps in flight, not what a thread pool manages to pick up."""
 
     def __init__(self, *, responder: Callable[[dict, int], dict | str] = default_responder,
                  latency: float = 0.0, capacity: int | None = None, overflow: str = "429",
@@ -179,33 +180,66 @@ class TeacherServer:
         self.hang_s = hang_s
         self.model = model
         self.stats = _Stats()
-        self.log: list[dict] = []  # one entry per chat request: number, fault, status, body
+        self.log: list[dict] = []  # one entry per chat request: number, fault, auth, body
         self._log_lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(capacity) if capacity else None
-        self._stop = threading.Event()
-        self._httpd = _QuietServer(("127.0.0.1", port), self._handler_class())
-        self._httpd.daemon_threads = True
+        self._want_port = port
+        self._port = 0
+        self._busy = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._queue: asyncio.Semaphore | None = None
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
     def port(self) -> int:
-        return self._httpd.server_address[1]
+        return self._port
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> "TeacherServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            self._stopping = asyncio.Event()
+            if self.capacity and self.overflow == "queue":
+                self._queue = asyncio.Semaphore(self.capacity)
+            app = web.Application(client_max_size=64 * 1024 * 1024)
+            app.router.add_route("POST", "/{tail:.*}", self._post)
+            app.router.add_route("GET", "/{tail:.*}", self._get)
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+            try:
+                loop.run_until_complete(runner.setup())
+                site = web.TCPSite(runner, "127.0.0.1", self._want_port, backlog=1024)
+                loop.run_until_complete(site.start())
+                self._port = site._server.sockets[0].getsockname()[1]
+            except BaseException as exc:  # e.g. port in use
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_until_complete(self._stopping.wait())
+            loop.run_until_complete(runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, daemon=True)
         self._thread.start()
+        ready.wait(30)
+        if failure:
+            raise failure[0]
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        if self._loop is not None and self._stopping is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        if self._thread is not None:
+            self._thread.join(10)
 
     def __enter__(self) -> "TeacherServer":
         return self.start()
@@ -223,24 +257,73 @@ class TeacherServer:
             self.log.clear()
 
     # -- request handling ------------------------------------------------------------------
-    def _answer(self, body: dict, number: int, auth: str | None = None) -> tuple[int, dict, dict, str | None]:
-        """(status, headers, JSON body, fault) for one chat request; may sleep (latency, hang)."""
-        fault = self.faults.pick(body, number)
-        with self._log_lock:
-            self.log.append({"number": number, "fault": fault, "body": body, "auth": auth})
+    async def _get(self, request: "web.Request") -> "web.Response":
+        path = request.path.rstrip("/")
+        if path.endswith("/models"):
+            return web.json_response({"object": "list", "data": [{"id": self.model, "object": "model"}]})
+        if path.endswith("/stats"):
+            return web.json_response(self.stats.snapshot())
+        return web.json_response({"error": {"message": "not found"}}, status=404)
+
+    async def _post(self, request: "web.Request") -> "web.StreamResponse":
+        # in flight from the arrival of the request's headers to the end of its answer
+        number = self.stats.enter()
+        status = 599
+        try:
+            status, response = await self._chat(request, number)
+            return response
+        finally:
+            self.stats.leave(status)
+
+    async def _chat(self, request: "web.Request", number: int) -> tuple[int, "web.StreamResponse"]:
+        if not request.path.rstrip("/").endswith("/chat/completions"):
+            return 404, web.json_response({"error": {"message": "not found"}}, status=404)
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            return 400, web.json_response({"error": {"message": "request is not JSON"}}, status=400)
+        if self._queue is not None:
+            await self._queue.acquire()
+        elif self.capacity and self._busy >= self.capacity:
+            with self._log_lock:
+                self.log.append({"number": number, "fault": "capacity", "body": body, "auth": None})
+            return 429, web.json_response({"error": {"message": "over capacity", "type": "rate_limit"}},
+                                          status=429, headers={"Retry-After": f"{self.retry_after}"})
+        self._busy += 1
+        try:
+            fault = self.faults.pick(body, number)
+            with self._log_lock:
+                self.log.append({"number": number, "fault": fault, "body": body,
+                                 "auth": request.headers.get("Authorization")})
+            return await self._answer(request, body, number, fault)
+        finally:
+            self._busy -= 1
+            if self._queue is not None:
+                self._queue.release()
+
+    async def _answer(self, request, body: dict, number: int, fault: str | None):
+        def error(status: int, message: str, kind: str, headers: dict | None = None):
+            return status, web.json_response({"error": {"message": message, "type": kind}}, status=status,
+                                             headers=headers)
+
         if fault == "hang":
-            self._stop.wait(self.hang_s)
-            return 504, {}, {"error": {"message": "hung"}}, fault
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.hang_s)
+            except asyncio.TimeoutError:
+                pass
+            return error(504, "hung", "timeout")
         if fault == "429":
-            return 429, {"Retry-After": f"{self.retry_after}"}, {"error": {"message": "rate limited",
-                                                                          "type": "rate_limit"}}, fault
+            return error(429, "rate limited", "rate_limit", {"Retry-After": f"{self.retry_after}"})
         if fault == "401":
-            return 401, {}, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
-                                       "code": "invalid_api_key"}}, fault
+            return error(401, "Incorrect API key provided", "invalid_request_error")
         if fault == "500":
-            return 500, {}, {"error": {"message": "internal error", "type": "server_error"}}, fault
+            return error(500, "internal error", "server_error")
         if self.latency:
-            time.sleep(self.latency)
+            await asyncio.sleep(self.latency)
+        if fault == "drop":
+            if request.transport is not None:
+                request.transport.close()
+            return 599, web.Response(status=500)
         if fault == "malformed-json":
             content = '{"question": "unterminated'
         elif fault == "schema":
@@ -254,85 +337,13 @@ class TeacherServer:
             content = made if isinstance(made, str) else json.dumps(made)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         completion_tokens = len(content.split())
-        return 200, {}, {
+        return 200, web.json_response({
             "id": f"chatcmpl-{number}", "object": "chat.completion", "created": 1700000000,
             "model": body.get("model", self.model), "system_fingerprint": "fp_test",
             "choices": [{"index": 0, "finish_reason": "stop",
                          "message": {"role": "assistant", "content": content}}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens}}, fault
-
-    def _handler_class(self):
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms Nagle stall
-
-            def log_message(self, *args) -> None:  # quiet
-                pass
-
-            def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                if self.path.rstrip("/").endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
-                elif self.path.rstrip("/").endswith("/stats"):
-                    self._send(200, server.stats.snapshot())
-                else:
-                    self._send(404, {"error": {"message": "not found"}})
-
-            def do_POST(self) -> None:
-                # a request is in flight from its headers' arrival to the end of its answer
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
-                if not self.path.rstrip("/").endswith("/chat/completions"):
-                    self._send(404, {"error": {"message": "not found"}})
-                    return
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    self._send(400, {"error": {"message": "request is not JSON"}})
-                    return
-                slot = server._slots
-                if slot is not None:
-                    if server.overflow == "queue":
-                        slot.acquire()
-                    elif not slot.acquire(blocking=False):
-                        server.stats.enter()
-                        server.stats.leave(429)
-                        with server._log_lock:
-                            server.log.append({"number": None, "fault": "capacity", "body": body})
-                        self._send(429, {"error": {"message": "over capacity", "type": "rate_limit"}},
-                                   {"Retry-After": f"{server.retry_after}"})
-                        return
-                number = server.stats.enter()
-                status = 599
-                try:
-                    status, headers, payload, fault = server._answer(body, number, self.headers.get("Authorization"))
-                    if fault == "drop":
-                        self.close_connection = True
-                        try:
-                            self.connection.shutdown(socket.SHUT_RDWR)
-                        except OSError:
-                            pass
-                        return
-                    if not server._stop.is_set():
-                        self._send(status, payload, headers)
-                finally:
-                    server.stats.leave(status)
-                    if slot is not None:
-                        slot.release()
-
-        return Handler
+                      "total_tokens": prompt_tokens + completion_tokens}})
 
 
 def main() -> None:

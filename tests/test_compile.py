@@ -360,3 +360,18 @@ def test_response_format_by_kind_reaches_the_teacher(tax, tmp_path, kdc):
     assert schemas["Skill: compositional skills > writing > freeform > haiku"] == by_kind["freeform_skill"]
     assert schemas["Knowledge area: knowledge > science > astronomy > solar system"] == by_kind["knowledge"]
     assert "context" in by_kind["grounded_skill"]["required"]
+
+
+def test_config_file_settings_apply_and_the_command_line_wins(tax, tmp_path, kdc):
+    cfg = tmp_path / "custom.yaml"
+    cfg.write_text(f"samples_per_node: 2\nnodes:\n  {HAIKU}: {{samples: 5}}\nteacher: openai/teacher-test\n"
+                   "api_base: http://127.0.0.1:9/v1\n")
+    code, out, err = kdc("compile", tax, "--config", cfg, "--dry-run", "--json")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["nodes"][HAIKU]["target"] == 5 and plan["nodes"][SOLAR]["target"] == 2
+    assert plan["teacher"] == "openai/teacher-test" and plan["api_bases"] == ["http://127.0.0.1:9/v1"]
+    code, out, _ = kdc("compile", tax, "--config", cfg, "--dry-run", "--json", "--samples-per-node", "4")
+    assert json.loads(out)["nodes"][SOLAR]["target"] == 4 and json.loads(out)["nodes"][HAIKU]["target"] == 5
+    code, _, err = kdc("compile", tax, "--config", tmp_path / "missing.yaml", "--dry-run")
+    assert code == 2 and "not found" in err

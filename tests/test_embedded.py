@@ -13,7 +13,6 @@ from jsonschema import Draft202012Validator
 
 from compiler.teacher import response_format, response_schema
 
-pytestmark = pytest.mark.slow
 LEAF = "compositional_skills/summarization/grounded/incident_report"
 
 
@@ -31,6 +30,7 @@ def offline(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", connect)
 
 
+@pytest.mark.slow
 def test_litellm_reaches_the_embedded_provider_and_gets_schema_valid_json(offline):
     from compiler.teacher import Teacher
 
@@ -48,6 +48,7 @@ def test_litellm_reaches_the_embedded_provider_and_gets_schema_valid_json(offlin
     assert done.model == "kdc/gemma3-270m" and done.completion_tokens > 5 and done.cost_usd in (None, 0.0)
 
 
+@pytest.mark.slow
 def test_compile_with_the_embedded_default_teacher(tmp_path, example_taxonomy, offline, capsys, monkeypatch):
     from compiler.cli import main
 
@@ -71,3 +72,40 @@ def test_compile_with_the_embedded_default_teacher(tmp_path, example_taxonomy, o
         validator.validate(rec)
         assert sample["metadata"]["teacher"]["model"] == "kdc/gemma3-270m"
         assert sample["metadata"]["usage"]["completion_tokens"] > 0
+
+
+def test_few_shot_prompt_recasts_the_chat_prompt_for_a_base_model(example_taxonomy):
+    from compiler.config import load_config
+    from compiler.embedded import few_shot_prompt
+    from compiler.plan import make_plan, task_for
+    from compiler.prompts import Prompts
+    from compiler.taxonomy import load_taxonomy
+
+    cfg = load_config(example_taxonomy, None, {})
+    plans = {lp.node_id: lp for lp in make_plan(load_taxonomy(example_taxonomy), cfg)}
+    for node_id, keys in ((LEAF, ["context", "question", "reasoning", "answer"]),
+                          ("knowledge/science/astronomy/solar_system", ["question", "reasoning", "answer"])):
+        lp = plans[node_id]
+        task = task_for(lp, 0, cfg)
+        prompt = few_shot_prompt(Prompts().render(task).messages, response_schema(lp.kind))
+        assert prompt.endswith("\n") and "Examples written by" not in prompt
+        lines = [json.loads(x) for x in prompt.splitlines() if x.startswith("{")]
+        assert len(lines) == len(task.seeds_shown) and all(list(x) == keys for x in lines)
+        assert [x["question"] for x in lines] == [lp.train_seeds[i].question for i in task.seeds_shown]
+        if lp.kind == "knowledge":
+            assert task.chunk.text in prompt and all(x["reasoning"][0].startswith("The document says")
+                                                     for x in lines if len(x["answer"].split(". ")) == 1)
+
+
+def test_grammar_is_accepted_by_llama_cpp_and_forbids_raw_newlines():
+    pytest.importorskip("llama_cpp")
+    from llama_cpp import LlamaGrammar
+
+    from compiler.embedded import grammar_for
+
+    for kind in ("freeform_skill", "grounded_skill", "knowledge"):
+        gbnf = grammar_for(response_schema(kind))
+        LlamaGrammar.from_string(gbnf, verbose=False)
+        assert gbnf.splitlines()[0].startswith('root ::= "{"')
+        assert ("kv-context" in gbnf) == (kind == "grounded_skill")
+    assert r'char ::= [^"\\\x00-\x1F\x7F]' in grammar_for(response_schema("knowledge"))

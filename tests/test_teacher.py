@@ -172,3 +172,13 @@ def test_scrub_removes_keys(monkeypatch):
     text = scrub("key abcdef123456 and sk-proj-ABCDEFGH1234 at https://user:pw@host/v1, Bearer eyJhbGciOiJIUzI1")
     assert "abcdef123456" not in text and "ABCDEFGH1234" not in text and "user:pw" not in text
     assert "eyJhbGciOiJIUzI1" not in text
+
+
+def test_over_capacity_429s_are_absorbed_by_retries():
+    with TeacherServer(latency=0.1, capacity=2, retry_after=0.05) as srv:
+        teacher = make(srv.url, concurrency=6, max_retries=10)
+        answers = ask(teacher, 12)
+        stats = srv.stats.snapshot()
+    assert all(not isinstance(a, Exception) for a in answers)
+    assert stats["by_status"][200] == 12 and stats["by_status"].get(429, 0) >= 4
+    assert teacher.stats.retries == stats["by_status"][429]

@@ -23,7 +23,8 @@ NODES = {
     "compositional_skills/writing/haiku": ("freeform_skill", [
         ("Write a haiku about rain.", "Soft rain on the roof\nwhispers to the sleeping town\nmorning smells of earth"),
         ("Write a haiku about snow.", "White snow on the field\nsilent footsteps of a fox\nthe moon holds its breath"),
-    ], [("Write a haiku about wind.", "Wind runs through the grass\nbending every green blade low\nthen the field is still")]),
+    ], [("Write a haiku about wind.",
+         "Wind runs through the grass\nbending every green blade low\nthen the field is still")]),
     "compositional_skills/math/sums": ("freeform_skill", [
         ("What is two plus three?", "Two plus three is five."),
         ("What is four plus four?", "Four plus four is eight."),

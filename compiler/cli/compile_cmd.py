@@ -134,11 +134,12 @@ class RichProgress(Progress):
     """Overall and per-node bars: accepted/target, rejections, failures, tokens, ETA."""
 
     def start(self, nodes: list[NodeProgress]) -> None:
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as RP, TextColumn, TimeRemainingColumn
 
         self.rp = RP(TextColumn("{task.description}", justify="left"), BarColumn(bar_width=24),
                      MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                     transient=False, refresh_per_second=4)
+                     transient=False, refresh_per_second=4, console=Console(stderr=True))
         self.nodes = {n.node_id: n for n in nodes}
         self.total = self.rp.add_task("[bold]all nodes", total=sum(n.target for n in nodes), info="")
         self.ids = {n.node_id: self.rp.add_task(_short(n.node_id), total=n.target, info="") for n in nodes}
