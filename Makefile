@@ -45,6 +45,7 @@ test-fast: venv doc-repos
 bench: venv doc-repos
 	$(PY) benchmarks/bench_validate.py
 	$(PY) benchmarks/bench_gates.py
+	$(PY) benchmarks/bench_compile.py
 
 clean:
 	rm -rf build $(VENV)

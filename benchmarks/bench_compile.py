@@ -6,11 +6,14 @@
    mean number of requests in flight over the run (first arrival to last answer), and kdc's own
    CPU time per accepted sample (this process only: the teacher's CPU is in the server process).
    A second, cached run gives the CPU of kdc's pipeline without any transport.
-2. The embedded teacher (Gemma 3 270M on llama.cpp): completion tokens/s and accepted samples/min
-   on a small compile of the example taxonomy.
+2. The transport floor against the same server: bare litellm.acompletion calls and bare aiohttp
+   posts at the same concurrency (no kdc at all), to tell kdc's cost from the client library's.
+3. The embedded teacher (Gemma 3 270M on llama.cpp): completion tokens/s and accepted samples/min
+   on a small compile of two example leaves.
 
 usage: bench_compile.py [--leaves 20] [--samples 50] [--teacher-model openai/teacher-bench]
-                        [--embedded-samples 2] [--skip-embedded] [--json out.json]
+                        [--embedded-samples 2] [--skip-server] [--skip-floor] [--skip-embedded]
+                        [--json out.json]
 """
 
 from __future__ import annotations
@@ -93,6 +96,62 @@ def bench_server(args) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def bench_transport_floor(args) -> dict:
+    """Reference points against the same server: bare litellm.acompletion calls (what any litellm
+    client pays, with no kdc at all) and bare aiohttp posts (what the server allows)."""
+    import asyncio
+
+    import aiohttp
+
+    from compiler.teacher import Teacher, response_format
+
+    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "teacher_server.py"), "--latency",
+                               str(args.latency), "--capacity", str(args.capacity)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(server.stdout.readline().split()[1])
+        base = f"http://127.0.0.1:{port}/v1"
+        os.environ.setdefault("OPENAI_API_KEY", "sk-bench-not-a-secret")
+        teacher = Teacher(args.teacher_model, api_bases=[base], concurrency=args.concurrency)  # registers prices
+        lt = teacher._litellm
+        messages = [{"role": "system", "content": "You write training data."},
+                    {"role": "user", "content": "Explain topic words " * 120}]
+        fmt = response_format("freeform_skill")
+        n = args.floor_requests
+        out = {}
+
+        async def run(kind: str) -> None:
+            sem = asyncio.Semaphore(args.concurrency)
+            async with aiohttp.ClientSession() as session:
+                async def one(i: int):
+                    async with sem:
+                        if kind == "litellm":
+                            return await lt.acompletion(model=args.teacher_model, api_base=base, messages=messages,
+                                                        response_format=fmt, seed=i, max_retries=0, timeout=30,
+                                                        drop_params=True, api_key="sk-bench-not-a-secret")
+                        async with session.post(base + "/chat/completions",
+                                                json={"model": "x", "messages": messages, "seed": i}) as r:
+                            return await r.json()
+                await asyncio.gather(*(one(i) for i in range(n)))
+
+        for kind in ("aiohttp", "litellm"):
+            asyncio.run(run(kind))  # warm-up (lazy imports, connections), then the stats are reset
+            before = json.loads(urllib.request.urlopen(base + "/stats").read())
+            c0, w0 = cpu(), time.monotonic()
+            asyncio.run(run(kind))
+            c1, w1 = cpu(), time.monotonic()
+            after = json.loads(urllib.request.urlopen(base + "/stats").read())
+            # time-weighted mean over the measured run only
+            area = after["mean_in_flight"] * after["busy_s"] - before["mean_in_flight"] * before["busy_s"]
+            span = after["busy_s"] - before["busy_s"]
+            out[kind] = {"requests": n, "wall_s": round(w1 - w0, 2), "cpu_ms_per_call": round(1000 * (c1 - c0) / n, 2),
+                         "server_mean_in_flight_approx": round(area / max(span, 1e-9), 2)}
+        return out
+    finally:
+        server.kill()
+        server.wait()
+
+
 def bench_embedded(args) -> dict:
     from compiler.build import compile_taxonomy
     from compiler.config import load_config
@@ -133,6 +192,8 @@ def main() -> None:
     ap.add_argument("--embedded-samples", type=int, default=2)
     ap.add_argument("--skip-embedded", action="store_true")
     ap.add_argument("--skip-server", action="store_true")
+    ap.add_argument("--floor-requests", type=int, default=1000)
+    ap.add_argument("--skip-floor", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     report: dict = {"machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()}}
@@ -140,6 +201,9 @@ def main() -> None:
         report["server"] = {"latency_s": args.latency, "capacity": args.capacity, "concurrency": args.concurrency,
                             "teacher": args.teacher_model, **bench_server(args)}
         print(json.dumps(report["server"], indent=2), flush=True)
+    if not args.skip_floor:
+        report["transport_floor"] = bench_transport_floor(args)
+        print(json.dumps(report["transport_floor"], indent=2), flush=True)
     if not args.skip_embedded:
         report["embedded"] = bench_embedded(args)
         print(json.dumps(report["embedded"], indent=2), flush=True)

@@ -20,7 +20,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -219,25 +219,45 @@ class Builder:
         return BuildResult(self.out, manifest)
 
     async def _generate(self) -> None:
+        """Rounds until every node is full or out of budget. Within a round, requests run ahead of
+        the gate through a window of a few times the concurrency (bounded memory on huge plans,
+        a full pipe for the teacher); results are gated strictly in the round's order."""
+        window = max(64, 4 * self.teacher.concurrency)
         while True:
-            batch = self._next_round()
-            if not batch:
+            plan = self._next_round()
+            if not plan:
                 return
-            tasks = [asyncio.ensure_future(self._ask(req)) for req in batch]
+            todo = iter(plan)
+            pending: deque[tuple[Request, asyncio.Future]] = deque()
+
+            def fill() -> None:
+                while len(pending) < window:
+                    item = next(todo, None)
+                    if item is None:
+                        return
+                    st, index = item
+                    if st.need <= 0:
+                        continue  # the node filled up earlier in this round
+                    req = prepare(task_for(st.lp, index, self.cfg), self.prompts, self.cfg.teacher, self.cfg.sampling)
+                    pending.append((req, asyncio.ensure_future(self._ask(req))))
+
+            fill()
             try:
-                for req, fut in zip(batch, tasks):
+                while pending:
+                    req, fut = pending.popleft()
                     answer = await fut
                     await self._gate(req, answer)
+                    fill()
             except BaseException:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                for _, fut in pending:
+                    fut.cancel()
+                await asyncio.gather(*(fut for _, fut in pending), return_exceptions=True)
                 raise
 
-    def _next_round(self) -> list[Request]:
-        """The next round's requests, in (node, index) order: per node enough new indexes to fill
-        its quota at the acceptance rate seen so far, within its attempt budget."""
-        batch: list[Request] = []
+    def _next_round(self) -> list[tuple[NodeState, int]]:
+        """The next round's (node, sample index) pairs in node order: per node enough new indexes
+        to fill its quota at the acceptance rate seen so far, within its attempt budget."""
+        plan: list[tuple[NodeState, int]] = []
         for node_id in sorted(self.nodes):
             st = self.nodes[node_id]
             if st.need <= 0 or st.stopped:
@@ -254,12 +274,10 @@ class Builder:
                 continue
             rate = 1.0 if st.used == 0 else max(0.2, len(st.accepted) / st.used)
             n = min(room, math.ceil(st.need / rate))
-            for _ in range(n):
-                task = task_for(st.lp, st.next_index, self.cfg)
-                st.next_index += 1
-                st.launched += 1
-                batch.append(prepare(task, self.prompts, self.cfg.teacher, self.cfg.sampling))
-        return batch
+            plan.extend((st, st.next_index + i) for i in range(n))
+            st.next_index += n
+            st.launched += n
+        return plan
 
     async def _ask(self, req: Request) -> Completion | TeacherFailure | None:
         """The answer (cache first), a failure, or None when the request was not sent (quota
@@ -282,7 +300,7 @@ class Builder:
         st.progress.in_flight += 1
         self.progress.update(st.progress)
         try:
-            answer, _ = await ask(req, self.teacher, self.cache, should_run=lambda: st.need > 0)
+            answer, _ = await ask(req, self.teacher, self.cache, should_run=lambda: st.need > 0, read_cache=False)
         finally:
             self.reserved -= reserve
             st.progress.in_flight -= 1
@@ -445,8 +463,13 @@ class Builder:
 
 # ------------------------------------------------------------------------------- helpers
 def _after_build(out: Path, manifest: dict[str, Any]) -> None:
-    """The one place where post-build steps run (the dataset card and HTML report are wired in
-    here by `kdc report`'s owner). Must not change the datasets."""
+    """The one place where post-build steps run: the dataset card and the HTML report, read back
+    from what was just written. Must not change the datasets."""
+    from compiler.card import write_card
+    from compiler.report import write_report
+
+    write_card(out)
+    write_report(out)
 
 
 def _load_verdicts(out: Path) -> dict[str, dict[str, Any]]:

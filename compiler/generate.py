@@ -59,12 +59,12 @@ def prepare(task: Task, prompts: Prompts, teacher_model: str, sampling: dict[str
     return Request(task, rendered, key, fmt, teacher_model, sampling, request_key(rendered.messages))
 
 
-async def ask(req: Request, teacher: Teacher, cache: Cache,
-              should_run=None) -> tuple[Completion | TeacherFailure | None, bool]:
+async def ask(req: Request, teacher: Teacher, cache: Cache, should_run=None,
+              read_cache: bool = True) -> tuple[Completion | TeacherFailure | None, bool]:
     """(answer, failure or None when not sent; came from cache). Answers are cached the moment
     they arrive; transport failures are not (a re-run asks again); content-level failures are
     (their raw text is the answer, and parsing it again gives the same verdict)."""
-    hit = cache.get(req.key)
+    hit = cache.get(req.key) if read_cache else None
     if hit is not None:
         return Completion.from_cache(hit), True
     try:
