@@ -26,6 +26,7 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
+from compiler.fsutil import atomic_write
 from compiler import __version__
 from compiler.cache import Cache
 from compiler.config import CompileConfig, redact_url
@@ -394,10 +395,10 @@ class Builder:
         for node_id in sorted(self.nodes):
             st = self.nodes[node_id]
             files = _node_files(node_id)
-            _atomic_write(out / files["train"], _jsonl(s.to_json() for s in st.accepted))
-            _atomic_write(out / files["rejected"], _jsonl(r.to_json() for r in st.rejected))
+            atomic_write(out / files["train"], _jsonl(s.to_json() for s in st.accepted))
+            atomic_write(out / files["rejected"], _jsonl(r.to_json() for r in st.rejected))
             seeds = st.lp.leaf.seeds()
-            _atomic_write(out / files["eval"], _jsonl(
+            atomic_write(out / files["eval"], _jsonl(
                 {"node_id": node_id, "question": seeds[i].question, "answer": seeds[i].answer,
                  "context": seeds[i].context, "seed_index": i} for i in st.lp.eval_indexes))
             _write_hf(out / files["hf"], st.accepted)
@@ -457,7 +458,7 @@ class Builder:
                 "seconds": round(elapsed, 2),
             },
         }
-        _atomic_write(out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        atomic_write(out / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
         return manifest
 
 
@@ -507,24 +508,6 @@ def _node_files(node_id: str) -> dict[str, str]:
 
 def _jsonl(rows) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 HF_FEATURES = None

@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from compiler.report import REASON_HELP, BuildView, NodeStat, total_usd, atomic_write, load_build, node_stats
+from compiler.fsutil import atomic_write
+from compiler.report import REASON_HELP, BuildView, NodeStat, total_usd, load_build, node_stats
 
 LICENSE_LINE = re.compile(r"^\s*license of the work\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 

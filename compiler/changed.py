@@ -38,7 +38,7 @@ def changed_files(ref: str, where: Path) -> tuple[list[Path], str]:
     top = Path(r.stdout.strip())
     if _git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], top).returncode != 0:
         raise UsageError(f"unknown git reference {ref!r}",
-                         hint=f"fetch it first (git fetch origin); in GitHub Actions check out with fetch-depth: 0")
+                         hint="fetch it first (git fetch origin); in GitHub Actions check out with fetch-depth: 0")
     r = _git(["merge-base", ref, "HEAD"], top)
     if r.returncode != 0:
         raise UsageError(f"{ref} and HEAD have no common ancestor",

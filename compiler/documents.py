@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
+from compiler import docrefs
 from compiler.errors import DocumentError
 from compiler.records import Chunk
 
@@ -54,11 +55,6 @@ def _git(repo: Path, *args: str, binary: bool = False) -> bytes | str:
     return res.stdout if binary else res.stdout.decode("utf-8", "replace")
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kdc" / "repos"
-
-
 def resolve_repo(repo: str, taxonomy_root: Path, *, fetch: bool = False, where: str | None = None) -> Path:
     """The local git repository for a qna.yaml `document.repo`: a path (relative to the taxonomy
     root) or a URL, cloned into the cache only when fetching is allowed."""
@@ -89,17 +85,12 @@ def resolve_repo(repo: str, taxonomy_root: Path, *, fetch: bool = False, where: 
 
 
 def _clone(url: str, where: str | None) -> Path:
-    dest = cache_dir() / hashlib.sha256(url.encode()).hexdigest()[:24]
-    if not (dest / ".git").exists() and not (dest / "HEAD").exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
-        res = subprocess.run(["git", "clone", "--quiet", "--no-checkout", url, str(tmp)], capture_output=True,
-                             timeout=600, check=False, env={**os.environ, "GIT_TERMINAL_PROMPT": "0"})
-        if res.returncode != 0:
-            err = res.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise DocumentError(f"cannot clone {url}: {err[-1] if err else 'git clone failed'}", path=where)
-        os.replace(tmp, dest)
-    return dest
+    """The cached clone of a remote repository, shared with `kdc validate --fetch`."""
+    try:
+        return docrefs.fetch(url)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DocumentError(f"cannot clone {url}: {exc}", path=where,
+                            hint="check the URL, or clone it yourself and use a local path") from None
 
 
 def resolve_commit(repo_path: Path, commit: str, *, where: str | None = None, fetch: bool = False) -> str:

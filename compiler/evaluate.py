@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from compiler.fsutil import write_json
 from compiler.errors import BuildError, TeacherError
 from compiler.resources import data_dir
 from compiler.student import load_model, load_tokenizer, resolve_student, set_stop_tokens
@@ -355,7 +356,7 @@ def evaluate(build_dir: str | Path, model: str, *, base: str | None = None, judg
                              **_summary([r for r in rows if r["node_id"] == node_id])})
     report.overall = _overall(report.nodes, rows)
     target = Path(out) if out else build / "eval.json"
-    _write_json(target, report.to_json())
+    write_json(target, report.to_json())
     return report
 
 
@@ -404,8 +405,3 @@ def _trained_from(model_path: Path) -> Path | None:
     return None
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

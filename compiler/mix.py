@@ -14,14 +14,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from compiler.fsutil import atomic_write
 from compiler.errors import BuildError, ConfigError
 from compiler.records import Sample, Seed
 from compiler.taxonomy import Taxonomy
@@ -289,14 +288,14 @@ def _write_mix(mixes: Path, phase: str, datasets: list[dict], seed: int) -> list
     recipe = {"datasets": datasets, "seed": seed}
     header = (f"# kdc mix recipe for {phase}.jsonl: rebuild it with compiler.mix.rebuild_mix(this file).\n"
               "# sampling_size: rows drawn from the file (a float: a share of it); paths are relative to here.\n")
-    _atomic_write(mixes / f"{phase}.recipe.yaml", header + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))
+    atomic_write(mixes / f"{phase}.recipe.yaml", header + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))
     rows = apply_recipe(recipe, mixes)
-    _atomic_write(mixes / f"{phase}.jsonl", "".join(_dumps(r) + "\n" for r in rows))
+    atomic_write(mixes / f"{phase}.jsonl", "".join(_dumps(r) + "\n" for r in rows))
     return rows
 
 
 def _write_source(mixes: Path, rel: str, rows: list[dict]) -> str:
-    _atomic_write(mixes / rel, "".join(_dumps(r) + "\n" for r in rows))
+    atomic_write(mixes / rel, "".join(_dumps(r) + "\n" for r in rows))
     return rel
 
 
@@ -317,16 +316,3 @@ def _read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

@@ -13,35 +13,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable
 
+from compiler.fsutil import atomic_write
 from compiler import __version__
 from compiler.errors import BuildError
 
 # ---------------------------------------------------------------------------------------------
 # Reading and writing the build directory
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Temp file in the same folder + os.replace: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def jsonl_text(rows: Iterable[dict[str, Any]]) -> str:

@@ -30,9 +30,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from compiler.fsutil import atomic_write
 from compiler.errors import ReviewError, UsageError
 from compiler.records import Leaf, Seed
-from compiler.report import BuildView, atomic_write, jsonl_text, load_build, node_path, read_jsonl
+from compiler.report import BuildView, jsonl_text, load_build, node_path, read_jsonl
 
 COLUMNS = ("id", "node_id", "verdict", "why", "question", "reasoning", "answer", "edited_question",
            "edited_reasoning", "edited_answer", "context", "seed_examples", "seeds_shown", "source",

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from compiler.fsutil import write_json
 from compiler import __version__
 from compiler.errors import BuildError, ConfigError, TrainError
 from compiler.student import (EMBEDDED_NAME, EMBEDDED_ORIGIN, ensure_chat_template, fingerprint,
@@ -174,7 +175,7 @@ def train(build_dir: str | Path, out_dir: str | Path, config: TrainConfig | None
     outcome = TrainResult(out_dir=str(out), model_dir=str(final), student=str(student), method=config.method,
                           chat_template=last.chat_template, manifest=provenance, phases=results)
     if _is_main():
-        _write_json(out / "train_result.json", {**outcome.to_json(), "final": os.path.relpath(final, out)})
+        write_json(out / "train_result.json", {**outcome.to_json(), "final": os.path.relpath(final, out)})
         card = model_card(outcome, config)
         _write_text(out / "README.md", card)
         _write_text(Path(final) / "README.md", card)
@@ -343,7 +344,7 @@ def _run_phase(n: int, rows: list[dict], start: Path, student: Path, out: Path, 
             end_fp = fingerprint(load_model(model_dir))
         for folder in (model_dir, adapter_dir):
             if folder is not None:
-                _write_json(folder / "kdc_train.json", {"student": str(student), "phase": n, "method": config.method,
+                write_json(folder / "kdc_train.json", {"student": str(student), "phase": n, "method": config.method,
                                                          "chat_template": template, "manifest": provenance})
 
     result = PhaseResult(
@@ -358,7 +359,7 @@ def _run_phase(n: int, rows: list[dict], start: Path, student: Path, out: Path, 
         peak_memory_mb=round(peak, 1) if peak else None)
     del output
     if _is_main():
-        _write_json(phase_dir / "phase.json", asdict(result))
+        write_json(phase_dir / "phase.json", asdict(result))
     _wait()
     return result
 
@@ -480,7 +481,7 @@ def _point_adapter_at(adapter_dir: Path, base: Path) -> None:
     cfg_path = adapter_dir / "adapter_config.json"
     cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     cfg["base_model_name_or_path"] = str(base.resolve())
-    _write_json(cfg_path, cfg)
+    write_json(cfg_path, cfg)
 
 
 def _save_atomic(model: Any, tokenizer: Any, target: Path) -> None:
@@ -490,10 +491,6 @@ def _save_atomic(model: Any, tokenizer: Any, target: Path) -> None:
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    _write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -242,7 +242,7 @@ def loads(text: str) -> LoadedYaml:
     try:
         try:
             node, rest = _compose(text, _Loader)
-        except yaml.YAMLError as exc:
+        except yaml.YAMLError:
             if _Loader is _PureLoader or len(text) > PURE_FALLBACK_MAX:
                 raise
             try:  # libyaml refuses a few documents that PyYAML (the reference) accepts
