@@ -50,7 +50,7 @@ def _labels() -> list[dict]:
     labels = CORPUS / "labels.jsonl"
     if not labels.is_file():
         pytest.fail(f"the conformance corpus is missing: expected {labels} "
-                    "(1,018 real qna.yaml files with the reference's verdicts; see the team brief)")
+                    "(1,018 real qna.yaml files with the reference's verdicts: ../shared/corpus beside the checkout)")
     return [json.loads(line) for line in labels.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
