@@ -10,6 +10,7 @@ and how many planted duplicates the gates caught.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import random
@@ -86,7 +87,10 @@ async def run(gk: Gatekeeper, samples: list[Sample], chunk_cpu: list[float] | No
 
 
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [10_000, 100_000]
+    parser = argparse.ArgumentParser(description="Gate N synthetic records (planted duplicates, seed copies, "
+                                     "PII, junk) and report wall and CPU time per size.")
+    parser.add_argument("sizes", nargs="*", type=int, default=[10_000, 100_000], help="record counts")
+    sizes = parser.parse_args().sizes
     with tempfile.TemporaryDirectory() as tmp:
         make_taxonomy(Path(tmp))
         tax = load_taxonomy(tmp)
