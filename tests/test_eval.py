@@ -17,20 +17,9 @@ from compiler.evaluate import (EvalItem, Judge, PromptStyle, evaluate, judge_pai
                                rouge_l, token_f1)
 from compiler.train import PhaseConfig, TrainConfig, train
 from teacher_server import TeacherServer
-from train_fixtures import NODES, tiny_model, write_build
+from train_fixtures import NODES, one_thread, tiny_model, write_build  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model is too small to gain from threads; on a shared 2-core machine a second thread
-    spinning against other work makes each step ~8x slower."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------------- scores (by hand)

@@ -14,22 +14,11 @@ import pytest
 from compiler.errors import BuildError, TrainError
 from compiler.student import DEFAULT_CHAT_TEMPLATE, ensure_chat_template, fingerprint, load_model
 from compiler.train import MIXES, PhaseConfig, TrainConfig, make_trainer, train
-from train_fixtures import assistant_text, tiny_model, write_build
+from train_fixtures import assistant_text, one_thread, tiny_model, write_build  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = {1: PhaseConfig(epochs=1, learning_rate=3e-3, batch_size=2, grad_accum=1),
         2: PhaseConfig(epochs=1, learning_rate=3e-3, batch_size=2, grad_accum=1)}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tiny model is too small to gain from threads; on a shared 2-core machine a second thread
-    spinning against other work makes each step ~8x slower."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 SYSTEM = "You are a careful assistant. Think step by step, then answer."
 
 # node id -> (kind, [(question, answer)] for training, [(question, answer)] held out)
@@ -120,3 +122,14 @@ def tiny_model(out: Path, build: Path | None = None) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The tiny model is too small to gain from threads; on a shared 2-core machine a second thread
+    spinning against other work makes each step ~8x slower."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
