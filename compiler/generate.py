@@ -15,6 +15,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from compiler.cache import Cache, request_key
+from compiler.chat import assistant_turn, user_turn
 from compiler.plan import LeafPlan, Task
 from compiler.prompts import Prompts, Rendered
 from compiler.records import Record, Rejection, Sample
@@ -24,7 +25,6 @@ REFUSAL = re.compile(
     r"^\W*(?:i(?:'m|\s+am)?\s+(?:sorry|unable|not able)|i\s+(?:cannot|can't|can\s*not|won't|will\s+not|must\s+decline)"
     r"|as\s+an\s+ai\b|as\s+a\s+(?:large\s+)?language\s+model|i\s+apologi[sz]e|sorry,\s+(?:but\s+)?i)", re.I)
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n?(.*?)\n?```\s*$", re.S)
-_NUMBERED = re.compile(r"^\s*(?:\d+[.)]|[-*•]|step\s+\d+\s*[:.)-])\s*", re.I)
 
 
 @dataclass(frozen=True)
@@ -132,10 +132,9 @@ def chat_messages(lp: LeafPlan, record: Record) -> list[dict[str, str]]:
         system = f"You are a helpful assistant with expert knowledge of {domain} ({_leaf_name(lp)})."
     else:
         system = f"You are a helpful assistant skilled in {_leaf_name(lp)}."
-    user = record.question if not record.context else f"{record.context.strip()}\n\n{record.question}"
-    steps = "\n".join(f"{i}. {_NUMBERED.sub('', s).strip()}" for i, s in enumerate(record.reasoning, 1))
-    return [{"role": "system", "content": system}, {"role": "user", "content": user},
-            {"role": "assistant", "content": f"{steps}\n\nAnswer: {record.answer.strip()}"}]
+    return [{"role": "system", "content": system},
+            {"role": "user", "content": user_turn(record.question, record.context)},
+            {"role": "assistant", "content": assistant_turn(record.reasoning, record.answer)}]
 
 
 def build(req: Request, lp: LeafPlan, answer: Completion) -> Sample | Rejection:

@@ -21,7 +21,6 @@ import io
 import json
 import math
 import random
-import re
 import shutil
 import tempfile
 from collections import Counter
@@ -30,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from compiler.chat import assistant_turn, user_turn
 from compiler.fsutil import atomic_write
 from compiler.errors import ReviewError, UsageError
 from compiler.records import Leaf, Seed
@@ -489,19 +489,12 @@ def _check_rows(view: BuildView, rows: list[SheetRow], problems: _Problems, revi
     return out
 
 
-# The chat layout compile writes (compiler.generate.chat_messages), repeated here so that review
-# needs no compile extra: a numbered list of steps, a blank line, "Answer: ...".
-_NUMBERED = re.compile(r"^\s*(?:\d+[.)]|[-*•]|step\s+\d+\s*[:.)-])\s*", re.I)
-
-
 def _user_turn(rec: dict[str, Any]) -> str:
-    ctx = rec.get("context")
-    return f"{str(ctx).strip()}\n\n{rec['question']}" if ctx else str(rec["question"])
+    return user_turn(rec["question"], rec.get("context"))
 
 
 def _assistant_turn(rec: dict[str, Any]) -> str:
-    steps = "\n".join(f"{i}. {_NUMBERED.sub('', s).strip()}" for i, s in enumerate(_steps(rec["reasoning"]), 1))
-    return f"{steps}\n\nAnswer: {str(rec['answer']).strip()}"
+    return assistant_turn(_steps(rec["reasoning"]), rec["answer"])
 
 
 def _replace(text: str, old: str, new: str) -> tuple[str, bool]:

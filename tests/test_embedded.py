@@ -98,7 +98,6 @@ def test_few_shot_prompt_recasts_the_chat_prompt_for_a_base_model(example_taxono
 
 
 def test_grammar_is_accepted_by_llama_cpp_and_forbids_raw_newlines():
-    pytest.importorskip("llama_cpp")
     from llama_cpp import LlamaGrammar
 
     from compiler.embedded import grammar_for

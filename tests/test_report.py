@@ -434,7 +434,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path, repo_root: Path) ->
 
 
 def test_card_configs_load_with_hugging_face_datasets(build: Path, tmp_path: Path) -> None:
-    datasets = pytest.importorskip("datasets")
+    import datasets
     write_card(build)
     cache = str(tmp_path / "hf-cache")
     solar = datasets.load_dataset(str(build), "knowledge_science_astronomy_solar_system", cache_dir=cache)

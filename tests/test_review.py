@@ -255,7 +255,6 @@ def test_apply_jsonl_sheet_and_blank_sheet(build: Path) -> None:
 
 
 def test_apply_updates_hf_copy(tmp_path: Path) -> None:
-    pytest.importorskip("datasets")
     from datasets import load_from_disk
     build = make_build(tmp_path / "build", hf=True)
     sheet = draw_sheet(build, seed=5)
@@ -438,7 +437,7 @@ def test_csv_cells_never_start_a_formula(build: Path) -> None:
 
 
 def test_edit_messages_follows_compiles_chat_layout() -> None:
-    generate = pytest.importorskip("compiler.generate")
+    from compiler import generate
     from compiler.plan import LeafPlan
     from compiler.records import Leaf, Record
     from compiler.review import edit_messages
