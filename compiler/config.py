@@ -41,6 +41,7 @@ class CompileConfig:
     teacher: str = EMBEDDED_TEACHER
     api_base: list[str] = field(default_factory=list)
     concurrency: int = 8
+    teacher_workers: int | None = None  # processes making litellm calls; None: auto (1 per 16 in flight)
     samples_per_node: int = 5
     seed: int = 0
     timeout: float = 120.0  # seconds per teacher request
@@ -100,6 +101,7 @@ def redact_url(url: str) -> str:
 _SCALARS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "teacher": (str, "a litellm model string"),
     "concurrency": (int, "a positive integer"),
+    "teacher_workers": (int, "a positive integer"),
     "samples_per_node": (int, "a positive integer"),
     "seed": (int, "an integer"),
     "timeout": ((int, float), "a number of seconds"),
@@ -210,6 +212,8 @@ def _check(cfg: CompileConfig) -> None:
 
     if cfg.concurrency < 1:
         raise bad("concurrency must be at least 1")
+    if cfg.teacher_workers is not None and cfg.teacher_workers < 1:
+        raise bad("teacher_workers must be at least 1")
     if cfg.samples_per_node < 1:
         raise bad("samples_per_node must be at least 1")
     if cfg.max_retries < 0:

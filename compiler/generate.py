@@ -49,14 +49,22 @@ def _validator(kind: str) -> Draft202012Validator:
     return Draft202012Validator(response_schema(kind))
 
 
+@lru_cache(maxsize=None)
+def _format_sha256(kind: str) -> str:
+    return request_key(response_format(kind))
+
+
 def prepare(task: Task, prompts: Prompts, teacher_model: str, sampling: dict[str, Any]) -> Request:
+    """The request for a task and its cache key. The key hashes the prompt's and the schema's own
+    hashes (each prompt is serialized once; the schema, the same for a whole kind, once per run)."""
     rendered = prompts.render(task)
     fmt = response_format(task.kind)
     sampling = {**sampling, "seed": task.request_seed}
-    key = request_key({"v": 1, "messages": rendered.messages, "template": rendered.template_sha256,
-                       "teacher": teacher_model, "sampling": sampling, "schema": fmt,
+    prompt_sha = request_key(rendered.messages)
+    key = request_key({"v": 2, "prompt": prompt_sha, "template": rendered.template_sha256,
+                       "teacher": teacher_model, "sampling": sampling, "schema": _format_sha256(task.kind),
                        "node": task.node_id, "index": task.sample_index})
-    return Request(task, rendered, key, fmt, teacher_model, sampling, request_key(rendered.messages))
+    return Request(task, rendered, key, fmt, teacher_model, sampling, prompt_sha)
 
 
 async def ask(req: Request, teacher: Teacher, cache: Cache, should_run=None,

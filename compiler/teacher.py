@@ -8,7 +8,9 @@ endpoint (a retry moves to another endpoint) is a few lines, adds no cool-down s
 would fight Retry-After, and keeps the per-request CPU low.
 
 API keys are read by litellm from each provider's usual environment variable; kdc never
-receives, logs or stores them, and scrubs anything key-like from error details.
+receives, logs or stores them, and scrubs anything key-like from error details. The litellm call
+itself runs in this process or in forked workers (compiler/transport.py: why and how); use the
+Teacher as a context manager (`with teacher:`) to start and stop them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import copy
 import logging
 import os
 import random
-import re
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -26,13 +27,15 @@ from typing import Any
 
 from compiler.errors import TeacherError
 from compiler.resources import load_schema
+from compiler.transport import KEY_VARS, InProcess, Outcome, WorkerPool, can_fork, scrub
+
+__all__ = ["Completion", "Teacher", "TeacherFailure", "TeacherStats", "response_format", "response_schema", "scrub"]
 
 log = logging.getLogger("kdc.teacher")
 
 BACKOFF_BASE = 0.5  # seconds; attempt n waits ~base * 2**n (jittered), capped below
 BACKOFF_CAP = 30.0
 RETRY_AFTER_CAP = 120.0
-KEY_VARS = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)$", re.I)
 _ZERO_PRICED: set[str] = set()  # models kdc registered with litellm at price 0 (their cost is unknown)
 
 
@@ -60,16 +63,6 @@ def response_format(kind: str) -> dict:
     """The response_format sent with every request of a kind (shared: callers must not mutate it)."""
     return {"type": "json_schema",
             "json_schema": {"name": f"kdc_{kind}_record", "schema": _response_schema(kind), "strict": True}}
-
-
-def scrub(text: str) -> str:
-    """Remove secrets from an error text: values of *_KEY/*_TOKEN/... variables, key-like strings."""
-    for name, value in os.environ.items():
-        if KEY_VARS.search(name) and value and len(value) >= 6:
-            text = text.replace(value, "***")
-    text = re.sub(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-*]{6,}", r"\1-***", text)
-    text = re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}", r"\1***", text)
-    return re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
 
 
 @dataclass
@@ -140,7 +133,8 @@ class Teacher:
     """Async, bounded-concurrency client for one litellm model on one or more endpoints."""
 
     def __init__(self, model: str, *, api_bases: list[str] | None = None, timeout: float = 120.0,
-                 max_retries: int = 4, concurrency: int = 8, sampling: dict[str, Any] | None = None):
+                 max_retries: int = 4, concurrency: int = 8, sampling: dict[str, Any] | None = None,
+                 workers: int | None = 1):
         self.model = model
         self.api_bases = list(api_bases or [])
         self.timeout = timeout
@@ -155,6 +149,7 @@ class Teacher:
         self._busy = [0] * max(1, len(self.api_bases))
         self._next = 0
         self._sem: asyncio.Semaphore | None = None
+        self._sem_loop: asyncio.AbstractEventLoop | None = None
         self._jitter = random.Random()
         self._litellm = _import_litellm()
         if model.startswith("kdc/"):
@@ -165,6 +160,27 @@ class Teacher:
             self.concurrency = 1  # one in-process model: more requests would only queue on it
         self._api_key = self._check_environment()
         self.price_known = self._register_price()
+        self.workers = self._worker_count(workers)
+        self._transport: InProcess | WorkerPool = InProcess(self._litellm)
+
+    def _worker_count(self, asked: int | None) -> int:
+        """None means auto: one worker per 16 requests in flight, up to the cores (1 = no workers).
+        The embedded model lives in this process, and workers need fork."""
+        if self.model.startswith("kdc/") or not can_fork():
+            return 1
+        if asked is None:
+            asked = min(os.cpu_count() or 1, 8, self.concurrency // 16)
+        return max(1, min(asked, self.concurrency))
+
+    def __enter__(self) -> "Teacher":
+        """Start the worker processes (before any event loop runs: they are forked)."""
+        if self.workers > 1 and isinstance(self._transport, InProcess):
+            self._transport = WorkerPool(self._litellm, self.workers)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._transport.close()
+        self._transport = InProcess(self._litellm)
 
     def _check_environment(self) -> str | None:
         """Fail early, with the variable's name, when the provider needs a key that is not set.
@@ -234,9 +250,9 @@ class Teacher:
         return done
 
     async def _complete(self, messages, response_format, seed, label, should_run) -> Completion | None:
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.concurrency)
-        lt = self._litellm
+        loop = asyncio.get_running_loop()
+        if self._sem is None or self._sem_loop is not loop:  # a semaphore belongs to one event loop
+            self._sem, self._sem_loop = asyncio.Semaphore(self.concurrency), loop
         attempt = 0
         avoid: int | None = None
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "response_format": response_format,
@@ -263,33 +279,10 @@ class Teacher:
                 if base is not None:
                     self._busy[base] += 1
                 try:
-                    resp = await asyncio.wait_for(lt.acompletion(**kwargs), self.timeout * 1.5 + 5)
-                except (lt.AuthenticationError, lt.PermissionDeniedError) as exc:
-                    raise TeacherError(f"the teacher rejected the credentials: {scrub(_msg(exc))}",
-                                       hint="check the provider's API key variable (e.g. OPENAI_API_KEY)") from None
-                except lt.NotFoundError as exc:
-                    raise TeacherError(f"teacher model {self.model} not found: {scrub(_msg(exc))}",
-                                       hint="check --teacher and --api-base") from None
-                except lt.ContextWindowExceededError as exc:
-                    chars = sum(len(m["content"]) for m in messages)
-                    raise TeacherFailure("context-window", f"{label}: prompt of {chars} characters is over the "
-                                         f"model's context window: {scrub(_msg(exc))}", attempt, False) from None
-                except lt.ContentPolicyViolationError as exc:
-                    raise TeacherFailure("refusal", f"content policy: {scrub(_msg(exc))}", attempt, False) from None
-                except (lt.BadRequestError, lt.UnprocessableEntityError) as exc:
-                    raise TeacherFailure("http-error", f"bad request: {scrub(_msg(exc))}", attempt) from None
-                except (asyncio.TimeoutError, lt.Timeout) as exc:
-                    failure = ("timeout", f"no answer within {self.timeout:g}s"
-                               + (f" ({scrub(_msg(exc))})" if _msg(exc) else ""))
-                except lt.RateLimitError as exc:
-                    failure = ("http-error", f"429 rate limited: {scrub(_msg(exc))}")
-                    delay = _retry_after(exc)
-                except Exception as exc:  # 5xx, connection refused/reset, unexpected provider errors
-                    status = getattr(exc, "status_code", None)
-                    failure = ("http-error", f"{status or type(exc).__name__}: {scrub(_msg(exc))}")
-                    delay = _retry_after(exc)
-                else:
-                    return self._completion(resp, attempt, started)
+                    out = await self._transport.call(kwargs, self.timeout * 1.5 + 5)
+                    if out.kind == "ok":
+                        return self._completion(out, attempt, started)
+                    failure, delay = self._failure(out, messages, label, attempt)
                 finally:
                     self.stats.change(-1)
                     if base is not None:
@@ -307,21 +300,38 @@ class Teacher:
             log.debug("%s: attempt %d failed (%s); retrying in %.2fs", label, attempt, failure[0], delay)
             await asyncio.sleep(delay)
 
-    def _completion(self, resp: Any, attempts: int, started: float) -> Completion:
-        choice = resp.choices[0] if resp.choices else None
-        text = (choice.message.content if choice is not None and choice.message is not None else None) or ""
-        usage = getattr(resp, "usage", None)
+    def _failure(self, out: Outcome, messages, label: str, attempt: int) -> tuple[tuple[str, str], float | None]:
+        """A failed attempt: raises when it is final, else returns (reason, detail) and the delay
+        the server asked for (None: back off exponentially)."""
+        msg = out.message
+        if out.kind == "auth":
+            raise TeacherError(f"the teacher rejected the credentials: {msg}",
+                               hint="check the provider's API key variable (e.g. OPENAI_API_KEY)")
+        if out.kind == "not-found":
+            raise TeacherError(f"teacher model {self.model} not found: {msg}", hint="check --teacher and --api-base")
+        if out.kind == "context-window":
+            chars = sum(len(m["content"]) for m in messages)
+            raise TeacherFailure("context-window", f"{label}: prompt of {chars} characters is over the "
+                                 f"model's context window: {msg}", attempt, False)
+        if out.kind == "refusal":
+            raise TeacherFailure("refusal", f"content policy: {msg}", attempt, False)
+        if out.kind == "bad-request":
+            raise TeacherFailure("http-error", f"bad request: {msg}", attempt)
+        if out.kind == "timeout":
+            return ("timeout", f"no answer within {self.timeout:g}s" + (f" ({msg})" if msg else "")), None
+        if out.kind == "rate-limit":
+            return ("http-error", f"429 rate limited: {msg}"), out.retry_after
+        return ("http-error", f"{out.status or out.error_type}: {msg}"), out.retry_after
+
+    def _completion(self, out: Outcome, attempts: int, started: float) -> Completion:
         cost = None
-        hidden = getattr(resp, "_hidden_params", None) or {}
         if self.model.startswith("kdc/"):
             cost = 0.0  # runs on this machine
-        elif self.price_known and hidden.get("response_cost") is not None:
-            cost = float(hidden["response_cost"])
-        return Completion(text=text, finish_reason=getattr(choice, "finish_reason", None),
-                          prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                          completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-                          cost_usd=cost, attempts=attempts, model=self.model,
-                          latency_s=time.monotonic() - started)
+        elif self.price_known:
+            cost = out.cost_usd
+        return Completion(text=out.text, finish_reason=out.finish_reason, prompt_tokens=out.prompt_tokens,
+                          completion_tokens=out.completion_tokens, cost_usd=cost, attempts=attempts,
+                          model=self.model, latency_s=time.monotonic() - started)
 
     # -- estimates for --dry-run and --max-cost --------------------------------------------
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
@@ -342,39 +352,6 @@ class Teacher:
             return float(p) + float(c)
         except Exception:
             return None
-
-
-def _msg(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    return " ".join(str(text).split())[:300]
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    """Seconds from a Retry-After (or retry-after-ms) header on a litellm exception, if any."""
-    headers = getattr(exc, "litellm_response_headers", None)
-    if headers is None:
-        resp = getattr(exc, "response", None)
-        headers = getattr(resp, "headers", None)
-    if not headers:
-        return None
-    try:
-        low = {str(k).lower(): v for k, v in dict(headers).items()}
-    except Exception:
-        return None
-    try:
-        if "retry-after-ms" in low:
-            return max(0.0, float(low["retry-after-ms"]) / 1000)
-        if "retry-after" in low:
-            return max(0.0, float(low["retry-after"]))
-    except (TypeError, ValueError):
-        from email.utils import parsedate_to_datetime
-
-        try:
-            when = parsedate_to_datetime(str(low["retry-after"]))
-            return max(0.0, when.timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-    return None
 
 
 def _import_litellm():

@@ -168,6 +168,20 @@ def test_rerun_is_free_and_byte_identical_and_an_edit_reasks_only_that_leaf(tax,
     assert not any(f.startswith("nodes/") and not f.startswith(f"nodes/{HAIKU}/") for f in changed)
 
 
+def test_teacher_worker_processes_write_the_same_bytes_as_one_process(tax, tmp_path, kdc):
+    one, two = tmp_path / "one", tmp_path / "two"
+    with TeacherServer(latency=0.05) as srv:
+        assert kdc(*compile_args(tax, one, srv))[0] == 0
+        calls = srv.chat_requests
+        srv.reset_log()
+        assert kdc(*compile_args(tax, two, srv, "--teacher-workers", "2"))[0] == 0
+        assert srv.chat_requests == calls
+    assert json.loads((one / "manifest.json").read_text())["totals"]["teacher_workers"] == 1
+    assert json.loads((two / "manifest.json").read_text())["totals"]["teacher_workers"] == 2
+    datasets = lambda out: {f: h for f, h in tree_hashes(out).items() if f != "report.html"}  # noqa: E731
+    assert datasets(one) == datasets(two)  # (the report shows the run's timings and worker count)
+
+
 @pytest.mark.parametrize("kill_after", [2, 20])
 def test_kill_9_then_rerun_loses_nothing_and_duplicates_nothing(tax, tmp_path, kdc, kill_after):
     ref, out = tmp_path / "ref", tmp_path / "out"

@@ -135,6 +135,17 @@ def test_config_file_errors_are_located(tmp_path):
     assert exc.value.line == 2
 
 
+def test_teacher_workers_setting(tmp_path):
+    assert load_config(tmp_path, None, {}).teacher_workers is None  # auto
+    (tmp_path / "kdc.yaml").write_text("teacher_workers: 3\n")
+    assert load_config(tmp_path, None, {}).teacher_workers == 3
+    assert load_config(tmp_path, None, {"teacher_workers": 1}).teacher_workers == 1
+    (tmp_path / "kdc.yaml").write_text("concurrency: 4\nteacher_workers: 0\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path, None, {})
+    assert exc.value.path.endswith("kdc.yaml") and "teacher_workers" in exc.value.message
+
+
 def test_command_line_wins_over_kdc_yaml(tmp_path):
     (tmp_path / "kdc.yaml").write_text("samples_per_node: 3\nseed: 5\napi_base: [http://a:1/v1, http://b:2/v1]\n"
                                        "nodes:\n  x/y: {samples: 9}\ndiversity: {styles: [terse]}\n")

@@ -1,5 +1,6 @@
 """The teacher client against a real OpenAI-protocol HTTP server on 127.0.0.1 (through litellm),
-and the answer parser."""
+and the answer parser. Every teacher test runs twice: litellm in this process, and litellm in
+two forked worker processes (compiler/transport.py) - the behaviour must not differ."""
 
 from __future__ import annotations
 
@@ -20,17 +21,29 @@ MESSAGES = [{"role": "system", "content": "You write data."}, {"role": "user", "
 FMT = response_format("freeform_skill")
 
 
+WORKERS = {"n": 1}  # set per test by the `workers` fixture below
+
+
 def ask(teacher: Teacher, n: int = 1, fmt: dict = FMT):
     async def go():
         return await asyncio.gather(*(teacher.complete(MESSAGES, fmt, seed=i) for i in range(n)),
                                     return_exceptions=True)
-    return asyncio.run(go())
+    with teacher:  # starts and stops the worker processes, if any
+        return asyncio.run(go())
 
 
 def make(url, **kw) -> Teacher:
     kw.setdefault("max_retries", 3)
     kw.setdefault("timeout", 5)
+    kw.setdefault("workers", WORKERS["n"])
     return Teacher("openai/teacher-test", api_bases=[url] if isinstance(url, str) else url, **kw)
+
+
+@pytest.fixture(autouse=True, params=[1, 2], ids=["in-process", "2-workers"])
+def workers(request):
+    WORKERS["n"] = request.param
+    yield request.param
+    WORKERS["n"] = 1
 
 
 @pytest.fixture(autouse=True)

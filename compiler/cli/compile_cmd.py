@@ -24,6 +24,8 @@ from compiler.build import NodeProgress, Progress
 @click.option("--api-base", "api_base", multiple=True,
               help="Teacher endpoint; repeat it to balance requests across several servers.")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Teacher requests in flight.")
+@click.option("--teacher-workers", type=click.IntRange(min=1),
+              help="Processes making the teacher calls (default: one per 16 requests in flight, up to the cores).")
 @click.option("--samples-per-node", type=click.IntRange(min=1), help="Accepted samples per leaf.")
 @click.option("--seed", type=int, help="Seed for splits, few-shot draws, diversity and sampling.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), help="Seconds per teacher request.")
@@ -35,14 +37,15 @@ from compiler.build import NodeProgress, Progress
               help="Exit with status 3 when a node misses its quota.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest totals (or the plan) as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, samples_per_node, seed, timeout,
-             max_retries, max_cost, judge, dry_run, fail_on_shortfall, as_json, quiet):
+def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, teacher_workers, samples_per_node,
+             seed, timeout, max_retries, max_cost, judge, dry_run, fail_on_shortfall, as_json, quiet):
     """Compile TAXONOMY into per-node datasets, SFT mixes and a manifest in --out."""
     from compiler.build import compile_taxonomy
     from compiler.config import load_config
 
     _setup_logging()
     cli = {"out": out, "teacher": teacher, "api_base": api_base, "concurrency": concurrency,
+           "teacher_workers": teacher_workers,
            "samples_per_node": samples_per_node, "seed": seed, "timeout": timeout, "max_retries": max_retries,
            "max_cost": max_cost, "judge": judge, "dry_run": dry_run or None, "fail_on_shortfall": fail_on_shortfall}
     cfg = load_config(taxonomy, config_file, cli)

@@ -1,0 +1,366 @@
+"""Where a teacher request meets litellm: in this process, or in forked worker processes.
+
+Why workers: litellm spends 3-6 ms of CPU on every call (the openai SDK's request transform,
+pydantic response objects, cost and logging hooks). At a few hundred requests a second that fills
+one core, and requests then wait on the client instead of the teacher. Workers are forked after
+litellm is imported (no import cost, no re-registration) and each runs its own event loop. They
+do one thing: one `litellm.acompletion` attempt per message, answered with a plain `Outcome`.
+Retries, backoff, the breaker, endpoint choice, the cache and the gates stay in the parent, so a
+run behaves the same with one worker or eight.
+
+Messages are length-prefixed pickles over pipes read by the event loops (no threads, no
+blocking writes). A worker exits when its request pipe closes, so `kill -9` of the parent leaves
+no orphan behind; a worker that dies fails its requests as transport errors (retried elsewhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import re
+import signal
+import struct
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("kdc.teacher")
+
+_HEADER = struct.Struct("!I")
+KEY_VARS = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)$", re.I)
+
+
+@dataclass
+class Outcome:
+    """One litellm attempt, reduced to what the teacher needs (picklable, no exception objects).
+
+    kind: ok | auth | not-found | context-window | refusal | bad-request | timeout | rate-limit | error
+    """
+
+    kind: str
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float | None = None
+    message: str = ""
+    status: int | None = None
+    error_type: str = ""
+    retry_after: float | None = None
+
+
+async def attempt(lt: Any, kwargs: dict[str, Any], deadline: float) -> Outcome:
+    """One `litellm.acompletion` call, its exceptions classified (the order matters: litellm's
+    context-window and content-policy errors are subclasses of its BadRequestError)."""
+    try:
+        resp = await asyncio.wait_for(lt.acompletion(**kwargs), deadline)
+    except (lt.AuthenticationError, lt.PermissionDeniedError) as exc:
+        kind, exc_ = "auth", exc
+    except lt.NotFoundError as exc:
+        kind, exc_ = "not-found", exc
+    except lt.ContextWindowExceededError as exc:
+        kind, exc_ = "context-window", exc
+    except lt.ContentPolicyViolationError as exc:
+        kind, exc_ = "refusal", exc
+    except (lt.BadRequestError, lt.UnprocessableEntityError) as exc:
+        kind, exc_ = "bad-request", exc
+    except (asyncio.TimeoutError, lt.Timeout) as exc:
+        kind, exc_ = "timeout", exc
+    except lt.RateLimitError as exc:
+        kind, exc_ = "rate-limit", exc
+    except Exception as exc:  # 5xx, connection refused/reset, unexpected provider errors
+        kind, exc_ = "error", exc
+    else:
+        choice = resp.choices[0] if resp.choices else None
+        message = choice.message if choice is not None else None
+        usage = getattr(resp, "usage", None)
+        hidden = getattr(resp, "_hidden_params", None) or {}
+        cost = hidden.get("response_cost")
+        return Outcome("ok", text=(message.content if message is not None else None) or "",
+                       finish_reason=getattr(choice, "finish_reason", None),
+                       prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                       completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                       cost_usd=float(cost) if cost is not None else None)
+    status = getattr(exc_, "status_code", None)
+    return Outcome(kind, message=scrub(short_message(exc_)), status=status if isinstance(status, int) else None,
+                   error_type=type(exc_).__name__, retry_after=retry_after(exc_))
+
+
+# ------------------------------------------------------------------------------- error details
+def scrub(text: str) -> str:
+    """Remove secrets from an error text: values of *_KEY/*_TOKEN/... variables, key-like strings."""
+    for name, value in os.environ.items():
+        if KEY_VARS.search(name) and value and len(value) >= 6:
+            text = text.replace(value, "***")
+    text = re.sub(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-*]{6,}", r"\1-***", text)
+    text = re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}", r"\1***", text)
+    return re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
+
+
+
+def short_message(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    return " ".join(str(text).split())[:300]
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds from a Retry-After (or retry-after-ms) header on a litellm exception, if any."""
+    headers = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        resp = getattr(exc, "response", None)
+        headers = getattr(resp, "headers", None)
+    if not headers:
+        return None
+    try:
+        low = {str(k).lower(): v for k, v in dict(headers).items()}
+    except Exception:
+        return None
+    try:
+        if "retry-after-ms" in low:
+            return max(0.0, float(low["retry-after-ms"]) / 1000)
+        if "retry-after" in low:
+            return max(0.0, float(low["retry-after"]))
+    except (TypeError, ValueError):
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(str(low["retry-after"]))
+            return max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+class InProcess:
+    """litellm in this process: the default, and the only way for the embedded model."""
+
+    def __init__(self, lt: Any):
+        self.lt = lt
+
+    async def call(self, kwargs: dict[str, Any], deadline: float) -> Outcome:
+        return await attempt(self.lt, kwargs, deadline)
+
+    def close(self) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------------- framing
+class _Channel:
+    """Length-prefixed pickles both ways over two non-blocking pipe fds, driven by an event loop's
+    reader and writer callbacks: no threads, a send never blocks, and nothing stays bound to a
+    closed loop (a Teacher may serve several `asyncio.run`s)."""
+
+    def __init__(self, read_fd: int, write_fd: int, on_frame, on_lost):
+        os.set_blocking(read_fd, False)
+        os.set_blocking(write_fd, False)
+        self.rfd, self.wfd = read_fd, write_fd
+        self.on_frame, self.on_lost = on_frame, on_lost
+        self.inbox, self.outbox = bytearray(), bytearray()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.lost = False
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.detach()
+        self.loop = loop
+        loop.add_reader(self.rfd, self._readable)
+        if self.outbox:
+            loop.add_writer(self.wfd, self._writable)
+
+    def detach(self) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.remove_reader(self.rfd)
+            self.loop.remove_writer(self.wfd)
+        self.loop = None
+
+    def send(self, obj: Any) -> None:
+        body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        self.outbox += _HEADER.pack(len(body)) + body
+        self._writable()
+
+    def _writable(self) -> None:
+        try:
+            n = os.write(self.wfd, self.outbox)
+        except BlockingIOError:
+            n = 0
+        except OSError:  # the other end is gone
+            self.outbox.clear()
+            return self._lost()
+        del self.outbox[:n]
+        if self.loop is not None:
+            if self.outbox:
+                self.loop.add_writer(self.wfd, self._writable)
+            else:
+                self.loop.remove_writer(self.wfd)
+
+    def _readable(self) -> None:
+        try:
+            data = os.read(self.rfd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            return self._lost()
+        self.inbox += data
+        while len(self.inbox) >= _HEADER.size:
+            (n,) = _HEADER.unpack_from(self.inbox)
+            if len(self.inbox) < _HEADER.size + n:
+                return
+            body = bytes(self.inbox[_HEADER.size:_HEADER.size + n])
+            del self.inbox[:_HEADER.size + n]
+            self.on_frame(pickle.loads(body))
+
+    def _lost(self) -> None:
+        self.detach()
+        if not self.lost:
+            self.lost = True
+            self.on_lost()
+
+    def close(self) -> None:
+        self.detach()
+        for fd in (self.rfd, self.wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+# ------------------------------------------------------------------------------- the worker
+def _worker_main(read_fd: int, write_fd: int, close_fds: list[int], lt: Any) -> None:
+    """Body of a forked worker: answer requests until the parent closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    for fd in close_fds:  # the other workers' pipes: holding them would keep those workers alive
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        asyncio.run(_serve(read_fd, write_fd, lt))
+    finally:
+        os._exit(0)
+
+
+async def _serve(read_fd: int, write_fd: int, lt: Any) -> None:
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    tasks: set[asyncio.Task] = set()
+
+    async def answer(rid: int, kwargs: dict[str, Any], deadline: float) -> None:
+        outcome = await attempt(lt, kwargs, deadline)
+        if not channel.lost:
+            channel.send((rid, outcome))
+
+    def on_frame(msg) -> None:
+        task = asyncio.ensure_future(answer(*msg))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def on_lost() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    channel = _Channel(read_fd, write_fd, on_frame, on_lost)
+    channel.attach(loop)
+    await done
+    for task in list(tasks):
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    channel.close()
+
+
+# ------------------------------------------------------------------------------- the pool
+@dataclass
+class _Worker:
+    process: Any
+    channel: _Channel
+    outstanding: int = 0
+    alive: bool = True
+
+
+class WorkerPool:
+    """N forked workers; each request goes to the live worker with the fewest outstanding."""
+
+    def __init__(self, lt: Any, n: int):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("fork")
+        self.workers: list[_Worker] = []
+        self._fallback = InProcess(lt)
+        self._pending: dict[int, tuple[int, asyncio.Future]] = {}
+        self._next_id = 0
+        parent_fds: list[int] = []
+        for i in range(n):
+            req_r, req_w = os.pipe()
+            res_r, res_w = os.pipe()
+            proc = ctx.Process(target=_worker_main, args=(req_r, res_w, [*parent_fds, req_w, res_r], lt),
+                               daemon=True, name=f"kdc-teacher-{i}")
+            proc.start()
+            os.close(req_r)
+            os.close(res_w)
+            parent_fds += [req_w, res_r]
+            channel = _Channel(res_r, req_w, self._on_frame, lambda i=i: self._on_lost(i))
+            self.workers.append(_Worker(proc, channel))
+        log.debug("teacher workers: %s", [w.process.pid for w in self.workers])
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self.workers]
+
+    def _on_frame(self, msg) -> None:
+        rid, outcome = msg
+        entry = self._pending.get(rid)
+        if entry is not None and not entry[1].done():
+            entry[1].set_result(outcome)
+
+    def _on_lost(self, i: int) -> None:
+        w = self.workers[i]
+        if not w.alive:
+            return
+        w.alive = False
+        log.warning("teacher worker %d exited; its requests are retried", w.process.pid)
+        for wi, fut in list(self._pending.values()):
+            if wi == i and not fut.done():
+                fut.set_result(Outcome("error", message="the teacher worker process exited",
+                                       error_type="WorkerExited"))
+
+    async def call(self, kwargs: dict[str, Any], deadline: float) -> Outcome:
+        loop = asyncio.get_running_loop()
+        live = [i for i, w in enumerate(self.workers) if w.alive]
+        if not live:
+            return await self._fallback.call(kwargs, deadline)
+        i = min(live, key=lambda k: self.workers[k].outstanding)
+        w = self.workers[i]
+        if w.channel.loop is not loop:
+            w.channel.attach(loop)
+        self._next_id += 1
+        rid = self._next_id
+        fut = loop.create_future()
+        self._pending[rid] = (i, fut)
+        w.outstanding += 1
+        try:
+            w.channel.send((rid, kwargs, deadline))
+            return await asyncio.wait_for(fut, deadline + 5)
+        except asyncio.TimeoutError:
+            return Outcome("timeout", message=f"the teacher worker gave no answer within {deadline + 5:g}s")
+        finally:
+            del self._pending[rid]
+            w.outstanding -= 1
+
+    def close(self) -> None:
+        """Close the pipes (the workers see EOF and exit) and reap the processes."""
+        for w in self.workers:
+            w.channel.close()
+        for w in self.workers:
+            w.process.join(timeout=5)
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join(timeout=5)
+        self.workers = []
+
+
+def can_fork() -> bool:
+    """Workers need fork (Linux; not macOS/Windows, where fork is unsafe or absent)."""
+    return sys.platform.startswith("linux") and hasattr(os, "fork")
