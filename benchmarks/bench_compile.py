@@ -3,17 +3,20 @@
 
 1. Throughput against the test teacher server (tests/teacher_server.py) run in a separate
    process with 200 ms latency and capacity 32, at --concurrency 32: the server's time-weighted
-   mean number of requests in flight over the run (first arrival to last answer), and kdc's own
-   CPU time per accepted sample (this process only: the teacher's CPU is in the server process).
-   A second, cached run gives the CPU of kdc's pipeline without any transport.
+   mean number of requests in flight over the run (first arrival to last answer), and CPU time
+   per accepted sample, split into kdc's main process (plan, prompts, cache, gates, writing) and
+   the teacher worker processes (litellm's client work); the teacher's own CPU is in the server
+   process and not counted. A warm-up compile first pays the one-time imports (reported as
+   warm_up_cpu_s). A second, cached run gives the CPU of kdc's pipeline without any transport.
 2. The transport floor against the same server: bare litellm.acompletion calls and bare aiohttp
    posts at the same concurrency (no kdc at all), to tell kdc's cost from the client library's.
 3. The embedded teacher (Gemma 3 270M on llama.cpp): completion tokens/s and accepted samples/min
    on a small compile of two example leaves.
 
 usage: bench_compile.py [--leaves 20] [--samples 50] [--teacher-model openai/teacher-bench]
-                        [--embedded-samples 2] [--skip-server] [--skip-floor] [--skip-embedded]
-                        [--json out.json]
+                        [--teacher-workers N] [--embedded-samples 2] [--skip-server] [--skip-floor]
+                        [--skip-embedded] [--json out.json]
+(`--teacher-model hosted_vllm/teacher-bench` takes litellm's lean route to the same server.)
 """
 
 from __future__ import annotations
