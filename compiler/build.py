@@ -197,12 +197,12 @@ class Builder:
         self.cfg, self.taxonomy, self.prompts, self.teacher = cfg, taxonomy, prompts, teacher
         self.out, self.progress = out, progress
         self.nodes = {lp.node_id: NodeState(lp, NodeProgress(lp.node_id, lp.target)) for lp in plans}
+        self.cache = Cache(out / ".kdc" / "cache.sqlite")
         self.gate_config = GateConfig.from_settings(cfg.settings, judge=cfg.judge)
         self.gatekeeper = Gatekeeper(self.gate_config, taxonomy,
                                      {n: s.lp.train_seeds for n, s in self.nodes.items()},
-                                     {n: s.lp.eval_seeds for n, s in self.nodes.items()})
+                                     {n: s.lp.eval_seeds for n, s in self.nodes.items()}, judge_cache=self.cache)
         self.verdicts = _load_verdicts(out)
-        self.cache = Cache(out / ".kdc" / "cache.sqlite")
         self.spent = 0.0  # USD actually spent in this run (known prices)
         self.reserved = 0.0  # USD reserved by requests in flight (worst case)
         self.cost_stop = False
@@ -438,7 +438,7 @@ class Builder:
             "taxonomy": {"root": str(self.taxonomy.root), "content_hash": self.taxonomy.content_hash()},
             "teacher": {"model": cfg.teacher, "api_bases": [redact_url(u) for u in cfg.api_base],
                         "sampling": cfg.sampling},
-            "judge": {"model": self.gate_config.judge},
+            "judge": {"model": self.gate_config.judge, "calls": self.gatekeeper.judge_calls},
             "templates": {name: self.prompts.sha256(name) for name in sorted(set(TEMPLATES.values()))},
             "config": {**cfg.effective(), "gates": self.gate_config.to_dict(), "mix": mix_config.to_dict()},
             "versions": _versions(cfg.teacher),

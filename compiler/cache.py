@@ -5,8 +5,10 @@ The key hashes everything that decides a request (rendered prompt, template, tea
 sampling parameters, response schema, sample index), so an unchanged tree re-runs with zero
 teacher calls and an edited leaf misses only its own keys. WAL mode with autocommit: a row is
 durable once `put` returns, so `kill -9` at any moment loses at most the requests in flight.
-Only answers are cached (raw text + usage), never verdicts: parsing and gating re-run and stay
-consistent with the current code.
+Teacher answers are cached (raw text + usage), never kdc's verdicts: parsing and gating re-run and
+stay consistent with the current code. The LLM judge's scores are cached too (table `judgments`,
+keyed by the judge model and its exact prompt): they cost a model call, and a resumed or re-run
+build must not pay for them twice.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ CREATE TABLE IF NOT EXISTS answers (
     key TEXT PRIMARY KEY,
     node_id TEXT NOT NULL,
     sample_index INTEGER NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS judgments (
+    key TEXT PRIMARY KEY,
     payload TEXT NOT NULL
 );
 """
@@ -56,6 +62,15 @@ class Cache:
     def put(self, key: str, node_id: str, sample_index: int, payload: dict[str, Any]) -> None:
         self.db.execute("INSERT OR REPLACE INTO answers (key, node_id, sample_index, payload) VALUES (?, ?, ?, ?)",
                         (key, node_id, sample_index, json.dumps(payload, ensure_ascii=False)))
+
+    def get_judgment(self, key: str) -> dict[str, Any] | None:
+        """A judge's verdict on one sample (keyed by judge model + the exact judge prompt)."""
+        row = self.db.execute("SELECT payload FROM judgments WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row is not None else None
+
+    def put_judgment(self, key: str, payload: dict[str, Any]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO judgments (key, payload) VALUES (?, ?)",
+                        (key, json.dumps(payload, ensure_ascii=False)))
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]

@@ -283,7 +283,7 @@ class Gatekeeper:
     they sit in exact inverted indexes. Every match is confirmed by exact Jaccard."""
 
     def __init__(self, config: GateConfig, taxonomy: Taxonomy, train_seeds: dict[str, list[Seed]],
-                 eval_seeds: dict[str, list[Seed]]):
+                 eval_seeds: dict[str, list[Seed]], judge_cache=None):
         self.config = config
         self.taxonomy = taxonomy
         self._kinds = {leaf.node_id: leaf.kind for leaf in taxonomy.leaves()}
@@ -317,7 +317,12 @@ class Gatekeeper:
             from compiler.judge import Judge  # litellm is heavy: only with a judge
             self._judge = Judge(config.judge, api_base=config.judge_api_base,
                                 api_key_env=config.judge_api_key_env, timeout=config.judge_timeout,
-                                thresholds=config.judge_thresholds)
+                                thresholds=config.judge_thresholds, cache=judge_cache)
+
+    @property
+    def judge_calls(self) -> int:
+        """Requests sent to the judge in this build (cached verdicts are not asked again)."""
+        return self._judge.calls if self._judge is not None else 0
 
     # -- helpers -----------------------------------------------------------------------------
     def _kind(self, sample: Sample) -> str:

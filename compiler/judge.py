@@ -19,6 +19,7 @@ import jsonschema
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from compiler.cache import Cache, request_key
 from compiler.errors import TeacherError
 from compiler.records import Record
 from compiler.resources import data_dir, load_schema
@@ -83,8 +84,11 @@ class Judge:
     """Scores examples with one litellm model (`--judge MODEL`)."""
 
     def __init__(self, model: str, *, api_base: str | None = None, api_key_env: str | None = None,
-                 timeout: float = 60.0, thresholds: dict[str, int] | None = None, num_retries: int = 2):
+                 timeout: float = 60.0, thresholds: dict[str, int] | None = None, num_retries: int = 2,
+                 cache: Cache | None = None):
         self.model = model
+        self.cache = cache  # verdicts survive a resume or a re-run: the judge is not asked twice
+        self.calls = 0  # requests actually sent (cache hits excluded)
         self.api_base = api_base
         self.api_key_env = api_key_env
         self.timeout = timeout
@@ -103,10 +107,22 @@ class Judge:
         return "unused" if self.api_base else None
 
     async def score(self, record: Record, context: str | None, kind: str) -> JudgeResult:
-        import litellm  # heavy import: only when a judge is configured
-
+        """Rubric scores for one example: from the cache, or asked (and then cached)."""
         messages = render_messages(record, context, kind, self.thresholds)
         schema = load_schema("judge.json")
+        key = request_key({"v": 1, "judge": self.model, "messages": messages, "schema": schema})
+        hit = self.cache.get_judgment(key) if self.cache is not None else None
+        if hit is not None:
+            return JudgeResult(hit.get("scores") or {}, hit.get("rationale", ""), hit.get("error"))
+        result = await self._ask(messages, schema)
+        if self.cache is not None:
+            self.cache.put_judgment(key, {"scores": result.scores, "rationale": result.rationale,
+                                          "error": result.error})
+        return result
+
+    async def _ask(self, messages: list[dict[str, str]], schema: dict) -> JudgeResult:
+        import litellm  # heavy import: only when a judge is configured
+
         kwargs = dict(model=self.model, messages=messages, temperature=0.0, timeout=self.timeout,
                       num_retries=self.num_retries, drop_params=True,
                       response_format={"type": "json_schema",
@@ -119,6 +135,7 @@ class Judge:
         result = JudgeResult(error="judge not called")
         for attempt in range(2):
             try:
+                self.calls += 1
                 resp = await litellm.acompletion(**kwargs)
             except Exception as exc:  # litellm maps every provider failure to its own exception types
                 raise JudgeError(f"judge {self.model} failed: {type(exc).__name__}: {_short(exc)}",

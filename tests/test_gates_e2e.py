@@ -275,12 +275,20 @@ def test_judge_gate_through_compile(example_taxonomy, tmp_path):
         low = hashlib.sha256(prompt.encode()).digest()[0] % 4 == 0  # about one in four
         return {"faithfulness": 5, "relevance": 4, "format": 2 if low else 5, "rationale": "test judge"}
 
+    settings = "gates: {judge_api_base: '%s'}\n"
     with TeacherServer(responder=judge, model="judge-test") as judge_srv:
         manifest = compile_with(default_responder, example_taxonomy, tmp_path / "judged",
-                                f"gates: {{judge_api_base: '{judge_srv.url}'}}\n", "--judge", "openai/judge-test")
+                                settings % judge_srv.url, "--judge", "openai/judge-test")
         judged = judge_srv.chat_requests
     out = tmp_path / "judged"
-    assert manifest["judge"]["model"] == "openai/judge-test"
+    first = {p: p.read_bytes() for p in sorted((out / "nodes").rglob("*.jsonl"))}
+    # a re-run (or a resume after a crash) takes the verdicts from the cache: the judge is not paid twice
+    with TeacherServer(responder=judge, model="judge-test") as judge_srv:
+        again = compile_with(default_responder, example_taxonomy, out, settings % judge_srv.url,
+                             "--judge", "openai/judge-test")
+        assert judge_srv.chat_requests == 0 and again["judge"]["calls"] == 0
+    assert {p: p.read_bytes() for p in sorted((out / "nodes").rglob("*.jsonl"))} == first
+    assert manifest["judge"] == {"model": "openai/judge-test", "calls": judged}
     rejected = sum(n["rejected"].get("judge", 0) for n in manifest["nodes"].values())
     accepted = sum(n["accepted"] for n in manifest["nodes"].values())
     assert rejected >= 1 and judged == rejected + accepted
