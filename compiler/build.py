@@ -124,9 +124,13 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None) -> Bu
         raise TaxonomyError("the taxonomy has no leaf to compile", path=str(cfg.taxonomy),
                             hint="add compositional_skills/.../qna.yaml or knowledge/.../qna.yaml files")
     prompts = Prompts()
+    from compiler.gates import GateConfig
+
+    gates = GateConfig.from_settings(cfg.settings, judge=cfg.judge)  # a bad gates: section fails before any call
     teacher = Teacher(cfg.teacher, api_bases=cfg.api_base, timeout=cfg.timeout, max_retries=cfg.max_retries,
                       concurrency=cfg.concurrency, sampling=cfg.sampling,
-                      workers=1 if cfg.dry_run else cfg.teacher_workers)
+                      workers=1 if cfg.dry_run else cfg.teacher_workers,
+                      logprobs=gates.min_mean_logprob is not None)
     if cfg.dry_run:
         return BuildResult(cfg.out or Path("."), dry_run_plan(cfg, taxonomy, plans, prompts, teacher), True)
     out = Path(cfg.out)
@@ -356,7 +360,7 @@ class Builder:
                 return
             out.metadata["review"] = review
         context = req.task.chunk.text if req.task.chunk is not None else out.record.context
-        v = await self.gatekeeper.check(out, context=context)
+        v = await self.gatekeeper.check(out, context=context, logprobs=answer.logprobs)
         if v.accepted:
             self._accept(st, v.sample, v.scores)
         else:

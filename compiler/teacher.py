@@ -77,17 +77,21 @@ class Completion:
     attempts: int
     model: str
     latency_s: float = 0.0
+    logprobs: list[float] | None = None  # per token, for the low-confidence gate
 
     def to_cache(self) -> dict[str, Any]:
-        return {"text": self.text, "finish_reason": self.finish_reason, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "cost_usd": self.cost_usd,
-                "attempts": self.attempts, "model": self.model}
+        d = {"text": self.text, "finish_reason": self.finish_reason, "prompt_tokens": self.prompt_tokens,
+             "completion_tokens": self.completion_tokens, "cost_usd": self.cost_usd,
+             "attempts": self.attempts, "model": self.model}
+        if self.logprobs:
+            d["logprobs"] = self.logprobs
+        return d
 
     @classmethod
     def from_cache(cls, d: dict[str, Any]) -> "Completion":
         return cls(d["text"], d.get("finish_reason"), int(d.get("prompt_tokens") or 0),
                    int(d.get("completion_tokens") or 0), d.get("cost_usd"), int(d.get("attempts") or 1),
-                   d.get("model") or "")
+                   d.get("model") or "", logprobs=d.get("logprobs") or None)
 
 
 class TeacherFailure(Exception):
@@ -134,13 +138,14 @@ class Teacher:
 
     def __init__(self, model: str, *, api_bases: list[str] | None = None, timeout: float = 120.0,
                  max_retries: int = 4, concurrency: int = 8, sampling: dict[str, Any] | None = None,
-                 workers: int | None = 1):
+                 workers: int | None = 1, logprobs: bool = False):
         self.model = model
         self.api_bases = list(api_bases or [])
         self.timeout = timeout
         self.max_retries = max_retries
         self.concurrency = concurrency
         self.sampling = dict(sampling or {})
+        self.logprobs = logprobs  # ask for token logprobs (the low-confidence gate needs them)
         self.stats = TeacherStats()
         # circuit breaker: after this many requests in a row failed for good, stop asking
         self.breaker = max(8, 2 * concurrency)
@@ -260,6 +265,8 @@ class Teacher:
                                   **self.sampling}
         if seed is not None:
             kwargs["seed"] = seed
+        if self.logprobs:
+            kwargs["logprobs"] = True  # dropped by litellm (drop_params) where a provider has none
         if self._api_key:
             kwargs["api_key"] = self._api_key
         started = time.monotonic()
@@ -331,7 +338,7 @@ class Teacher:
             cost = out.cost_usd
         return Completion(text=out.text, finish_reason=out.finish_reason, prompt_tokens=out.prompt_tokens,
                           completion_tokens=out.completion_tokens, cost_usd=cost, attempts=attempts,
-                          model=self.model, latency_s=time.monotonic() - started)
+                          model=self.model, latency_s=time.monotonic() - started, logprobs=out.logprobs)
 
     # -- estimates for --dry-run and --max-cost --------------------------------------------
     def count_tokens(self, messages: list[dict[str, str]]) -> int:

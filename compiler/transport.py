@@ -50,6 +50,7 @@ class Outcome:
     status: int | None = None
     error_type: str = ""
     retry_after: float | None = None
+    logprobs: list[float] | None = None  # per generated token, when asked for and returned
 
 
 async def attempt(lt: Any, kwargs: dict[str, Any], deadline: float) -> Outcome:
@@ -83,10 +84,24 @@ async def attempt(lt: Any, kwargs: dict[str, Any], deadline: float) -> Outcome:
                        finish_reason=getattr(choice, "finish_reason", None),
                        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-                       cost_usd=float(cost) if cost is not None else None)
+                       cost_usd=float(cost) if cost is not None else None,
+                       logprobs=_token_logprobs(getattr(choice, "logprobs", None)))
     status = getattr(exc_, "status_code", None)
     return Outcome(kind, message=scrub(short_message(exc_)), status=status if isinstance(status, int) else None,
                    error_type=type(exc_).__name__, retry_after=retry_after(exc_))
+
+
+def _token_logprobs(lp: Any) -> list[float] | None:
+    """The tokens' logprobs from an OpenAI-shaped `choice.logprobs` (object or dict), if any."""
+    content = lp.get("content") if isinstance(lp, dict) else getattr(lp, "content", None)
+    if not content:
+        return None
+    out = []
+    for token in content:
+        value = token.get("logprob") if isinstance(token, dict) else getattr(token, "logprob", None)
+        if isinstance(value, (int, float)):
+            out.append(round(float(value), 4))
+    return out or None
 
 
 # ------------------------------------------------------------------------------- error details

@@ -170,8 +170,10 @@ class TeacherServer:
     def __init__(self, *, responder: Callable[[dict, int], dict | str] = default_responder,
                  latency: float = 0.0, capacity: int | None = None, overflow: str = "429",
                  retry_after: float = 0.05, faults: FaultPlan | None = None, hang_s: float = 30.0,
-                 model: str = "teacher-test", port: int = 0):
+                 model: str = "teacher-test", port: int = 0,
+                 logprob: Callable[[str], float] = lambda content: -0.1):
         self.responder = responder
+        self.logprob = logprob  # the per-token logprob reported for an answer, when the client asks
         self.latency = latency
         self.capacity = capacity
         self.overflow = overflow  # "429": answer 429 + Retry-After beyond capacity; "queue": wait
@@ -337,11 +339,15 @@ class TeacherServer:
             content = made if isinstance(made, str) else json.dumps(made)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         completion_tokens = len(content.split())
+        choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
+        if body.get("logprobs"):  # OpenAI's shape: one entry per token (here: per whitespace word)
+            lp = self.logprob(content)
+            choice["logprobs"] = {"content": [{"token": w, "logprob": lp, "bytes": list(w.encode()), "top_logprobs": []}
+                                              for w in content.split()]}
         return 200, web.json_response({
             "id": f"chatcmpl-{number}", "object": "chat.completion", "created": 1700000000,
             "model": body.get("model", self.model), "system_fingerprint": "fp_test",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": content}}],
+            "choices": [choice],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens}})
 

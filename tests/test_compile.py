@@ -168,6 +168,27 @@ def test_rerun_is_free_and_byte_identical_and_an_edit_reasks_only_that_leaf(tax,
     assert not any(f.startswith("nodes/") and not f.startswith(f"nodes/{HAIKU}/") for f in changed)
 
 
+def test_low_confidence_gate_asks_for_logprobs_and_rejects_unsure_answers(tax, tmp_path, kdc):
+    out = tmp_path / "out"
+    unsure = lambda content: -3.0 if hashlib.sha256(content.encode()).digest()[0] % 4 == 0 else -0.2  # noqa: E731
+    cfg = tmp_path / "gated.yaml"
+    cfg.write_text((tax / "kdc.yaml").read_text() + "gates: {min_mean_logprob: -1.5}\n")
+    with TeacherServer(logprob=unsure) as srv:
+        assert kdc(*compile_args(tax, out, srv, "--config", cfg))[0] == 0
+        assert srv.log and all(e["body"].get("logprobs") is True for e in srv.log)
+    m = json.loads((out / "manifest.json").read_text())
+    assert sum(n["rejected"].get("low-confidence", 0) for n in m["nodes"].values()) >= 1
+    for n in m["nodes"].values():
+        assert n["shortfall"] == 0
+        assert all(s["metadata"]["gates"]["confidence"] == -0.2 for s in read_jsonl(out / n["files"]["train"]))
+        for r in read_jsonl(out / n["files"]["rejected"]):
+            if r["reason"] == "low-confidence":
+                assert r["metadata"]["gates"]["confidence"] == -3.0 and "-3.000 < -1.5" in r["detail"]
+    with TeacherServer() as srv:  # without the gate, no logprobs are asked for
+        assert kdc(*compile_args(tax, tmp_path / "plain", srv))[0] == 0
+        assert srv.log and not any("logprobs" in e["body"] for e in srv.log)
+
+
 def test_teacher_worker_processes_write_the_same_bytes_as_one_process(tax, tmp_path, kdc):
     one, two = tmp_path / "one", tmp_path / "two"
     with TeacherServer(latency=0.05) as srv:
