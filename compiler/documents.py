@@ -2,9 +2,10 @@
 markdown into text, cut into overlapping token chunks with provenance.
 
 Why real git and a pinned commit: the sample's provenance (repo, commit, file, span, hash) must
-point at bytes anyone can check out again. Files are read with `git show COMMIT:path` from the
-object store, never from the working tree, so uncommitted edits and symlinks cannot leak in,
-and a pattern can never name a path outside the repository.
+point at bytes anyone can check out again. The git work is compiler/gitrepo.py (shared with
+`kdc validate`): files come from the object store at the commit, never from the working tree, so
+uncommitted edits and symlinks cannot leak in, and no pattern can name a path outside the
+repository. This module stops at the first problem with a located DocumentError.
 
 Tokens are whitespace-separated words (`\\S+`): tokenizer-free, deterministic and the same for
 every teacher; a chunk of 200 such tokens is roughly 260 tokens of a BPE tokenizer.
@@ -13,20 +14,16 @@ every teacher; a chunk of 200 such tokens is roughly 260 tokens of a BPE tokeniz
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import subprocess
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from pathlib import Path
 
-from compiler import docrefs
+from compiler import gitrepo
 from compiler.errors import DocumentError
+from compiler.gitrepo import RefError
 from compiler.records import Chunk
 
 MAX_DOC_BYTES = 5_000_000
-_URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|[\w.-]+@[\w.-]+:)", re.I)
-_SHA = re.compile(r"^[0-9a-f]{7,64}$")
 _TOKEN = re.compile(r"\S+")
 
 
@@ -38,75 +35,30 @@ class Document:
     text: str  # plain text (markdown converted)
 
 
-def _git(repo: Path, *args: str, binary: bool = False) -> bytes | str:
-    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-    env.pop("GIT_DIR", None)
-    env.pop("GIT_WORK_TREE", None)
-    try:
-        res = subprocess.run(["git", "-C", str(repo), "-c", "core.quotepath=off", *args], env=env,
-                             capture_output=True, timeout=120, check=False)
-    except FileNotFoundError:
-        raise DocumentError("git is not installed", hint="install git: knowledge documents are read from git") from None
-    except subprocess.TimeoutExpired:
-        raise DocumentError(f"git {args[0]} timed out in {repo}") from None
-    if res.returncode != 0:
-        msg = res.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise DocumentError(f"git {args[0]} failed in {repo}: {msg[-1] if msg else 'error'}")
-    return res.stdout if binary else res.stdout.decode("utf-8", "replace")
+def _located(exc: RefError, where: str | None) -> DocumentError:
+    return DocumentError(exc.message, path=where, hint=exc.hint or None)
 
 
 def resolve_repo(repo: str, taxonomy_root: Path, *, fetch: bool = False, where: str | None = None) -> Path:
     """The local git repository for a qna.yaml `document.repo`: a path (relative to the taxonomy
-    root) or a URL, cloned into the cache only when fetching is allowed."""
-    if not isinstance(repo, str) or not repo.strip():
-        raise DocumentError("document.repo is empty", path=where, hint="name a git repository (path or URL)")
-    repo = repo.strip()
-    if _URL.match(repo) and not repo.startswith("file://"):
-        if not fetch:
-            raise DocumentError(f"document repo {repo} is remote and fetching is off", path=where,
-                                hint="set `fetch_documents: true` in kdc.yaml, or clone it and use a local path")
-        return _clone(repo, where)
-    if repo.startswith("file://"):
-        if not fetch:
-            raise DocumentError(f"document repo {repo} is a URL and fetching is off", path=where,
-                                hint="set `fetch_documents: true` in kdc.yaml, or use a plain path")
-        return _clone(repo, where)
-    path = Path(repo).expanduser()
-    if not path.is_absolute():
-        path = taxonomy_root / path
-    path = path.resolve()
-    if not path.is_dir():
-        raise DocumentError(f"document repo {repo} not found (looked in {path})", path=where,
-                            hint="relative repo paths are resolved against the taxonomy root")
-    top = str(_git(path, "rev-parse", "--show-toplevel")).strip()
-    if Path(top).resolve() != path:
-        raise DocumentError(f"{path} is not the top of a git repository (top is {top})", path=where)
+    root) or a URL, read from the shared clone cache and fetched only when fetching is allowed."""
+    try:
+        path = gitrepo.open_repo(repo, taxonomy_root, fetch_remote=fetch)
+    except RefError as exc:
+        raise _located(exc, where) from None
+    if path is None:
+        raise DocumentError(f"document repo {repo} is remote and fetching is off", path=where,
+                            hint="set `fetch_documents: true` in kdc.yaml, or clone it and use a local path")
     return path
 
 
-def _clone(url: str, where: str | None) -> Path:
-    """The cached clone of a remote repository, shared with `kdc validate --fetch`."""
-    try:
-        return docrefs.fetch(url)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise DocumentError(f"cannot clone {url}: {exc}", path=where,
-                            hint="check the URL, or clone it yourself and use a local path") from None
-
-
-def resolve_commit(repo_path: Path, commit: str, *, where: str | None = None, fetch: bool = False) -> str:
+def resolve_commit(repo_path: Path, commit: str, *, where: str | None = None, fetch: bool = False,
+                   remote: bool = False) -> str:
     """The full sha of `commit`, which must be a commit that exists in the repository."""
-    if not isinstance(commit, str) or not _SHA.match(commit.strip().lower()):
-        raise DocumentError(f"document.commit {commit!r} is not a commit sha", path=where,
-                            hint="pin the document to a full commit sha (git rev-parse HEAD)")
-    commit = commit.strip().lower()
     try:
-        return str(_git(repo_path, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}")).strip()
-    except DocumentError:
-        if fetch:
-            _git(repo_path, "fetch", "--quiet", "origin", commit)
-            return str(_git(repo_path, "rev-parse", "--verify", f"{commit}^{{commit}}")).strip()
-        raise DocumentError(f"commit {commit} not found in {repo_path}", path=where,
-                            hint="check document.commit, or fetch the repository") from None
+        return gitrepo.resolve_commit(repo_path, commit, remote=remote, fetch_missing=fetch and remote)
+    except RefError as exc:
+        raise _located(exc, where) from None
 
 
 def list_files(repo_path: Path, commit: str, patterns: list[str], *, where: str | None = None) -> list[str]:
@@ -116,32 +68,30 @@ def list_files(repo_path: Path, commit: str, patterns: list[str], *, where: str 
         raise DocumentError("document.patterns must list at least one file pattern", path=where,
                             hint='e.g. patterns: ["*.md"]')
     for p in patterns:
-        parts = p.replace("\\", "/").split("/")
-        if p.startswith("/") or ".." in parts:
+        if gitrepo.unsafe_pattern(p):
             raise DocumentError(f"document pattern {p!r} escapes the repository", path=where,
                                 hint="patterns are paths inside the repository, e.g. docs/*.md")
-    raw = _git(repo_path, "ls-tree", "-r", "-z", "--full-tree", commit, binary=True)
-    out: list[str] = []
-    for entry in bytes(raw).split(b"\0"):
-        if not entry:
-            continue
-        meta, _, name_b = entry.partition(b"\t")
-        mode, typ, _ = meta.decode().split(" ", 2)
-        name = name_b.decode("utf-8", "replace")
-        if typ != "blob" or mode not in ("100644", "100755"):
-            continue
-        if any(fnmatchcase(name, p.strip()) for p in patterns):
-            out.append(name)
+    try:
+        names = gitrepo.regular_files(repo_path, commit)
+    except RefError as exc:
+        raise _located(exc, where) from None
+    out = sorted({n for p in patterns for n in gitrepo.matching(names, p)})
     if not out:
         raise DocumentError(f"no file at commit {commit[:12]} matches {patterns}", path=where,
                             hint="check document.patterns against `git ls-tree -r --name-only COMMIT`")
-    return sorted(out)
+    return out
 
 
 def read_file(repo_path: Path, commit: str, name: str, *, where: str | None = None) -> str:
-    data = bytes(_git(repo_path, "show", f"{commit}:{name}", binary=True))
-    if len(data) > MAX_DOC_BYTES:
-        raise DocumentError(f"document {name} is {len(data):,} bytes, over {MAX_DOC_BYTES:,}", path=where)
+    """A document's text at `commit`: refused when huge (asked before reading), binary or not UTF-8."""
+    try:
+        size = gitrepo.blob_size(repo_path, commit, name)
+        if size > MAX_DOC_BYTES:
+            raise DocumentError(f"document {name} is {size:,} bytes, over {MAX_DOC_BYTES:,}", path=where,
+                                hint="split it, or point the patterns at smaller files")
+        data = gitrepo.read_blob(repo_path, commit, name)
+    except RefError as exc:
+        raise _located(exc, where) from None
     if b"\0" in data:
         raise DocumentError(f"document {name} is binary", path=where, hint="use markdown or text documents")
     try:
@@ -240,7 +190,8 @@ def load_documents(document: dict, taxonomy_root: Path, *, fetch: bool = False,
                             hint="add document: {repo, commit, patterns}")
     repo = document.get("repo")
     repo_path = resolve_repo(repo, taxonomy_root, fetch=fetch, where=where)
-    commit = resolve_commit(repo_path, document.get("commit"), where=where, fetch=fetch)
+    commit = resolve_commit(repo_path, document.get("commit"), where=where, fetch=fetch,
+                            remote=isinstance(repo, str) and gitrepo.is_remote(repo.strip()))
     patterns = document.get("patterns")
     if isinstance(patterns, str):
         patterns = [patterns]

@@ -70,6 +70,19 @@ def test_bad_document_references_are_located_errors(repo, tmp_path):
         assert exc.value.path == where
 
 
+def test_a_huge_document_is_refused_before_it_is_read(tmp_path):
+    r = tmp_path / "big"
+    r.mkdir()
+    (r / "huge.md").write_bytes(b"word " * 1_100_000)  # 5.5 MB
+    git(r, "init", "-q", "-b", "main")
+    git(r, "add", "-A")
+    git(r, "-c", "commit.gpgsign=false", "commit", "-q", "-m", "big")
+    with pytest.raises(DocumentError, match="5,500,000 bytes, over 5,000,000") as exc:
+        load_documents({"repo": "big", "commit": git(r, "rev-parse", "HEAD"), "patterns": ["*.md"]}, tmp_path,
+                       where="knowledge/x/qna.yaml")
+    assert exc.value.path == "knowledge/x/qna.yaml"
+
+
 def test_url_repos_are_cloned_only_when_allowed(repo, tmp_path, monkeypatch):
     r, commit = repo
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))

@@ -459,6 +459,7 @@ def test_documents_resolve_with_real_git(tmp_path):
     tax = tmp_path / "tax"
     cases = {"ok": knowledge("../repos/docs", commit),  # relative repo paths start at the root
              "bad_commit": knowledge("../repos/docs", "0" * 40),
+             "branch": knowledge("../repos/docs", "main"),  # compile needs a pinned sha: so does validate
              "no_match": knowledge("../repos/docs", commit, "['*.pdf']"),
              "not_docs": knowledge("../repos/docs", commit, "['*.txt']"),
              "escape": knowledge("../repos/docs", commit, "['../../etc/passwd', '*.md']"),
@@ -472,15 +473,17 @@ def test_documents_resolve_with_real_git(tmp_path):
     repo, commit_line, patterns = (line_of(cases["ok"], k) for k in ("  repo:", "  commit:", "  patterns:"))
     assert rules["ok"] == [] and rules["remote"] == []
     assert rules["bad_commit"] == [("document-unresolved", commit_line)]
+    assert rules["branch"] == [("document-unresolved", commit_line)]
+    assert "'main' is not a commit sha" in results["branch"].problems[0].message
     assert rules["no_match"] == [("document-unresolved", patterns)] * 2  # the pattern, then "no document"
     assert rules["not_docs"] == [("document-unresolved", patterns)]
     assert rules["escape"] == [("document-pattern-unsafe", patterns)]
     assert rules["no_repo"] == [("document-unresolved", repo)]
     assert "commit 0000000000000000000000000000000000000000 not found" in results["bad_commit"].problems[0].message
     assert all(r.valid for r in results.values())  # warnings by default...
-    assert (stats.documents_checked, stats.documents_unchecked) == (6, 1)
+    assert (stats.documents_checked, stats.documents_unchecked) == (7, 1)
     strict = validate_paths([tax], root=tax, strict=True)
-    assert sum(not r.valid for r in strict) == 5  # ...errors with --strict
+    assert sum(not r.valid for r in strict) == 6  # ...errors with --strict
 
 
 def test_remote_documents_are_checked_only_with_fetch(tmp_path):
