@@ -65,6 +65,7 @@ class CompileConfig:
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-node overrides: {samples: N}
     settings: dict[str, Any] = field(default_factory=dict)  # kdc.yaml as read (gates:, mix:, ...)
     config_file: Path | None = None
+    marks: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)  # key -> (line, col) in the file
 
     # -- derived -------------------------------------------------------------------------
     def target(self, node_id: str) -> int:
@@ -83,6 +84,7 @@ class CompileConfig:
         """The settings as used, for the manifest: JSON-safe, paths as given, no credentials."""
         d = asdict(self)
         d.pop("settings")
+        d.pop("marks")
         d["taxonomy"] = str(self.taxonomy)
         d["out"] = str(self.out) if self.out else None
         d["config_file"] = str(self.config_file) if self.config_file else None
@@ -140,6 +142,7 @@ def load_config(taxonomy: Path, config_file: Path | None, cli: dict[str, Any]) -
         if key == "out":
             value = Path(value)
         setattr(cfg, key, value)
+        cfg.marks.pop(key, None)  # the command line's value: no place in the file to point at
     _check(cfg)
     return cfg
 
@@ -159,9 +162,10 @@ def _apply_file(cfg: CompileConfig, path: Path) -> None:
     if not isinstance(data, dict):
         raise fail([], "kdc.yaml must be a mapping of settings", "e.g. samples_per_node: 5")
     cfg.settings = data
-    known = {f.name for f in fields(CompileConfig)} - {"settings", "config_file", "taxonomy", "dry_run"}
+    known = {f.name for f in fields(CompileConfig)} - {"settings", "config_file", "taxonomy", "dry_run", "marks"}
     for raw_key, value in data.items():
         key = _ALIASES.get(raw_key, raw_key)
+        cfg.marks[key] = mark_of(node_at(loaded.node, [raw_key]))
         if key in FOREIGN_SECTIONS:
             continue
         if key not in known:
@@ -207,41 +211,44 @@ def _apply_file(cfg: CompileConfig, path: Path) -> None:
 
 
 def _check(cfg: CompileConfig) -> None:
-    def bad(msg: str, hint: str | None = None) -> ConfigError:
-        return ConfigError(msg, hint=hint, path=str(cfg.config_file) if cfg.config_file else None)
+    def bad(key: str, msg: str, hint: str | None = None) -> ConfigError:
+        """Located at the setting's line in kdc.yaml when the value came from there."""
+        line, col = cfg.marks.get(key, (None, None))
+        return ConfigError(msg, hint=hint, path=str(cfg.config_file) if cfg.config_file else None,
+                           line=line, column=col)
 
     if cfg.concurrency < 1:
-        raise bad("concurrency must be at least 1")
+        raise bad("concurrency", "concurrency must be at least 1")
     if cfg.teacher_workers is not None and cfg.teacher_workers < 1:
-        raise bad("teacher_workers must be at least 1")
+        raise bad("teacher_workers", "teacher_workers must be at least 1")
     if cfg.samples_per_node < 1:
-        raise bad("samples_per_node must be at least 1")
+        raise bad("samples_per_node", "samples_per_node must be at least 1")
     if cfg.max_retries < 0:
-        raise bad("max_retries must be 0 or more")
+        raise bad("max_retries", "max_retries must be 0 or more")
     if cfg.timeout <= 0:
-        raise bad("timeout must be a positive number of seconds")
+        raise bad("timeout", "timeout must be a positive number of seconds")
     if cfg.max_cost is not None and cfg.max_cost < 0:
-        raise bad("max_cost must be 0 or more")
+        raise bad("max_cost", "max_cost must be 0 or more")
     if cfg.max_attempts is not None and cfg.max_attempts < 1:
-        raise bad("max_attempts must be at least 1")
+        raise bad("max_attempts", "max_attempts must be at least 1")
     if not 0.0 <= cfg.eval_share < 1.0:
-        raise bad("eval_share must be at least 0 and below 1")
+        raise bad("eval_share", "eval_share must be at least 0 and below 1")
     if not 0.0 < cfg.top_p <= 1.0:
-        raise bad("top_p must be in (0, 1]")
+        raise bad("top_p", "top_p must be in (0, 1]")
     if cfg.temperature < 0:
-        raise bad("temperature must be 0 or more")
+        raise bad("temperature", "temperature must be 0 or more")
     if cfg.max_tokens < 16:
-        raise bad("max_tokens must be at least 16")
+        raise bad("max_tokens", "max_tokens must be at least 16")
     if cfg.few_shot < 1:
-        raise bad("few_shot must be at least 1")
+        raise bad("few_shot", "few_shot must be at least 1")
     if cfg.chunk_tokens < 20:
-        raise bad("chunk_tokens must be at least 20")
+        raise bad("chunk_tokens", "chunk_tokens must be at least 20")
     if not 0 <= cfg.chunk_overlap < cfg.chunk_tokens:
-        raise bad("chunk_overlap must be at least 0 and below chunk_tokens")
+        raise bad("chunk_overlap", "chunk_overlap must be at least 0 and below chunk_tokens")
     if "/" not in cfg.teacher:
-        raise bad(f"teacher {cfg.teacher!r} is not a litellm model string",
+        raise bad("teacher", f"teacher {cfg.teacher!r} is not a litellm model string",
                   hint="use provider/model, e.g. openai/gpt-4o-mini, hosted_vllm/<model>, ollama/llama3.1")
     for url in cfg.api_base:
         if not re.match(r"^https?://", url):
-            raise bad(f"api_base {redact_url(url)!r} is not an http(s) URL",
+            raise bad("api_base", f"api_base {redact_url(url)!r} is not an http(s) URL",
                       hint="e.g. --api-base http://127.0.0.1:8000/v1")

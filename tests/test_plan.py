@@ -143,7 +143,12 @@ def test_teacher_workers_setting(tmp_path):
     (tmp_path / "kdc.yaml").write_text("concurrency: 4\nteacher_workers: 0\n")
     with pytest.raises(ConfigError) as exc:
         load_config(tmp_path, None, {})
-    assert exc.value.path.endswith("kdc.yaml") and "teacher_workers" in exc.value.message
+    assert exc.value.path.endswith("kdc.yaml") and exc.value.line == 2 and "teacher_workers" in exc.value.message
+    (tmp_path / "kdc.yaml").write_text("seed: 1\ntop_p: 3\n")  # range errors point at their line too
+    with pytest.raises(ConfigError) as exc:
+        load_config(tmp_path, None, {})
+    assert (exc.value.line, exc.value.column) == (2, 8) and "top_p" in exc.value.message
+    assert load_config(tmp_path, None, {"top_p": 0.5}).top_p == 0.5  # the command line overrides it
 
 
 def test_command_line_wins_over_kdc_yaml(tmp_path):
