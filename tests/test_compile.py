@@ -203,15 +203,15 @@ def test_teacher_worker_processes_write_the_same_bytes_as_one_process(tax, tmp_p
     assert datasets(one) == datasets(two)  # (the report shows the run's timings and worker count)
 
 
-@pytest.mark.parametrize("kill_after", [2, 20])
-def test_kill_9_then_rerun_loses_nothing_and_duplicates_nothing(tax, tmp_path, kdc, kill_after):
+@pytest.mark.parametrize("kill_after,workers", [(2, 1), (20, 1), (20, 2)])
+def test_kill_9_then_rerun_loses_nothing_and_duplicates_nothing(tax, tmp_path, kdc, kill_after, workers):
     ref, out = tmp_path / "ref", tmp_path / "out"
     with TeacherServer() as srv:
         assert kdc(*compile_args(tax, ref, srv, "--samples-per-node", "4"))[0] == 0
     with TeacherServer(latency=0.25) as srv:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = subprocess.Popen([sys.executable, "-m", "compiler", *map(str, compile_args(tax, out, srv)),
-                                 "--samples-per-node", "4", "--concurrency", "2"],
+                                 "--samples-per-node", "4", "--concurrency", "2", "--teacher-workers", str(workers)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 240
         while srv.stats.snapshot()["by_status"].get(200, 0) < kill_after and proc.poll() is None:
