@@ -11,6 +11,7 @@ same result. Nothing is written until generation is over: a failure leaves the p
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import logging
@@ -214,12 +215,19 @@ class Builder:
     # -- generation ------------------------------------------------------------------------
     def run(self) -> BuildResult:
         started = time.monotonic()
-        with self.teacher:  # worker processes, if any, are forked before any thread or event loop starts
-            self.progress.start([s.progress for s in self.nodes.values()])
-            try:
-                asyncio.run(self._generate())
-            finally:
-                self.progress.finish()
+        # What exists now (litellm, datasets, the plan: ~400k objects) outlives generation. Frozen,
+        # the collector skips it: a full collection costs microseconds instead of ~250 ms during
+        # which no answer is read and no request sent.
+        gc.freeze()
+        try:
+            with self.teacher:  # worker processes, if any, are forked before any thread or event loop starts
+                self.progress.start([s.progress for s in self.nodes.values()])
+                try:
+                    asyncio.run(self._generate())
+                finally:
+                    self.progress.finish()
+        finally:
+            gc.unfreeze()
         manifest = self._write(time.monotonic() - started)
         self.cache.close()
         _after_build(self.out, manifest)
