@@ -25,9 +25,9 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from compiler.fsutil import atomic_write
+from compiler.fsutil import atomic_write, jsonl_rows, jsonl_text
 from compiler import __version__
 from compiler.cache import Cache
 from compiler.config import CompileConfig, redact_url
@@ -37,6 +37,9 @@ from compiler.plan import TEMPLATES, LeafPlan, make_plan, task_for
 from compiler.prompts import Prompts
 from compiler.records import Record, Rejection, Sample
 from compiler.taxonomy import Taxonomy, load_taxonomy
+
+if TYPE_CHECKING:
+    from compiler.gates import GateConfig  # heavy (datasketch, scipy): imported when a build starts
 from compiler.teacher import Completion, Teacher, TeacherFailure
 
 log = logging.getLogger("kdc.build")
@@ -138,7 +141,7 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None) -> Bu
     if out.exists() and not out.is_dir():
         raise BuildError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    return Builder(cfg, taxonomy, plans, prompts, teacher, out, progress).run()
+    return Builder(cfg, taxonomy, plans, prompts, teacher, gates, out, progress).run()
 
 
 def _load_valid(root: Path) -> Taxonomy:
@@ -196,14 +199,14 @@ def dry_run_plan(cfg: CompileConfig, taxonomy: Taxonomy, plans: list[LeafPlan], 
 # ------------------------------------------------------------------------------- the build
 class Builder:
     def __init__(self, cfg: CompileConfig, taxonomy: Taxonomy, plans: list[LeafPlan], prompts: Prompts,
-                 teacher: Teacher, out: Path, progress: Progress):
-        from compiler.gates import Gatekeeper, GateConfig
+                 teacher: Teacher, gate_config: GateConfig, out: Path, progress: Progress):
+        from compiler.gates import Gatekeeper
 
         self.cfg, self.taxonomy, self.prompts, self.teacher = cfg, taxonomy, prompts, teacher
         self.out, self.progress = out, progress
         self.nodes = {lp.node_id: NodeState(lp, NodeProgress(lp.node_id, lp.target)) for lp in plans}
         self.cache = Cache(out / ".kdc" / "cache.sqlite")
-        self.gate_config = GateConfig.from_settings(cfg.settings, judge=cfg.judge)
+        self.gate_config = gate_config
         self.gatekeeper = Gatekeeper(self.gate_config, taxonomy,
                                      {n: s.lp.train_seeds for n, s in self.nodes.items()},
                                      {n: s.lp.eval_seeds for n, s in self.nodes.items()}, judge_cache=self.cache)
@@ -409,10 +412,10 @@ class Builder:
         for node_id in sorted(self.nodes):
             st = self.nodes[node_id]
             files = _node_files(node_id)
-            atomic_write(out / files["train"], _jsonl(s.to_json() for s in st.accepted))
-            atomic_write(out / files["rejected"], _jsonl(r.to_json() for r in st.rejected))
+            atomic_write(out / files["train"], jsonl_text(s.to_json() for s in st.accepted))
+            atomic_write(out / files["rejected"], jsonl_text(r.to_json() for r in st.rejected))
             seeds = st.lp.leaf.seeds()
-            atomic_write(out / files["eval"], _jsonl(
+            atomic_write(out / files["eval"], jsonl_text(
                 {"node_id": node_id, "question": seeds[i].question, "answer": seeds[i].answer,
                  "context": seeds[i].context, "seed_index": i} for i in st.lp.eval_indexes))
             _write_hf(out / files["hf"], st.accepted)
@@ -494,14 +497,7 @@ def _load_verdicts(out: Path) -> dict[str, dict[str, Any]]:
     verdicts: dict[str, dict[str, Any]] = {}
     if not path.is_file():
         return verdicts
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            v = json.loads(line)
-        except ValueError:
-            raise BuildError("review verdict line is not JSON", path=str(path), line=n,
-                             hint="fix or remove the line; `kdc review --apply` writes this file") from None
+    for _, v in jsonl_rows(path, hint="fix or remove the line; `kdc review --apply` writes this file"):
         if isinstance(v, dict) and v.get("id"):
             verdicts[str(v["id"])] = v
     return verdicts
@@ -519,10 +515,6 @@ def _edited(sample: Sample, edited: dict[str, Any], lp: LeafPlan) -> Sample:
 def _node_files(node_id: str) -> dict[str, str]:
     return {"train": f"nodes/{node_id}/train.jsonl", "rejected": f"nodes/{node_id}/rejected.jsonl",
             "eval": f"nodes/{node_id}/eval.jsonl", "hf": f"hf/{node_id}"}
-
-
-def _jsonl(rows) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
 
 
 HF_FEATURES = None

@@ -46,7 +46,7 @@ def check_document(repo: str, commit: str, patterns: list[str], root: Path, *, f
         path = gitrepo.open_repo(repo, root, fetch_remote=fetch_remote)
         if path is None:
             return DocCheck(bool(issues), tuple(issues))
-        sha = gitrepo.resolve_commit(path, commit, remote=gitrepo.is_remote(repo))
+        sha = gitrepo.resolve_commit(path, commit)
         names = gitrepo.regular_files(path, sha)
     except RefError as exc:
         return DocCheck(True, (*issues, DocIssue(exc.field, "document-unresolved", exc.message, exc.hint)))

@@ -52,11 +52,10 @@ def resolve_repo(repo: str, taxonomy_root: Path, *, fetch: bool = False, where: 
     return path
 
 
-def resolve_commit(repo_path: Path, commit: str, *, where: str | None = None, fetch: bool = False,
-                   remote: bool = False) -> str:
+def resolve_commit(repo_path: Path, commit: str, *, where: str | None = None, fetch: bool = False) -> str:
     """The full sha of `commit`, which must be a commit that exists in the repository."""
     try:
-        return gitrepo.resolve_commit(repo_path, commit, remote=remote, fetch_missing=fetch and remote)
+        return gitrepo.resolve_commit(repo_path, commit, fetch_missing=fetch)
     except RefError as exc:
         raise _located(exc, where) from None
 
@@ -190,8 +189,7 @@ def load_documents(document: dict, taxonomy_root: Path, *, fetch: bool = False,
                             hint="add document: {repo, commit, patterns}")
     repo = document.get("repo")
     repo_path = resolve_repo(repo, taxonomy_root, fetch=fetch, where=where)
-    commit = resolve_commit(repo_path, document.get("commit"), where=where, fetch=fetch,
-                            remote=isinstance(repo, str) and gitrepo.is_remote(repo.strip()))
+    commit = resolve_commit(repo_path, document.get("commit"), where=where, fetch=fetch)
     patterns = document.get("patterns")
     if isinstance(patterns, str):
         patterns = [patterns]

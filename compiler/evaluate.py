@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from compiler.fsutil import write_json
+from compiler.fsutil import read_jsonl, write_json
 from compiler.errors import BuildError, TeacherError
 from compiler.resources import data_dir
 from compiler.student import load_model, load_tokenizer, resolve_student, set_stop_tokens
@@ -160,7 +160,7 @@ def load_eval_set(build_dir: Path) -> tuple[dict, dict[str, list[EvalItem]], dic
     for node_id, node in sorted((manifest.get("nodes") or {}).items()):
         files = node.get("files") or {}
         eval_path = build_dir / (files.get("eval") or f"nodes/{node_id}/eval.jsonl")
-        rows = _jsonl(eval_path) if eval_path.is_file() else []
+        rows = read_jsonl(eval_path)
         items[node_id] = [EvalItem(node_id, str(r.get("question", "")), str(r.get("answer", "")),
                                    r.get("context") or None, int(r.get("seed_index", i)))
                           for i, r in enumerate(rows)]
@@ -168,18 +168,6 @@ def load_eval_set(build_dir: Path) -> tuple[dict, dict[str, list[EvalItem]], dic
         first = _first_jsonl(train_path) if train_path.is_file() else None
         styles[node_id] = prompt_style(first)
     return manifest, items, styles
-
-
-def _jsonl(path: Path) -> list[dict]:
-    out = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise BuildError(f"not a JSON line: {exc.msg}", path=str(path), line=lineno) from exc
-    return out
 
 
 def _first_jsonl(path: Path) -> dict | None:

@@ -1,5 +1,6 @@
-"""Atomic file writes: every output of kdc is written to a temp file and renamed into place, so a
-reader (or a run killed with kill -9) never sees half a file."""
+"""File I/O shared by every stage. Writes are atomic: every output of kdc is written to a temp file
+and renamed into place, so a reader (or a run killed with kill -9) never sees half a file. JSONL is
+read in one way everywhere: blank lines skipped, a bad line a located BuildError."""
 
 from __future__ import annotations
 
@@ -7,7 +8,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
+
+from compiler.errors import BuildError
+
+DAMAGED = "the build directory is damaged; re-run kdc compile"
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -31,3 +36,35 @@ def atomic_write(path: Path, data: str | bytes) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     atomic_write(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def jsonl_text(rows: Iterable[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def jsonl_rows(path: Path, *, hint: str = DAMAGED) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each non-blank line of a JSONL file."""
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise BuildError(f"not valid JSON: {exc.msg}", path=str(path), line=n, column=exc.colno,
+                                 hint=hint) from None
+            yield n, value
+
+
+def read_jsonl(path: Path, *, missing_ok: bool = True, hint: str = DAMAGED) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file (a missing file has none, unless `missing_ok` is false)."""
+    if not path.is_file():
+        if missing_ok:
+            return []
+        raise BuildError(f"{path} not found", path=str(path), hint=hint)
+    rows = []
+    for n, row in jsonl_rows(path, hint=hint):
+        if not isinstance(row, dict):
+            raise BuildError("a line must be a JSON object", path=str(path), line=n, column=1, hint=hint)
+        rows.append(row)
+    return rows

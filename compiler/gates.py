@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler.cache import Cache
 from compiler.diversity import (NEAR_DUP_THRESHOLD, NUM_PERM, Fingerprint, NearIndex, SmallIndex, shingles,
                                 shingles_of_ids, token_ids, words)
 from compiler.errors import ConfigError
@@ -283,7 +284,7 @@ class Gatekeeper:
     they sit in exact inverted indexes. Every match is confirmed by exact Jaccard."""
 
     def __init__(self, config: GateConfig, taxonomy: Taxonomy, train_seeds: dict[str, list[Seed]],
-                 eval_seeds: dict[str, list[Seed]], judge_cache=None):
+                 eval_seeds: dict[str, list[Seed]], judge_cache: Cache | None = None):
         self.config = config
         self.taxonomy = taxonomy
         self._kinds = {leaf.node_id: leaf.kind for leaf in taxonomy.leaves()}

@@ -122,14 +122,16 @@ def open_repo(repo: str, root: Path, *, fetch_remote: bool = False) -> Path | No
     return path
 
 
-def resolve_commit(path: Path, commit: str, *, remote: bool = False, fetch_missing: bool = False) -> str:
-    """The full sha of `commit`, which must be a sha of a commit present in the repository."""
+def resolve_commit(path: Path, commit: str, *, fetch_missing: bool = False) -> str:
+    """The full sha of `commit`, which must be a sha of a commit present in the repository.
+    `fetch_missing`: a cached clone that lacks it asks its origin for that commit."""
     if not isinstance(commit, str) or not _SHA.match(commit.strip().lower()):
         raise RefError("commit", f"commit {commit!r} is not a commit sha",
                        "pin the document to a full commit sha (git rev-parse HEAD)")
     commit = commit.strip().lower()
+    remote = path.is_relative_to(cache_root())  # a cached clone of a remote repository
     r = git(["rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"], cwd=path)
-    if r.returncode != 0 and fetch_missing:  # a commit on no branch (e.g. a pull request's)
+    if r.returncode != 0 and fetch_missing and remote:  # a commit on no branch (e.g. a pull request's)
         git(["fetch", "--quiet", "origin", commit], cwd=path, timeout=FETCH_TIMEOUT)
         r = git(["rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"], cwd=path)
     if r.returncode != 0:

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from compiler.fsutil import atomic_write
+from compiler.fsutil import atomic_write, read_jsonl
 from compiler.errors import BuildError, ConfigError
 from compiler.records import Sample, Seed
 from compiler.taxonomy import Taxonomy
@@ -139,7 +139,7 @@ def apply_recipe(recipe: dict, base: Path) -> list[dict]:
     seen: dict[str, int] = {}
     for entry in recipe.get("datasets") or []:
         path = base / entry["path"]
-        for row in draw(_read_jsonl(path), entry["sampling_size"], seed, entry["path"]):
+        for row in draw(read_jsonl(path, missing_ok=False, hint="rebuild the mix with `kdc compile`"), entry["sampling_size"], seed, entry["path"]):
             key = f"{entry['path']}\0{_row_key(row, 0)}"
             seen[key] = seen.get(key, 0) + 1  # upsampled copies shuffle apart
             out.append((_rank(seed, "shuffle", f"{key}\0{seen[key]}"), row))
@@ -301,18 +301,5 @@ def _write_source(mixes: Path, rel: str, rows: list[dict]) -> str:
 
 def _dumps(row: dict) -> str:
     return json.dumps(row, ensure_ascii=False, sort_keys=False)
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    raise BuildError(f"line {n} is not JSON", path=str(path), line=n,
-                                     hint="rebuild the mix with `kdc compile`") from None
-    return rows
 
 

@@ -17,38 +17,14 @@ from collections import Counter
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
-from compiler.fsutil import atomic_write
+from compiler.fsutil import atomic_write, read_jsonl
 from compiler import __version__
 from compiler.errors import BuildError
 
 # ---------------------------------------------------------------------------------------------
 # Reading and writing the build directory
-
-
-def jsonl_text(rows: Iterable[dict[str, Any]]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=False) + "\n" for r in rows)
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file (missing file: none); a bad line is a located BuildError."""
-    if not path.is_file():
-        return []
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BuildError(f"not valid JSON: {exc.msg}", path=str(path), line=n, column=exc.colno,
-                                 hint="the build directory is damaged; re-run kdc compile") from None
-            if not isinstance(row, dict):
-                raise BuildError("a line must be a JSON object", path=str(path), line=n, column=1)
-            rows.append(row)
-    return rows
 
 
 def node_path(root: Path, node_id: str, name: str) -> Path:

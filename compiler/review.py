@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from compiler.chat import assistant_turn, user_turn
-from compiler.fsutil import atomic_write
+from compiler.fsutil import atomic_write, jsonl_text, read_jsonl
 from compiler.errors import ReviewError, UsageError
 from compiler.records import Leaf, Seed
-from compiler.report import BuildView, jsonl_text, load_build, node_path, read_jsonl
+from compiler.report import BuildView, load_build, node_path
 
 COLUMNS = ("id", "node_id", "verdict", "why", "question", "reasoning", "answer", "edited_question",
            "edited_reasoning", "edited_answer", "context", "seed_examples", "seeds_shown", "source",

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from compiler.fsutil import write_json
+from compiler.fsutil import jsonl_rows, write_json
 from compiler import __version__
 from compiler.errors import BuildError, ConfigError, TrainError
 from compiler.student import (EMBEDDED_NAME, EMBEDDED_ORIGIN, ensure_chat_template, fingerprint,
@@ -393,22 +393,14 @@ def _load_mix(build_dir: Path, manifest: dict, name: str) -> list[dict]:
                              hint="re-run `kdc compile` into this build directory")
         return []
     rows = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BuildError(f"not a JSON line: {exc.msg}", path=str(path), line=lineno,
-                                 column=exc.colno) from exc
-            msgs = row.get("messages") if isinstance(row, dict) else None
-            if (not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and isinstance(
-                    m.get("role"), str) and isinstance(m.get("content"), str) for m in msgs)
-                    or msgs[-1]["role"] != "assistant"):
-                raise BuildError("a mix row needs `messages`: [{role, content}, ...] ending with the assistant",
-                                 path=str(path), line=lineno)
-            rows.append({"messages": [{"role": m["role"], "content": m["content"]} for m in msgs]})
+    for lineno, row in jsonl_rows(path):
+        msgs = row.get("messages") if isinstance(row, dict) else None
+        if (not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and isinstance(
+                m.get("role"), str) and isinstance(m.get("content"), str) for m in msgs)
+                or msgs[-1]["role"] != "assistant"):
+            raise BuildError("a mix row needs `messages`: [{role, content}, ...] ending with the assistant",
+                             path=str(path), line=lineno)
+        rows.append({"messages": [{"role": m["role"], "content": m["content"]} for m in msgs]})
     return rows
 
 

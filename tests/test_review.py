@@ -42,11 +42,17 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def csv_text(rows: list[dict]) -> str:
+    """A review sheet's text, written the way kdc writes sheets (CRLF rows)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\r\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
 def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\r\n")
-        w.writeheader()
-        w.writerows(rows)
+    path.write_bytes(csv_text(rows).encode("utf-8"))
 
 
 def train_ids(build: Path, node_id: str) -> list[str]:
@@ -319,11 +325,7 @@ def test_edited_provenance_is_refused(filled) -> None:
     rows[3]["question"] += " (improved)"
     rows[0]["source"] = "somewhere else"
     sheet.write_text("")
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\r\n")
-    w.writeheader()
-    w.writerows(rows)
-    err = _bad(build, sheet, buf.getvalue())
+    err = _bad(build, sheet, csv_text(rows))
     assert err.column == COLUMNS.index("source") + 1 and "provenance was edited" in err.message
     assert f"column {COLUMNS.index('question') + 1} (question): provenance was edited" in err.message  # listed too
 
@@ -353,11 +355,7 @@ def test_bad_verdict_and_inconsistent_edits_are_refused(filled) -> None:
     rows = read_csv(sheet)
     rows[0]["verdict"] = "maybe"
     next(r for r in rows if r["verdict"] == "accept")["edited_answer"] = "something"  # accept with an edit
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\r\n")
-    w.writeheader()
-    w.writerows(rows)
-    err = _bad(build, sheet, buf.getvalue())
+    err = _bad(build, sheet, csv_text(rows))
     assert err.column == COLUMNS.index("verdict") + 1 and "'maybe' is not accept, reject or edit" in err.message
     assert "edited_answer is filled but the verdict is accept" in err.message
 
@@ -370,11 +368,7 @@ def test_wrong_header_row_length_and_duplicates_are_refused(filled) -> None:
     err = _bad(build, sheet, head + ",extra\n" + rest)
     assert err.line == 1 and "unknown column 'extra'" in err.message
     rows = list(csv.DictReader(io.StringIO(text)))
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\r\n")
-    w.writeheader()
-    w.writerows(rows + [rows[0]])
-    err = _bad(build, sheet, buf.getvalue())
+    err = _bad(build, sheet, csv_text(rows + [rows[0]]))
     assert "is already on line 2" in err.message
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from compiler.teacher import Completion, Teacher, response_format
-from compiler.transport import WorkerPool
+from compiler.transport import InProcess, WorkerPool
 from teacher_server import TeacherServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +85,7 @@ def test_the_calls_run_in_the_workers_not_in_this_process(monkeypatch):
             answers = run(teacher, 16)
         assert all(isinstance(a, Completion) and json.loads(a.text)["question"] for a in answers)
         assert srv.chat_requests == 16 and teacher.stats.calls == 16 and not teacher.stats.failures
-    assert teacher._transport.__class__.__name__ == "InProcess"  # stopped on exit
+    assert isinstance(teacher._transport, InProcess)  # stopped on exit
 
 
 def test_messages_bigger_than_a_pipe_buffer_cross_whole():
