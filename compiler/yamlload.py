@@ -119,18 +119,36 @@ def _too_deep(line: int, col: int) -> YamlLoadError:
                                    "a qna.yaml needs only a few levels of nesting"))
 
 
-def _check_event_depth(text: str) -> None:
-    """Exact nesting depth from libyaml's (iterative) event stream, stopping at MAX_DEPTH.
+def _check_event_depth(text: str, loader=_Loader) -> None:
+    """Exact nesting depth from an (iterative) event stream, stopping at MAX_DEPTH.
 
     Only run when the cheap character bound says the document *could* be deep."""
     depth = 0
-    for event in yaml.parse(text, Loader=_Loader):
+    for event in yaml.parse(text, Loader=loader):
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
                 raise _too_deep(*_mark(event.start_mark))
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
+
+
+def _libyaml_depth_limit(exc: yaml.YAMLError) -> bool:
+    """libyaml >= 0.2.6 (bundled since PyYAML 6.0.4) stops at 1,000 levels with a ScannerError,
+    often before the first event of a deep flow collection, so our own depth bound never sees it."""
+    return isinstance(exc, yaml.MarkedYAMLError) and "maximum nesting depth" in (exc.problem or "")
+
+
+def _raise_too_deep(text: str, exc: yaml.MarkedYAMLError) -> None:
+    """Locate the first level past MAX_DEPTH with the pure-Python parser (it streams, and its
+    look-ahead is bounded), so the verdict and location do not depend on the libyaml version."""
+    try:
+        _check_event_depth(text, _PureLoader)
+    except YamlLoadError:
+        raise
+    except (yaml.YAMLError, RecursionError):
+        pass
+    raise _too_deep(*_mark(exc.problem_mark))
 
 
 def _check_graph(root: yaml.Node) -> list[YamlIssue]:
@@ -237,12 +255,16 @@ def loads(text: str) -> LoadedYaml:
     if sum(text.count(c) for c in _NESTING_CHARS) + 1 > SAFE_COMPOSE_DEPTH:
         try:
             _check_event_depth(text)
-        except yaml.YAMLError:
-            pass  # a syntax error: reported below with the reference's own message
+        except yaml.YAMLError as exc:
+            if _libyaml_depth_limit(exc):
+                _raise_too_deep(text, exc)
+            # any other syntax error is reported below with the reference's own message
     try:
         try:
             node, rest = _compose(text, _Loader)
-        except yaml.YAMLError:
+        except yaml.YAMLError as exc:
+            if _libyaml_depth_limit(exc):
+                _raise_too_deep(text, exc)
             if _Loader is _PureLoader or len(text) > PURE_FALLBACK_MAX:
                 raise
             try:  # libyaml refuses a few documents that PyYAML (the reference) accepts
@@ -252,6 +274,10 @@ def loads(text: str) -> LoadedYaml:
     except yaml.YAMLError as exc:
         raise YamlLoadError(_syntax_issue(exc, text)) from None
     except RecursionError:
+        try:  # locate the first level past the bound when the stream can tell
+            _check_event_depth(text, _PureLoader)
+        except (yaml.YAMLError, RecursionError):
+            pass
         raise YamlLoadError(YamlIssue(1, 1, "nesting-too-deep", "nesting too deep to parse",
                                       "a qna.yaml needs only a few levels of nesting")) from None
     except (ValueError, OverflowError, TypeError) as exc:  # e.g. a timestamp out of range

@@ -81,6 +81,18 @@ def test_deep_block_nesting_rejected():
     assert issue_of(text).rule == "nesting-too-deep"
 
 
+@pytest.mark.parametrize("text, where", [
+    ("[" * 1500, (1, MAX_DEPTH + 1)),  # under the cheap pre-check's bound, over libyaml's 1,000 levels
+    ("[" * 1200 + "]" * 600, (1, MAX_DEPTH + 1)),
+    ("".join("  " * i + f"k{i}:\n" for i in range(1100)), (MAX_DEPTH + 1, 2 * MAX_DEPTH + 1)),
+])
+def test_nesting_verdict_and_location_do_not_depend_on_the_libyaml_version(text, where):
+    # PyYAML 6.0.4 bundles a libyaml that stops at 1,000 levels with its own ScannerError.
+    issue = issue_of(text)
+    assert issue.rule == "nesting-too-deep"
+    assert (issue.line, issue.column) == where
+
+
 def test_very_deep_nesting_does_not_crash_the_interpreter():
     # libyaml's composer recurses in C: 500k levels would overflow the stack (a segfault).
     code = ("import sys; sys.path.insert(0, sys.argv[1]);"
