@@ -10,17 +10,34 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 export LITELLM_LOCAL_MODEL_COST_MAP = True
 export CMAKE_BUILD_PARALLEL_LEVEL = 2
 
-.PHONY: demo test test-fast venv doc-repos browser bench clean
+.PHONY: demo test test-fast venv lock doc-repos browser bench clean
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package to the versions the suite last passed with, so a new
+# upstream release cannot turn a fresh machine's CI red unnoticed; `make lock` refreshes it.
+LOCK   ?= constraints.txt
+
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade -c $(LOCK) pip
 	# torch first, pinned: this takes the CPU wheel (an unpinned torch pulls a multi-GB CUDA build).
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[all,test]'
+	$(PY) -m pip install --quiet -c $(LOCK) torch==2.13.0
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[all,test]'
 	touch $@
 
 venv: $(VENV)/.installed
+
+# Resolve everything afresh (newest releases allowed by pyproject.toml) in a scratch venv and
+# write the exact versions to $(LOCK). Run `make test` afterwards before committing the new lock.
+lock:
+	rm -rf build/lock-venv
+	$(PYTHON) -m venv build/lock-venv
+	build/lock-venv/bin/python -m pip install --quiet --upgrade pip
+	build/lock-venv/bin/python -m pip install --quiet torch==2.13.0
+	build/lock-venv/bin/python -m pip install --quiet -e '.[all,test]'
+	{ echo "# Exact versions the test suite passed with (make lock). Used as pip -c by make venv."; \
+	  build/lock-venv/bin/python -m pip freeze --all --exclude-editable | grep -v '^kdc=='; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf build/lock-venv
 
 # Knowledge leaves name documents by git repo + commit; the repos are built, deterministically,
 # from the markdown folders in documents/ (see scripts/make_doc_repos.py).
