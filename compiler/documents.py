@@ -199,7 +199,7 @@ def load_documents(document: dict, taxonomy_root: Path, *, fetch: bool = False,
     for name in names:
         raw = read_file(repo_path, commit, name, where=where)
         text = markdown_to_text(raw) if name.lower().endswith((".md", ".markdown")) else raw
-        docs.append(Document(str(repo).strip(), commit, name, text))
+        docs.append(Document(gitrepo.redact(str(repo).strip()), commit, name, text))  # provenance: no user:pass@
     return docs
 
 
