@@ -182,6 +182,7 @@ def test_the_taxonomys_kdc_yaml_cannot_send_a_key_to_its_server(example, tmp_pat
     with TeacherServer() as srv:
         code, out, err = kdc(*args(srv), "--trust-config")
     assert seen and all(a == f"Bearer {SECRET}" for a in seen)
+    assert "Incorrect API key provided: Bearer ***" in err  # the echo is shown, scrubbed
     assert SECRET not in out + err
     for path in (tmp_path / "out").rglob("*"):
         if path.is_file():
@@ -271,3 +272,18 @@ def test_compile_fetch_clones_allowed_remotes_only_when_asked(tmp_path, kdc, mon
     code, out, err = kdc(*args, "--fetch")
     assert code == 0, err
     assert json.loads(out)["nodes"][LEAF]["chunks"] == 1
+
+
+# --------------------------------------------------------------------------- 4. errors scrubbed
+def test_an_eval_judge_401_echoing_the_key_does_not_print_it(recorder, monkeypatch):
+    from compiler.errors import TeacherError
+    from compiler.evaluate import EvalItem, Judge, judge_pair
+
+    url, seen = recorder
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    item = EvalItem(node_id="n", question="q?", answer="a", context=None, seed_index=0)
+    with pytest.raises(TeacherError) as exc:
+        judge_pair(Judge("openai/judge", api_base=url, retries=0), item, "x", "y")
+    assert seen == [f"Bearer {SECRET}"]  # the server did get (and echo) the key...
+    assert "401" in str(exc.value) or "AuthenticationError" in str(exc.value)
+    assert SECRET not in str(exc.value) + (exc.value.hint or "")  # ...the error does not show it
