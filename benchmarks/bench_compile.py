@@ -210,7 +210,8 @@ def bench_embedded(args) -> dict:
             q = work / "taxonomy" / leaf / "qna.yaml"
             q.write_text(q.read_text().replace("../build/doc-repos", str(ROOT / "build" / "doc-repos")))
         cfg = load_config(work / "taxonomy", None, {"out": work / "out", "samples_per_node": args.embedded_samples,
-                                                    "seed": 3})
+                                                    "seed": 3,
+                                                    "allow_repos": [str(ROOT / "build" / "doc-repos")]})
         w0 = time.monotonic()
         result = compile_taxonomy(cfg)
         wall = time.monotonic() - w0

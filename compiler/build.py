@@ -122,7 +122,7 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None) -> Bu
         raise KdcError("no output folder", hint="pass --out DIR (or set `out:` in kdc.yaml)")
     if not Path(cfg.taxonomy).is_dir():
         raise TaxonomyError(f"taxonomy folder {cfg.taxonomy} not found", hint="pass the folder holding the taxonomy")
-    taxonomy = _load_valid(cfg.taxonomy)
+    taxonomy = _load_valid(cfg.taxonomy, tuple(cfg.allow_repos))
     plans = make_plan(taxonomy, cfg)
     if not plans:
         raise TaxonomyError("the taxonomy has no leaf to compile", path=str(cfg.taxonomy),
@@ -144,11 +144,11 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None) -> Bu
     return Builder(cfg, taxonomy, plans, prompts, teacher, gates, out, progress).run()
 
 
-def _load_valid(root: Path) -> Taxonomy:
+def _load_valid(root: Path, allow_repos: tuple[str, ...] = ()) -> Taxonomy:
     """Refuse to compile an invalid taxonomy, pointing at the first problem."""
     from compiler.validate import validate_tree
 
-    results = validate_tree(Path(root))
+    results = validate_tree(Path(root), allow_repos=allow_repos)
     bad = [r for r in results if not r.valid]
     if bad:
         first = bad[0]

@@ -56,6 +56,7 @@ class CompileConfig:
     chunk_tokens: int = 200  # knowledge chunk length, in whitespace tokens
     chunk_overlap: int = 40
     fetch_documents: bool = False  # allow cloning knowledge repos given as URLs
+    allow_repos: list[str] = field(default_factory=list)  # document repos allowed outside the checkout
     fail_on_shortfall: bool = False
     dry_run: bool = False
     judge: str | None = None
@@ -91,7 +92,18 @@ class CompileConfig:
         d["api_base"] = [redact_url(u) for u in self.api_base]
         d["gates"] = self.settings.get("gates") or {}
         d["mix"] = self.settings.get("mix") or {}
-        return d
+        return redact_all(d)
+
+
+def redact_all(value: Any) -> Any:
+    """`redact_url` on every string inside `value` (what goes into manifest.json)."""
+    if isinstance(value, str):
+        return redact_url(value)
+    if isinstance(value, dict):
+        return {k: redact_all(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_all(v) for v in value]
+    return value
 
 
 def redact_url(url: str) -> str:
@@ -125,19 +137,23 @@ _SCALARS: dict[str, tuple[type | tuple[type, ...], str]] = {
 _ALIASES = {"api_bases": "api_base", "samples": "samples_per_node"}
 
 
-def load_config(taxonomy: Path, config_file: Path | None, cli: dict[str, Any]) -> CompileConfig:
-    """Merge defaults < kdc.yaml < command line (`cli` holds only options actually given)."""
+def load_config(taxonomy: Path, config_file: Path | None, cli: dict[str, Any], *, trust: bool = False
+                ) -> CompileConfig:
+    """Merge defaults < kdc.yaml < command line (`cli` holds only options actually given).
+    The taxonomy's own kdc.yaml is held to compiler/trust.py's rule unless `trust`
+    (--trust-config); a file named with --config is the maintainer's own and trusted."""
     cfg = CompileConfig(taxonomy=taxonomy)
     path = config_file if config_file is not None else taxonomy / CONFIG_NAME
     if config_file is not None and not config_file.is_file():
         raise ConfigError(f"config file {config_file} not found", hint="check the --config path")
     if path.is_file():
-        _apply_file(cfg, path)
+        given = {k for k, v in cli.items() if v is not None and v != () and v != []}
+        _apply_file(cfg, path, None if trust or config_file is not None else given)
         cfg.config_file = path
     for key, value in cli.items():
-        if value is None or (key == "api_base" and not value):
+        if value is None or (key in ("api_base", "allow_repos") and not value):
             continue
-        if key == "api_base":
+        if key in ("api_base", "allow_repos"):
             value = list(value)
         if key == "out":
             value = Path(value)
@@ -147,7 +163,7 @@ def load_config(taxonomy: Path, config_file: Path | None, cli: dict[str, Any]) -
     return cfg
 
 
-def _apply_file(cfg: CompileConfig, path: Path) -> None:
+def _apply_file(cfg: CompileConfig, path: Path, untrusted_given: set[str] | None = None) -> None:
     try:
         loaded = load_file(path)
     except YamlLoadError as exc:
@@ -161,6 +177,10 @@ def _apply_file(cfg: CompileConfig, path: Path) -> None:
 
     if not isinstance(data, dict):
         raise fail([], "kdc.yaml must be a mapping of settings", "e.g. samples_per_node: 5")
+    if untrusted_given is not None:
+        from compiler.trust import check_untrusted
+
+        check_untrusted(data, loaded.node, path, untrusted_given)
     cfg.settings = data
     known = {f.name for f in fields(CompileConfig)} - {"settings", "config_file", "taxonomy", "dry_run", "marks"}
     for raw_key, value in data.items():
@@ -176,6 +196,12 @@ def _apply_file(cfg: CompileConfig, path: Path) -> None:
             if not isinstance(items, list) or not all(isinstance(u, str) and u for u in items):
                 raise fail([raw_key], "api_base must be a URL or a list of URLs")
             cfg.api_base = list(items)
+        elif key == "allow_repos":
+            items = [value] if isinstance(value, str) else value
+            if not isinstance(items, list) or not all(isinstance(u, str) and u.strip() for u in items):
+                raise fail([raw_key], "allow_repos must be a folder or URL prefix, or a list of them")
+            cfg.allow_repos = [u if "://" in u or u.startswith("~") or Path(u).is_absolute() else
+                               str(path.parent / u) for u in items]
         elif key == "diversity":
             if not isinstance(value, dict):
                 raise fail([raw_key], "diversity must be a mapping", "e.g. diversity: {personas: [a nurse]}")

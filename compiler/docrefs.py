@@ -32,8 +32,8 @@ class DocCheck:
     files: tuple[str, ...] = ()  # matched .md/.pdf documents
 
 
-def check_document(repo: str, commit: str, patterns: list[str], root: Path, *, fetch_remote: bool = False
-                   ) -> DocCheck:
+def check_document(repo: str, commit: str, patterns: list[str], root: Path, *, fetch_remote: bool = False,
+                   allow: tuple[str, ...] = ()) -> DocCheck:
     """Resolve the documents of one knowledge leaf. Never raises for a bad reference: returns issues."""
     issues: list[DocIssue] = []
     bad = [p for p in patterns if gitrepo.unsafe_pattern(p)]
@@ -43,13 +43,13 @@ def check_document(repo: str, commit: str, patterns: list[str], root: Path, *, f
                                "write patterns relative to the repository root: no leading '/', no '..'"))
     patterns = [p for p in patterns if p not in bad]
     try:
-        path = gitrepo.open_repo(repo, root, fetch_remote=fetch_remote)
+        path = gitrepo.open_repo(repo, root, fetch_remote=fetch_remote, allow=allow)
         if path is None:
             return DocCheck(bool(issues), tuple(issues))
         sha = gitrepo.resolve_commit(path, commit)
         names = gitrepo.regular_files(path, sha)
     except RefError as exc:
-        return DocCheck(True, (*issues, DocIssue(exc.field, "document-unresolved", exc.message, exc.hint)))
+        return DocCheck(True, (*issues, DocIssue(exc.field, exc.rule, exc.message, exc.hint)))
     matched: list[str] = []
     for pattern in patterns:
         hits = gitrepo.matching(names, pattern)

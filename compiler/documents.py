@@ -39,16 +39,17 @@ def _located(exc: RefError, where: str | None) -> DocumentError:
     return DocumentError(exc.message, path=where, hint=exc.hint or None)
 
 
-def resolve_repo(repo: str, taxonomy_root: Path, *, fetch: bool = False, where: str | None = None) -> Path:
+def resolve_repo(repo: str, taxonomy_root: Path, *, fetch: bool = False, where: str | None = None,
+                 allow: tuple[str, ...] = ()) -> Path:
     """The local git repository for a qna.yaml `document.repo`: a path (relative to the taxonomy
     root) or a URL, read from the shared clone cache and fetched only when fetching is allowed."""
     try:
-        path = gitrepo.open_repo(repo, taxonomy_root, fetch_remote=fetch)
+        path = gitrepo.open_repo(repo, taxonomy_root, fetch_remote=fetch, allow=allow)
     except RefError as exc:
         raise _located(exc, where) from None
     if path is None:
         raise DocumentError(f"document repo {repo} is remote and fetching is off", path=where,
-                            hint="set `fetch_documents: true` in kdc.yaml, or clone it and use a local path")
+                            hint="pass --fetch (or `fetch_documents: true` in a trusted config), or clone it and use a local path")
     return path
 
 
@@ -182,13 +183,13 @@ def chunk_text(doc: Document, chunk_tokens: int, overlap: int) -> list[Chunk]:
 
 
 def load_documents(document: dict, taxonomy_root: Path, *, fetch: bool = False,
-                   where: str | None = None) -> list[Document]:
+                   where: str | None = None, allow: tuple[str, ...] = ()) -> list[Document]:
     """Every document a knowledge leaf names (its `document:` mapping), as plain text."""
     if not isinstance(document, dict):
         raise DocumentError("knowledge leaf has no `document:` mapping", path=where,
                             hint="add document: {repo, commit, patterns}")
     repo = document.get("repo")
-    repo_path = resolve_repo(repo, taxonomy_root, fetch=fetch, where=where)
+    repo_path = resolve_repo(repo, taxonomy_root, fetch=fetch, where=where, allow=allow)
     commit = resolve_commit(repo_path, document.get("commit"), where=where, fetch=fetch)
     patterns = document.get("patterns")
     if isinstance(patterns, str):
@@ -198,14 +199,14 @@ def load_documents(document: dict, taxonomy_root: Path, *, fetch: bool = False,
     for name in names:
         raw = read_file(repo_path, commit, name, where=where)
         text = markdown_to_text(raw) if name.lower().endswith((".md", ".markdown")) else raw
-        docs.append(Document(str(repo).strip(), commit, name, text))
+        docs.append(Document(gitrepo.redact(str(repo).strip()), commit, name, text))  # provenance: no user:pass@
     return docs
 
 
 def chunks_for(document: dict, taxonomy_root: Path, *, chunk_tokens: int, overlap: int,
-               fetch: bool = False, where: str | None = None) -> list[Chunk]:
+               fetch: bool = False, where: str | None = None, allow: tuple[str, ...] = ()) -> list[Chunk]:
     out: list[Chunk] = []
-    for doc in load_documents(document, taxonomy_root, fetch=fetch, where=where):
+    for doc in load_documents(document, taxonomy_root, fetch=fetch, where=where, allow=allow):
         out.extend(chunk_text(doc, chunk_tokens, overlap))
     if not out:
         raise DocumentError("the knowledge documents are empty", path=where)

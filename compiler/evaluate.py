@@ -268,7 +268,9 @@ def _ask_judge(judge: Judge, item: EvalItem, answer_a: str, answer_b: str) -> st
 
 
 def _judge_error(judge: Judge, exc: Exception) -> TeacherError:
-    return TeacherError(f"the judge {judge.model!r} failed: {type(exc).__name__}: {str(exc)[:300]}",
+    from compiler.transport import scrub  # a 401 body may echo the key it was sent
+
+    return TeacherError(f"the judge {judge.model!r} failed: {type(exc).__name__}: {scrub(str(exc))[:300]}",
                         hint="check --judge and --judge-api-base (API keys come from the environment)")
 
 

@@ -138,7 +138,7 @@ class Judge:
                 self.calls += 1
                 resp = await litellm.acompletion(**kwargs)
             except Exception as exc:  # litellm maps every provider failure to its own exception types
-                raise JudgeError(f"judge {self.model} failed: {type(exc).__name__}: {_short(exc)}",
+                raise JudgeError(f"judge {self.model} failed: {type(exc).__name__}: {_short(exc, key)}",
                                  hint="check --judge, gates.judge_api_base and the judge's API key") from None
             content = resp.choices[0].message.content or ""
             result = parse_scores(content)
@@ -151,6 +151,12 @@ class Judge:
         return result
 
 
-def _short(exc: Exception) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return text[:300]
+def _short(exc: Exception, key: str | None = None) -> str:
+    """The error's first line with secrets removed (a 401 body may echo the key it was sent)."""
+    from compiler.transport import scrub
+
+    text = str(exc)
+    if key and len(key) >= 4:
+        text = text.replace(key, "***")
+    text = scrub(text)
+    return (text.splitlines()[0] if text else "")[:300]

@@ -111,7 +111,7 @@ def make_plan(taxonomy: Taxonomy, cfg: CompileConfig) -> list[LeafPlan]:
         if leaf.kind == "knowledge":
             chunks = chunks_for(leaf.content.get("document"), Path(taxonomy.root),
                                 chunk_tokens=cfg.chunk_tokens, overlap=cfg.chunk_overlap,
-                                fetch=cfg.fetch_documents, where=leaf.file)
+                                fetch=cfg.fetch_documents, where=leaf.file, allow=tuple(cfg.allow_repos))
         plans.append(LeafPlan(leaf=leaf, target=cfg.target(leaf.node_id), budget=cfg.attempts_budget(leaf.node_id),
                               train_seeds=[seeds[i] for i in train_idx], eval_seeds=[seeds[i] for i in eval_idx],
                               eval_indexes=eval_idx, chunks=chunks))

@@ -47,6 +47,7 @@ class Options:
     strict: bool = False
     limits: Limits = field(default_factory=Limits)
     fetch: bool = False  # network access for remote knowledge documents
+    allow_repos: tuple[str, ...] = ()  # maintainer's --allow-repo prefixes (compiler/repopolicy.py)
 
     @property
     def extra_severity(self) -> str:
@@ -358,10 +359,10 @@ def _run_jobs(jobs: list[_Job], opts: Options, cache_dir: Path | None, workers: 
 
 def validate_paths(paths: list[Path], *, root: Path, strict: bool = False, limits: Limits | None = None,
                    fetch: bool = False, cache_dir: Path | None = None, jobs: int = 1,
-                   stats: Stats | None = None) -> list[FileResult]:
+                   stats: Stats | None = None, allow_repos: tuple[str, ...] = ()) -> list[FileResult]:
     """Validate files and folders (folders: every qna-like file below). Raises UsageError for a
     path that does not exist; every problem with the files themselves is a located Problem."""
-    opts = Options(strict=strict, limits=limits or Limits(), fetch=fetch)
+    opts = Options(strict=strict, limits=limits or Limits(), fetch=fetch, allow_repos=tuple(allow_repos))
     stats = stats if stats is not None else Stats()
     root_abs = Path(os.path.abspath(root))
     targets, results = _collect([Path(p) for p in paths], root_abs)
@@ -403,7 +404,8 @@ def _cross_file_checks(jobs: list[_Job], root: Path, opts: Options, stats: Stats
     sev = opts.extra_severity
 
     def add(rel: str, line: int, col: int, rule: str, message: str, hint: str) -> None:
-        out.setdefault(rel, []).append(Problem(rel, line, col, sev, rule, message, hint))
+        severity = "error" if rule == "document-repo-outside" else sev  # a refusal, not a style issue
+        out.setdefault(rel, []).append(Problem(rel, line, col, severity, rule, message, hint))
 
     for j in jobs:
         o = j.outcome or {}
@@ -432,7 +434,8 @@ def _document_checks(jobs: list[_Job], root: Path, opts: Options, stats: Stats, 
             continue
         key = (doc["repo"], doc["commit"], tuple(doc["patterns"]))
         if key not in memo:
-            memo[key] = check_document(doc["repo"], doc["commit"], doc["patterns"], root, fetch_remote=opts.fetch)
+            memo[key] = check_document(doc["repo"], doc["commit"], doc["patterns"], root, fetch_remote=opts.fetch,
+                                       allow=opts.allow_repos)
         result = memo[key]
         if not result.checked:
             stats.documents_unchecked += 1

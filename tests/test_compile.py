@@ -37,6 +37,7 @@ def tax(tmp_path, example_taxonomy) -> Path:
     """A private copy of the example taxonomy and its document repos (same relative layout)."""
     shutil.copytree(example_taxonomy, tmp_path / "taxonomy")
     shutil.copytree(ROOT / "build" / "doc-repos", tmp_path / "build" / "doc-repos", symlinks=True)
+    (tmp_path / ".git").mkdir()  # like the project checkout: ../build/doc-repos is inside it
     # The example gives the slow embedded teacher extra attempts; these tests check the default budget.
     cfg = tmp_path / "taxonomy" / "kdc.yaml"
     cfg.write_text("".join(l for l in cfg.read_text().splitlines(True) if not l.startswith("max_attempts")))

@@ -37,8 +37,9 @@ def repo(tmp_path) -> tuple[Path, str]:
     return r, git(r, "rev-parse", "HEAD")
 
 
-def test_patterns_match_committed_regular_files_only(repo):
-    r, commit = repo
+def test_patterns_match_committed_regular_files_only(repo, tmp_path):
+    _, commit = repo
+    r = resolve_repo("docs", tmp_path)  # kdc's private copy of the repository's objects
     assert list_files(r, commit, ["*.md"]) == ["blob.md", "guide/deep.md", "intro.md"]  # no symlink
     assert list_files(r, commit, ["guide/*.md", "*.txt"]) == ["guide/deep.md", "notes.txt"]
     for bad in (["../*.md"], ["/etc/passwd"], ["guide/../../x"]):
@@ -86,12 +87,16 @@ def test_a_huge_document_is_refused_before_it_is_read(tmp_path):
 def test_url_repos_are_cloned_only_when_allowed(repo, tmp_path, monkeypatch):
     r, commit = repo
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    url = f"file://{r}"
+    url = f"file://{r}"  # stands in for a remote: a maintainer's allow-list admits it
+    allow = (f"file://{tmp_path}",)
+    with pytest.raises(DocumentError, match="only https:// URLs"):
+        resolve_repo(url, tmp_path, fetch=True)
     with pytest.raises(DocumentError, match="fetching is off"):
-        resolve_repo(url, tmp_path)
-    docs = load_documents({"repo": url, "commit": commit, "patterns": ["guide/*.md"]}, tmp_path, fetch=True)
+        resolve_repo(url, tmp_path, allow=allow)
+    docs = load_documents({"repo": url, "commit": commit, "patterns": ["guide/*.md"]}, tmp_path, fetch=True,
+                          allow=allow)
     assert docs[0].text == "Deep\n\n- one\n\n- two\n"
-    assert str(resolve_repo(url, tmp_path, fetch=True)).startswith(str(tmp_path / "cache" / "kdc" / "repos"))
+    assert str(resolve_repo(url, tmp_path, fetch=True, allow=allow)).startswith(str(tmp_path / "cache" / "kdc" / "repos"))
 
 
 def test_markdown_to_text_drops_markup_keeps_structure():

@@ -154,11 +154,11 @@ def test_teacher_workers_setting(tmp_path):
 def test_command_line_wins_over_kdc_yaml(tmp_path):
     (tmp_path / "kdc.yaml").write_text("samples_per_node: 3\nseed: 5\napi_base: [http://a:1/v1, http://b:2/v1]\n"
                                        "nodes:\n  x/y: {samples: 9}\ndiversity: {styles: [terse]}\n")
-    cfg = load_config(tmp_path, None, {"samples_per_node": 4, "api_base": ()})
+    cfg = load_config(tmp_path, None, {"samples_per_node": 4, "api_base": ()}, trust=True)  # --trust-config
     assert cfg.samples_per_node == 4 and cfg.seed == 5 and cfg.api_base == ["http://a:1/v1", "http://b:2/v1"]
     assert cfg.target("x/y") == 9 and cfg.target("other") == 4 and cfg.attempts_budget("other") == 20
     assert cfg.diversity["styles"] == ["terse"] and len(cfg.diversity["personas"]) > 1
-    cfg = load_config(tmp_path, None, {"api_base": ("http://user:pw@c:3/v1",)})
+    cfg = load_config(tmp_path, None, {"api_base": ("http://user:pw@c:3/v1",)})  # the command line's: no trust needed
     assert cfg.api_base == ["http://user:pw@c:3/v1"] and cfg.effective()["api_base"] == ["http://***@c:3/v1"]
 
 

@@ -250,7 +250,8 @@ def test_file_names_are_never_skipped(tmp_path):
 def test_kind_comes_from_the_folder_then_the_content(tmp_path):
     repo = tmp_path / "docs"
     commit = doc_repo(repo, {"a.md": "# A\n"})
-    text = knowledge(str(repo), commit)
+    (tmp_path / ".git").mkdir()  # tax/ lives in a checkout that also holds docs/
+    text = knowledge("../docs", commit)
     write(tmp_path, "tax/knowledge/k/qna.yaml", text)
     write(tmp_path, "tax/misc/k/qna.yaml", text)  # no taxonomy folder: knowledge by content
     write(tmp_path, "tax/compositional_skills/k/qna.yaml", text)  # checked as a skill
@@ -456,6 +457,7 @@ def line_of(text: str, start: str) -> int:
 
 def test_documents_resolve_with_real_git(tmp_path):
     commit = doc_repo(tmp_path / "repos/docs", {"guide.md": "# Guide\n", "notes.txt": "x\n"})
+    (tmp_path / ".git").mkdir()  # one checkout holds tax/ and repos/: ../repos is inside it
     tax = tmp_path / "tax"
     cases = {"ok": knowledge("../repos/docs", commit),  # relative repo paths start at the root
              "bad_commit": knowledge("../repos/docs", "0" * 40),
@@ -492,17 +494,20 @@ def test_remote_documents_are_checked_only_with_fetch(tmp_path):
     tax = tmp_path / "tax"
     write(tax, "knowledge/k/leaf/qna.yaml", knowledge(url, commit))
     write(tax, "knowledge/stale/leaf/qna.yaml", knowledge(url, "1" * 40))
+    refused = validate_paths([tax], root=tax, fetch=True)  # file:// only on the maintainer's say
+    assert {p.rule for r in refused for p in r.problems} == {"document-repo-outside"}
+    allow = (tmp_path.as_uri(),)
     stats = Stats()
-    assert all(not r.problems for r in validate_paths([tax], root=tax, stats=stats))
+    assert all(not r.problems for r in validate_paths([tax], root=tax, stats=stats, allow_repos=allow))
     assert stats.documents_unchecked == 2
     stats = Stats()
-    results = validate_paths([tax], root=tax, fetch=True, stats=stats)
+    results = validate_paths([tax], root=tax, fetch=True, stats=stats, allow_repos=allow)
     assert stats.documents_checked == 2
     assert [(r.path, p.rule) for r in results for p in r.problems] == [
         ("knowledge/stale/leaf/qna.yaml", "document-unresolved")]
     # the clone is now cached: checked again without --fetch, and without the network
     stats = Stats()
-    validate_paths([tax], root=tax, stats=stats)
+    validate_paths([tax], root=tax, stats=stats, allow_repos=allow)
     assert stats.documents_checked == 2
 
 

@@ -32,13 +32,20 @@ from compiler.build import NodeProgress, Progress
 @click.option("--max-retries", type=click.IntRange(min=0), help="Retries per request on 429/5xx/timeouts.")
 @click.option("--max-cost", type=click.FloatRange(min=0), help="Hard cap on teacher spend, in USD.")
 @click.option("--judge", help="litellm model string of an LLM judge gate (default: none).")
+@click.option("--fetch", is_flag=True, default=None,
+              help="Clone or update remote knowledge document repos (the only network use besides the teacher).")
+@click.option("--allow-repo", "allow_repo", multiple=True, metavar="PREFIX",
+              help="Also accept document repos under this folder or URL prefix (repeatable); see README Security.")
+@click.option("--trust-config", is_flag=True,
+              help="Let the taxonomy's own kdc.yaml set endpoints, key variables, out, allow_repos and fetching.")
 @click.option("--dry-run", is_flag=True, help="Show the plan (leaves, requests, tokens, cost); send nothing.")
 @click.option("--fail-on-shortfall", is_flag=True, default=None,
               help="Exit with status 3 when a node misses its quota.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest totals (or the plan) as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, teacher_workers, samples_per_node,
-             seed, timeout, max_retries, max_cost, judge, dry_run, fail_on_shortfall, as_json, quiet):
+             seed, timeout, max_retries, max_cost, judge, fetch, allow_repo, trust_config, dry_run, fail_on_shortfall,
+             as_json, quiet):
     """Compile TAXONOMY into per-node datasets, SFT mixes and a manifest in --out."""
     from compiler.build import compile_taxonomy
     from compiler.config import load_config
@@ -47,8 +54,9 @@ def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, t
     cli = {"out": out, "teacher": teacher, "api_base": api_base, "concurrency": concurrency,
            "teacher_workers": teacher_workers,
            "samples_per_node": samples_per_node, "seed": seed, "timeout": timeout, "max_retries": max_retries,
-           "max_cost": max_cost, "judge": judge, "dry_run": dry_run or None, "fail_on_shortfall": fail_on_shortfall}
-    cfg = load_config(taxonomy, config_file, cli)
+           "max_cost": max_cost, "judge": judge, "dry_run": dry_run or None, "fail_on_shortfall": fail_on_shortfall,
+           "fetch_documents": fetch, "allow_repos": allow_repo}
+    cfg = load_config(taxonomy, config_file, cli, trust=trust_config)
     progress: Progress = Progress() if quiet or dry_run else (
         RichProgress() if sys.stderr.isatty() else LogProgress())
     result = compile_taxonomy(cfg, progress)

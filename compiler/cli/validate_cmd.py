@@ -43,6 +43,8 @@ def _auto_jobs() -> int:
 @click.option("--changed-since", "changed_since", metavar="REF",
               help="Only qna files added or changed since the merge base with REF, plus uncommitted and untracked ones.")
 @click.option("--fetch", is_flag=True, help="Clone or update remote knowledge document repos (network) to check them.")
+@click.option("--allow-repo", "allow_repo", multiple=True, metavar="PREFIX",
+              help="Also accept document repos under this folder or URL prefix (repeatable); see README Security.")
 @click.option("--no-cache", is_flag=True, help="Do not read or write the per-file result cache.")
 @click.option("--jobs", "-j", type=click.IntRange(min=0), default=0, show_default=True,
               help="Worker processes (0: one per available core).")
@@ -54,7 +56,7 @@ def _auto_jobs() -> int:
               help="Words in all of a skill's seed examples together.")
 @click.option("--near-dup-threshold", type=click.FloatRange(0.0, 1.0, min_open=True), default=Limits.near_dup,
               show_default=True, help="Similarity (MinHash Jaccard of word bigrams) from which seeds are near-duplicates.")
-def validate(paths, root, strict, fmt, changed_since, fetch, no_cache, jobs, max_context_words, max_qa_words,
+def validate(paths, root, strict, fmt, changed_since, fetch, allow_repo, no_cache, jobs, max_context_words, max_qa_words,
              max_skill_words, near_dup_threshold) -> None:
     """Lint and schema-check taxonomy qna.yaml files (InstructLab-compatible verdicts).
 
@@ -62,7 +64,7 @@ def validate(paths, root, strict, fmt, changed_since, fetch, no_cache, jobs, max
     valid, 1 when any is not, 2 on a usage error."""
     try:
         code = _run(paths, root, strict, fmt, changed_since, fetch, no_cache, jobs,
-                    Limits(max_context_words, max_qa_words, max_skill_words, near_dup_threshold))
+                    Limits(max_context_words, max_qa_words, max_skill_words, near_dup_threshold), allow_repo)
     except KdcError as exc:
         click.secho(f"error: {exc.located()}", fg="red", err=True)
         if exc.hint:
@@ -71,7 +73,7 @@ def validate(paths, root, strict, fmt, changed_since, fetch, no_cache, jobs, max
     sys.exit(code)
 
 
-def _run(paths, root, strict, fmt, changed_since, fetch, no_cache, jobs, limits: Limits) -> int:
+def _run(paths, root, strict, fmt, changed_since, fetch, no_cache, jobs, limits: Limits, allow_repo=()) -> int:
     from compiler import validate_output as out
 
     started = time.perf_counter()
@@ -97,7 +99,7 @@ def _run(paths, root, strict, fmt, changed_since, fetch, no_cache, jobs, limits:
     stats = Stats()
     results = validate_paths(targets, root=root, strict=strict, limits=limits, fetch=fetch,
                              cache_dir=None if no_cache else default_cache_dir(), jobs=jobs or _auto_jobs(),
-                             stats=stats)
+                             stats=stats, allow_repos=tuple(allow_repo))
     summary = summarize(results, stats)
     summary["seconds"] = round(time.perf_counter() - started, 3)
     if not results:
