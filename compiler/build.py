@@ -141,7 +141,10 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None) -> Bu
     if out.exists() and not out.is_dir():
         raise BuildError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    return Builder(cfg, taxonomy, plans, prompts, teacher, gates, out, progress).run()
+    from compiler.outlock import hold
+
+    with hold(out, "compile"):  # a second compile or review --apply into this folder is refused
+        return Builder(cfg, taxonomy, plans, prompts, teacher, gates, out, progress).run()
 
 
 def _load_valid(root: Path) -> Taxonomy:
@@ -584,14 +587,21 @@ def _normalise_hf(folder: Path) -> None:
 
 
 def _remove_stale(out: Path, current: set[str]) -> None:
-    """Drop nodes/<id> and hf/<id> left by leaves that no longer exist (only our own files)."""
+    """Drop nodes/<id> and hf/<id> left by leaves that no longer exist. Only the files directly in
+    the stale folder go: a live child leaf's folder (nodes/<id>/<child>) lies inside it."""
     for base, marker in ((out / "nodes", "train.jsonl"), (out / "hf", "state.json")):
         if not base.is_dir():
             continue
         for found in sorted(base.rglob(marker)):
-            node_id = found.parent.relative_to(base).as_posix()
-            if node_id not in current:
-                shutil.rmtree(found.parent, ignore_errors=True)
+            folder = found.parent
+            if folder.relative_to(base).as_posix() in current:
+                continue
+            for entry in folder.iterdir():
+                if entry.is_file() or entry.is_symlink():
+                    entry.unlink()
+            while folder != base and not any(folder.iterdir()):
+                folder.rmdir()
+                folder = folder.parent
 
 
 def _versions(teacher: str) -> dict[str, str]:

@@ -33,8 +33,9 @@ def build(tmp_path: Path) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, str]:
+    """Every file's hash, kdc's private .kdc/ (the lock, the apply journal) aside."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if p.is_file() and ".kdc" not in p.relative_to(root).parts}
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -231,9 +232,17 @@ def test_apply_drops_rejected_applies_edits_and_records_verdicts(build: Path) ->
     assert "| **yes** |" in haiku_row
     assert list((build / "reviews" / "applied").iterdir())  # the applied sheet is archived
 
-    # a new draw skips what was reviewed; the same sheet cannot be applied twice
+    # a new draw skips what was reviewed; the same sheet applied again changes nothing
     again = read_csv(draw_sheet(build, seed=5, out=build / "reviews" / "round2.csv"))
     assert not {r["id"] for r in again} & {v["id"] for v in log}
+    before = snapshot(build)
+    res2 = apply_sheet(build, sheet, reviewer="alice")
+    assert (res2.already, res2.accepted, res2.rejected, res2.edited) == (5, 0, 0, 0)
+    assert snapshot(build) == before
+    # a different verdict for a sample already rejected is still refused
+    again = read_csv(sheet)
+    next(r for r in again if r["id"] == ids["rej"][0]).update(verdict="accept", why="")
+    write_csv(sheet, again)
     with pytest.raises(ReviewError, match="already rejected by an earlier review"):
         apply_sheet(build, sheet, reviewer="alice")
 
