@@ -115,15 +115,19 @@ class BuildResult:
 
 
 # ------------------------------------------------------------------------------- entry point
-def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None) -> BuildResult:
-    """Run `kdc compile` with resolved settings; raises KdcError subclasses on user errors."""
+def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None, *, keep_going: bool = False) -> BuildResult:
+    """Run `kdc compile` with resolved settings; raises KdcError subclasses on user errors.
+    keep_going: leaves whose documents cannot be loaded are skipped and listed in the manifest."""
     progress = progress or Progress()
     if cfg.out is None and not cfg.dry_run:
         raise KdcError("no output folder", hint="pass --out DIR (or set `out:` in kdc.yaml)")
     if not Path(cfg.taxonomy).is_dir():
         raise TaxonomyError(f"taxonomy folder {cfg.taxonomy} not found", hint="pass the folder holding the taxonomy")
     taxonomy = _load_valid(cfg.taxonomy)
-    plans = make_plan(taxonomy, cfg)
+    broken: dict[str, dict[str, str]] = {}
+    plans = make_plan(taxonomy, cfg, keep_going=keep_going, broken=broken)
+    if not plans and broken:
+        raise TaxonomyError("every leaf is broken: " + "; ".join(b["error"] for b in broken.values()))
     if not plans:
         raise TaxonomyError("the taxonomy has no leaf to compile", path=str(cfg.taxonomy),
                             hint="add compositional_skills/.../qna.yaml or knowledge/.../qna.yaml files")
@@ -144,7 +148,9 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None) -> Bu
     from compiler.outlock import hold
 
     with hold(out, "compile"):  # a second compile or review --apply into this folder is refused
-        return Builder(cfg, taxonomy, plans, prompts, teacher, gates, out, progress).run()
+        builder = Builder(cfg, taxonomy, plans, prompts, teacher, gates, out, progress)
+        builder.broken = broken
+        return builder.run()
 
 
 def _load_valid(root: Path) -> Taxonomy:
@@ -217,6 +223,7 @@ class Builder:
         self.spent = 0.0  # USD actually spent in this run (known prices)
         self.reserved = 0.0  # USD reserved by requests in flight (worst case)
         self.cost_stop = False
+        self.broken: dict[str, dict[str, str]] = {}  # --keep-going: leaves left out, with their error
 
     # -- generation ------------------------------------------------------------------------
     def run(self) -> BuildResult:
@@ -461,6 +468,7 @@ class Builder:
             "config": {**cfg.effective(), "gates": self.gate_config.to_dict(), "mix": mix_config.to_dict()},
             "versions": _versions(cfg.teacher),
             "nodes": nodes_m,
+            "broken": dict(sorted(self.broken.items())),
             "mixes": mixes,
             "totals": {
                 "target": sum(n["target"] for n in nodes_m.values()),

@@ -182,3 +182,44 @@ def test_removing_a_parent_leaf_keeps_its_live_child(tax, tmp_path, kdc):
     assert (out / "hf" / HAIKU / "renga" / "state.json").is_file()
     assert not (out / "nodes" / HAIKU / "train.jsonl").exists() and not (out / "hf" / HAIKU / "state.json").exists()
     assert sorted(p.name for p in (out / "nodes" / HAIKU).iterdir()) == ["renga"]
+
+
+# --------------------------------------------------------------------------- broken leaves
+SOLAR = "knowledge/science/astronomy/solar_system"
+
+
+def _broken_leaves(tax: Path) -> dict[str, str]:
+    """Two copies of the solar-system leaf whose documents cannot load: a pattern that matches
+    no file, a commit that is not in the repo (validate only warns: compile must report both)."""
+    text = (tax / SOLAR / "qna.yaml").read_text()
+    made = {}
+    for name, old, new in (("no_match", '"*.md"', '"*.rst"'),
+                           ("no_commit", "ba82826c31b3073f80213f54e606f5b0d528898c", "deadbeef" * 5)):
+        leaf = tax / "knowledge" / "science" / "astronomy" / name
+        leaf.mkdir()
+        (leaf / "qna.yaml").write_text(text.replace(old, new))
+        shutil.copy(tax / SOLAR / "attribution.txt", leaf / "attribution.txt")
+        made[f"knowledge/science/astronomy/{name}"] = f"knowledge/science/astronomy/{name}/qna.yaml"
+    return made
+
+
+def test_compile_lists_every_broken_leaf_and_keep_going_compiles_the_rest(tax, tmp_path, kdc):
+    broken = _broken_leaves(tax)
+    out = tmp_path / "out"
+    with TeacherServer() as srv:
+        code, _, err = kdc(*compile_args(tax, out, srv))
+        assert code == 1 and srv.chat_requests == 0
+        assert "2 knowledge leaves cannot be compiled" in err and "--keep-going" in err
+        for file in broken.values():
+            assert file in err
+        code, _, err = kdc(*compile_args(tax, out, srv, "--keep-going"))
+    assert code == 4, err
+    m = json.loads((out / "manifest.json").read_text())
+    assert sorted(m["broken"]) == sorted(broken)
+    assert m["broken"]["knowledge/science/astronomy/no_match"]["file"] == broken["knowledge/science/astronomy/no_match"]
+    assert "matches" in m["broken"]["knowledge/science/astronomy/no_match"]["error"]
+    assert "deadbeef" in m["broken"]["knowledge/science/astronomy/no_commit"]["error"]
+    assert not set(broken) & set(m["nodes"]) and len(m["nodes"]) == 6
+    for node_id, n in m["nodes"].items():
+        assert n["accepted"] == n["target"] == 3, node_id
+        assert len(read_jsonl(out / n["files"]["train"])) == 3
