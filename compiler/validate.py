@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
-import importlib.metadata
 import json
 import os
 import sys
@@ -197,6 +196,8 @@ def default_cache_dir() -> Path:
 @lru_cache(maxsize=1)
 def _salt() -> str:
     """What a cached outcome depends on besides the file: our code, schemas and the libraries."""
+    import importlib.metadata
+
     h = hashlib.sha256(f"kdc {__version__}\0".encode())
     for dist in ("pyyaml", "yamllint", "jsonschema", "datasketch"):
         try:
