@@ -115,15 +115,19 @@ class BuildResult:
 
 
 # ------------------------------------------------------------------------------- entry point
-def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None) -> BuildResult:
-    """Run `kdc compile` with resolved settings; raises KdcError subclasses on user errors."""
+def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None, *, keep_going: bool = False) -> BuildResult:
+    """Run `kdc compile` with resolved settings; raises KdcError subclasses on user errors.
+    keep_going: leaves whose documents cannot be loaded are skipped and listed in the manifest."""
     progress = progress or Progress()
     if cfg.out is None and not cfg.dry_run:
         raise KdcError("no output folder", hint="pass --out DIR (or set `out:` in kdc.yaml)")
     if not Path(cfg.taxonomy).is_dir():
         raise TaxonomyError(f"taxonomy folder {cfg.taxonomy} not found", hint="pass the folder holding the taxonomy")
     taxonomy = _load_valid(cfg.taxonomy, tuple(cfg.allow_repos))
-    plans = make_plan(taxonomy, cfg)
+    broken: dict[str, dict[str, str]] = {}
+    plans = make_plan(taxonomy, cfg, keep_going=keep_going, broken=broken)
+    if not plans and broken:
+        raise TaxonomyError("every leaf is broken: " + "; ".join(b["error"] for b in broken.values()))
     if not plans:
         raise TaxonomyError("the taxonomy has no leaf to compile", path=str(cfg.taxonomy),
                             hint="add compositional_skills/.../qna.yaml or knowledge/.../qna.yaml files")
@@ -141,7 +145,12 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None) -> Bu
     if out.exists() and not out.is_dir():
         raise BuildError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    return Builder(cfg, taxonomy, plans, prompts, teacher, gates, out, progress).run()
+    from compiler.outlock import hold
+
+    with hold(out, "compile"):  # a second compile or review --apply into this folder is refused
+        builder = Builder(cfg, taxonomy, plans, prompts, teacher, gates, out, progress)
+        builder.broken = broken
+        return builder.run()
 
 
 def _load_valid(root: Path, allow_repos: tuple[str, ...] = ()) -> Taxonomy:
@@ -214,6 +223,7 @@ class Builder:
         self.spent = 0.0  # USD actually spent in this run (known prices)
         self.reserved = 0.0  # USD reserved by requests in flight (worst case)
         self.cost_stop = False
+        self.broken: dict[str, dict[str, str]] = {}  # --keep-going: leaves left out, with their error
 
     # -- generation ------------------------------------------------------------------------
     def run(self) -> BuildResult:
@@ -458,6 +468,7 @@ class Builder:
             "config": {**cfg.effective(), "gates": self.gate_config.to_dict(), "mix": mix_config.to_dict()},
             "versions": _versions(cfg.teacher),
             "nodes": nodes_m,
+            "broken": dict(sorted(self.broken.items())),
             "mixes": mixes,
             "totals": {
                 "target": sum(n["target"] for n in nodes_m.values()),
@@ -584,14 +595,21 @@ def _normalise_hf(folder: Path) -> None:
 
 
 def _remove_stale(out: Path, current: set[str]) -> None:
-    """Drop nodes/<id> and hf/<id> left by leaves that no longer exist (only our own files)."""
+    """Drop nodes/<id> and hf/<id> left by leaves that no longer exist. Only the files directly in
+    the stale folder go: a live child leaf's folder (nodes/<id>/<child>) lies inside it."""
     for base, marker in ((out / "nodes", "train.jsonl"), (out / "hf", "state.json")):
         if not base.is_dir():
             continue
         for found in sorted(base.rglob(marker)):
-            node_id = found.parent.relative_to(base).as_posix()
-            if node_id not in current:
-                shutil.rmtree(found.parent, ignore_errors=True)
+            folder = found.parent
+            if folder.relative_to(base).as_posix() in current:
+                continue
+            for entry in folder.iterdir():
+                if entry.is_file() or entry.is_symlink():
+                    entry.unlink()
+            while folder != base and not any(folder.iterdir()):
+                folder.rmdir()
+                folder = folder.parent
 
 
 def _versions(teacher: str) -> dict[str, str]:

@@ -19,6 +19,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from compiler.errors import BuildError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
     key TEXT PRIMARY KEY,
@@ -43,11 +45,17 @@ class Cache:
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes (kill -9)
-        self.db.execute("PRAGMA busy_timeout=10000")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes (kill -9)
+            self.db.execute("PRAGMA busy_timeout=10000")
+            self.db.executescript(SCHEMA)
+            self.db.execute("SELECT COUNT(*) FROM answers").fetchone()
+        except sqlite3.DatabaseError as exc:  # not a database, damaged, locked, disk full
+            raise BuildError(f"the teacher cache cannot be opened: {exc}", path=str(path),
+                             hint=f"if it is damaged, move it aside (mv {path} {path}.bad) and re-run; "
+                                  "its answers are then asked again") from None
         self.hits = 0
         self.misses = 0
 

@@ -133,18 +133,12 @@ def _permutations():
 
     They are constants of datasketch's version, kept in the user cache: importing datasketch
     pulls in scipy (~0.6 s of CPU, a fifth of a cold `kdc validate` of a thousand files)."""
-    import importlib.metadata
     import os
     import tempfile
 
     import numpy as np
 
-    try:
-        version = importlib.metadata.version("datasketch")
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a broken install
-        version = "unknown"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "kdc", f"minhash-datasketch-{version}-affine32-seed1-{NUM_PERM}.npy")
+    path = _permutations_path()
     try:
         ab = np.load(path, allow_pickle=False)
         if ab.shape == (2, NUM_PERM) and ab.dtype == np.uint32:
@@ -161,6 +155,47 @@ def _permutations():
     except OSError:
         pass  # read-only home: datasketch is imported each time, that is all
     return ab[0], ab[1]
+
+
+@lru_cache(maxsize=1)
+def _permutations_path() -> str:
+    """The cache file of _permutations(), named by datasketch's version (read from its dist-info
+    folder name: importlib.metadata costs more to import than a one-file validate spends checking)."""
+    import os
+    import sys
+
+    version = None
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        found = [n for n in names if n.startswith("datasketch-") and n.endswith(".dist-info")]
+        if found:
+            version = found[0][len("datasketch-"):-len(".dist-info")]
+            break
+    if version is None:
+        import importlib.metadata
+
+        try:
+            version = importlib.metadata.version("datasketch")
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a broken install
+            version = "unknown"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "kdc", f"minhash-datasketch-{version}-affine32-seed1-{NUM_PERM}.npy")
+
+
+def _signatures(token_lists: list[list[str]]) -> list[bytes]:
+    """One MinHash signature per token list (little-endian uint32 bytes): by hand for a few
+    seeds (no numpy import, compiler/smallhash.py), else in one numpy pass."""
+    from compiler import smallhash
+
+    rows = smallhash.bigram_rows(token_lists)
+    if sum(map(len, rows)) * NUM_PERM <= smallhash.PY_MAX_WORK:
+        ab = smallhash.permutations_from_npy(_permutations_path(), NUM_PERM)
+        if ab is not None:
+            return smallhash.signatures(rows, ab[0], ab[1], _FMIX32)
+    return [sig.astype("<u4").tobytes() for sig in _minhash_rows(*_bigram_rows(token_lists))]
 
 
 _FMIX32 = (16, 0x85EBCA6B, 13, 0xC2B2AE35, 16)  # MurmurHash3's 32-bit finalizer
@@ -254,12 +289,12 @@ def seed_refs(content: Mapping, root: yaml.Node | None) -> list[SeedRef]:
             add(["seed_examples", i], _qa_text(ex), ex.get("context"))
     if not items:
         return []
-    sigs = _minhash_rows(*_bigram_rows([toks for _, toks, _ in items]))
+    sigs = _signatures([toks for _, toks, _ in items])
     refs = []
     for (path, toks, ctx), sig in zip(items, sigs):
         line, col = mark_of(node_at(root, path))
         refs.append(SeedRef(_label(path), line, col, _digest(f"{ctx}\0{' '.join(toks)}"),
-                            _digest(ctx) if ctx else "", sig.astype("<u4").tobytes()))
+                            _digest(ctx) if ctx else "", sig))
     return refs
 
 
@@ -283,12 +318,16 @@ def similar_pairs(left: list[SeedRef], right: list[SeedRef] | None, threshold: f
 
     Similarity is the share of equal MinHash values (estimated Jaccard) of refs with the same
     context; identical normalised texts count as 1.0. Compared densely, in blocks."""
-    import numpy as np
-
     same_list = right is None
     right = left if right is None else right
     if not left or not right:
         return []
+    if len(left) * len(right) <= 2500:  # a leaf or a small family: no numpy import
+        from compiler.smallhash import similar
+
+        return similar(left, None if same_list else right, threshold)
+    import numpy as np
+
     a, b = _matrix(left), _matrix(right)
     ctx_b = np.array([r.context for r in right])
     out: list[tuple[int, int, float]] = []

@@ -16,7 +16,7 @@ from typing import Any
 
 from compiler.config import CompileConfig
 from compiler.documents import chunks_for
-from compiler.errors import KdcError
+from compiler.errors import DocumentError, KdcError
 from compiler.records import Chunk, Leaf, Seed
 from compiler.taxonomy import Taxonomy
 
@@ -93,15 +93,18 @@ class Task:
     request_seed: int  # the teacher's sampling seed for this request
 
 
-def make_plan(taxonomy: Taxonomy, cfg: CompileConfig) -> list[LeafPlan]:
-    """A LeafPlan for every compilable leaf, documents resolved and chunked (a DocumentError
-    names the qna.yaml whose document is wrong)."""
+def make_plan(taxonomy: Taxonomy, cfg: CompileConfig, *, keep_going: bool = False,
+              broken: dict[str, dict[str, str]] | None = None) -> list[LeafPlan]:
+    """A LeafPlan for every compilable leaf, documents resolved and chunked. Every leaf whose
+    documents cannot be loaded is reported in one DocumentError (each line names its qna.yaml);
+    with keep_going they are left out and recorded in `broken` (node id -> file, error)."""
     unknown = sorted(set(cfg.nodes) - {leaf.node_id for leaf in taxonomy.leaves()})
     if unknown:
         raise KdcError(f"kdc.yaml `nodes:` names unknown node(s): {', '.join(unknown)}",
                        hint="use node ids as shown by --dry-run (folder paths from the taxonomy root)",
                        path=str(cfg.config_file) if cfg.config_file else None)
     plans: list[LeafPlan] = []
+    failed: list[tuple[Leaf, DocumentError]] = []
     for leaf in taxonomy.leaves():
         if leaf.kind not in COMPILED_KINDS:
             continue
@@ -109,12 +112,26 @@ def make_plan(taxonomy: Taxonomy, cfg: CompileConfig) -> list[LeafPlan]:
         train_idx, eval_idx = split_indexes(len(seeds), cfg.eval_share, cfg.seed, leaf.node_id)
         chunks: list[Chunk] = []
         if leaf.kind == "knowledge":
-            chunks = chunks_for(leaf.content.get("document"), Path(taxonomy.root),
-                                chunk_tokens=cfg.chunk_tokens, overlap=cfg.chunk_overlap,
-                                fetch=cfg.fetch_documents, where=leaf.file, allow=tuple(cfg.allow_repos))
+            try:
+                chunks = chunks_for(leaf.content.get("document"), Path(taxonomy.root),
+                                    chunk_tokens=cfg.chunk_tokens, overlap=cfg.chunk_overlap,
+                                    fetch=cfg.fetch_documents, where=leaf.file, allow=tuple(cfg.allow_repos))
+            except DocumentError as exc:
+                failed.append((leaf, exc))
+                continue
         plans.append(LeafPlan(leaf=leaf, target=cfg.target(leaf.node_id), budget=cfg.attempts_budget(leaf.node_id),
                               train_seeds=[seeds[i] for i in train_idx], eval_seeds=[seeds[i] for i in eval_idx],
                               eval_indexes=eval_idx, chunks=chunks))
+    if failed and keep_going:
+        if broken is not None:
+            broken.update({leaf.node_id: {"file": leaf.file, "error": exc.located()} for leaf, exc in failed})
+    elif len(failed) == 1:
+        raise failed[0][1]
+    elif failed:
+        lines = "\n".join(f"  {exc.located()}" for _, exc in failed)
+        raise DocumentError(f"{len(failed)} knowledge leaves cannot be compiled:\n{lines}",
+                            hint="fix their `document:` sections, or pass --keep-going to compile the rest "
+                                 "(they are then listed under `broken` in manifest.json)")
     return plans
 
 

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from compiler import journal
 from compiler.chat import assistant_turn, user_turn
 from compiler.fsutil import atomic_write, jsonl_text, read_jsonl
 from compiler.errors import ReviewError, UsageError
@@ -70,6 +71,7 @@ class ApplyResult:
     rejected: int = 0
     edited: int = 0
     unreviewed: int = 0
+    already: int = 0  # rows whose verdict was applied before (the same sheet again)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> {reviewed, rejected, flagged}
 
     @property
@@ -422,12 +424,28 @@ def read_sheet(sheet_path: str | Path) -> list[SheetRow]:
 # ---------------------------------------------------------------------------------------- apply
 
 
+def _already_applied(v: dict[str, str], prior: dict[str, Any] | None, reviewer: str) -> bool:
+    """This row's verdict is the one the verdict log already holds for the sample."""
+    if not prior or v["verdict"].strip().lower() != prior.get("verdict"):
+        return False
+    if v["why"].strip() != (prior.get("why") or "") or (v["reviewer"].strip() or reviewer) != prior.get("by"):
+        return False
+    if prior.get("verdict") != "edit":
+        return True
+    done = prior.get("edited") or {}
+    steps = [s.strip() for s in v["edited_reasoning"].split("\n") if s.strip()]
+    return ((not v["edited_question"].strip() or v["edited_question"].strip() == done.get("question"))
+            and (not v["edited_answer"].strip() or v["edited_answer"].strip() == done.get("answer"))
+            and (not steps or steps == done.get("reasoning")))
+
+
 def _check_rows(view: BuildView, rows: list[SheetRow], problems: _Problems, reviewer: str,
-                at: str) -> list[Verdict]:
+                at: str, already: list[str]) -> list[Verdict]:
     index = {str(s.get("id")): (node_id, s) for node_id, ss in view.train.items() for s in ss}
     gone = {str(r.get("id")) for rs in view.rejected.values() for r in rs if r.get("reason") == REVIEW_REJECTED}
     seen: dict[str, int] = {}
     seeds_cache: dict[str, list[Seed] | None] = {}
+    recorded = load_verdicts(view.root)
     out = []
     for row in rows:
         v = row.values
@@ -436,6 +454,9 @@ def _check_rows(view: BuildView, rows: list[SheetRow], problems: _Problems, revi
             problems.add(row, "id", f"sample {sid} is already on line {seen[sid]}")
             continue
         seen[sid] = row.line
+        if _already_applied(v, recorded.get(sid), reviewer):
+            already.append(sid)  # the same sheet applied again: nothing to do for this row
+            continue
         if sid not in index:
             problems.add(row, "id", f"sample {sid!r} was already rejected by an earlier review" if sid in gone
                          else f"unknown sample id {sid!r}: not in this build's train sets")
@@ -573,22 +594,52 @@ def _hf_writer(view: BuildView, nodes: set[str]):
 def apply_sheet(build_dir: str | Path, sheet_path: str | Path, reviewer: str | None = None,
                 now: datetime | None = None) -> ApplyResult:
     """Apply a filled review sheet to the build: all of it, or (on any problem) nothing."""
+    from compiler.outlock import hold
+
+    if not Path(build_dir).is_dir():
+        return _apply_sheet(build_dir, sheet_path, reviewer, now)  # load_build says what is wrong
+    with hold(Path(build_dir), "review --apply"):
+        journal.recover(Path(build_dir))  # an apply that crashed is undone first
+        return _apply_sheet(build_dir, sheet_path, reviewer, now)
+
+
+def _apply_sheet(build_dir: str | Path, sheet_path: str | Path, reviewer: str | None,
+                 now: datetime | None) -> ApplyResult:
     view = load_build(build_dir)
     path = Path(sheet_path)
     rows = read_sheet(path)
     problems = _Problems(path)
     at = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
-    verdicts = _check_rows(view, rows, problems, (reviewer or "").strip() or _user(), at)
+    already: list[str] = []
+    verdicts = _check_rows(view, rows, problems, (reviewer or "").strip() or _user(), at, already)
     problems.raise_if_any()
-    result = ApplyResult(path, unreviewed=len(rows) - len(verdicts))
+    result = ApplyResult(path, unreviewed=len(rows) - len(verdicts) - len(already), already=len(already))
     if not verdicts:
         return result
     stats = review_stats({**load_verdicts(view.root), **{v.id: v.to_json() for v in verdicts}})
     mixes = _mix_files(view)
     write_hf = _hf_writer(view, {v.node_id for v in verdicts})
 
-    # the verdict log first: if anything below fails, the next compile still honours it
     vpath = verdicts_path(view.root)
+    applied = view.root / "reviews" / "applied" / f"{at.replace(':', '')}-{path.name}"
+    nodes = sorted({v.node_id for v in verdicts})
+    journal.begin(view.root, [p.relative_to(view.root).as_posix() for p in (
+        vpath, applied, view.root / "manifest.json", view.root / "README.md", view.root / "report.html",
+        *(view.root / m for m in mixes), *(view.root / "hf" / n for n in nodes),
+        *(node_path(view.root, n, f) for n in nodes for f in ("train.jsonl", "rejected.jsonl")))])
+    try:
+        _write_apply(view, path, verdicts, stats, mixes, write_hf, vpath, applied, result)
+    except Exception:
+        journal.recover(view.root)  # all or nothing; a kill -9 is undone by the next apply
+        raise
+    journal.commit(view.root)
+    result.nodes = stats
+    return result
+
+
+def _write_apply(view: BuildView, path: Path, verdicts: list[Verdict], stats: dict, mixes: list[str],
+                 write_hf, vpath: Path, applied: Path, result: ApplyResult) -> None:
+    """Every write of an apply (inside the journal)."""
     prior = vpath.read_text(encoding="utf-8") if vpath.is_file() else ""
     atomic_write(vpath, prior + ("\n" if prior and not prior.endswith("\n") else "")
                  + jsonl_text(v.to_json() for v in verdicts))
@@ -607,13 +658,11 @@ def apply_sheet(build_dir: str | Path, sheet_path: str | Path, reviewer: str | N
     atomic_write(view.root / "manifest.json", json.dumps(view.manifest, indent=2, ensure_ascii=False) + "\n")
 
     # keep a copy of the applied sheet, then refresh the card and the report
-    atomic_write(view.root / "reviews" / "applied" / f"{at.replace(':', '')}-{path.name}", path.read_bytes())
+    atomic_write(applied, path.read_bytes())
     from compiler.card import render_card
     from compiler.report import render_report
     atomic_write(view.root / "README.md", render_card(view))
     atomic_write(view.root / "report.html", render_report(view))
-    result.nodes = stats
-    return result
 
 
 def _apply_node(samples: list[dict[str, Any]], by_id: dict[str, Verdict], edited: dict[str, tuple[dict, dict]],

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
-import importlib.metadata
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 from compiler import __version__
 from compiler.checks import Limits, SeedRef
 from compiler.errors import UsageError
+from compiler.names import name_problems, safe_display
 from compiler.records import Problem
 from compiler.taxonomy import KIND_FOLDERS, QNA, kind_of, walk
 from compiler.yamlload import YamlLoadError, load_bytes, mark_of, node_at, read_bytes
@@ -197,6 +197,8 @@ def default_cache_dir() -> Path:
 @lru_cache(maxsize=1)
 def _salt() -> str:
     """What a cached outcome depends on besides the file: our code, schemas and the libraries."""
+    import importlib.metadata
+
     h = hashlib.sha256(f"kdc {__version__}\0".encode())
     for dist in ("pyyaml", "yamllint", "jsonschema", "datasketch"):
         try:
@@ -381,7 +383,9 @@ def validate_paths(paths: list[Path], *, root: Path, strict: bool = False, limit
         o = j.outcome or {"problems": []}
         rel = j.target.rel
         problems = [Problem(rel, *p) for p in o["problems"]] + extra_by_rel.get(rel, [])
+        problems += [Problem(rel, 1, 1, "error", *np) for np in name_problems(rel)]
         results.append(_result(rel, problems, j.target.abs_path, o.get("kind"), o.get("version")))
+    results = [_printable(r) for r in results]
     results.sort(key=lambda r: r.path)
     return results
 
@@ -389,6 +393,15 @@ def validate_paths(paths: list[Path], *, root: Path, strict: bool = False, limit
 def validate_tree(root: Path, *, strict: bool = False, **kwargs: Any) -> list[FileResult]:
     """Every qna-like file under root (the compile stage runs this before it builds anything)."""
     return validate_paths([Path(root)], root=Path(root), strict=strict, **kwargs)
+
+
+def _printable(r: FileResult) -> FileResult:
+    """A path that cannot be printed (undecodable bytes, control characters) shown escaped."""
+    shown = safe_display(r.path)
+    if shown == r.path:
+        return r
+    problems = [Problem(shown, p.line, p.column, p.severity, p.rule, p.message, p.hint) for p in r.problems]
+    return FileResult(shown, r.valid, problems, None, r.kind, r.version)
 
 
 def _result(rel: str, problems: list[Problem], abs_path: Path | None, kind: str | None, version: Any) -> FileResult:

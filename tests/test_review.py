@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -33,8 +34,9 @@ def build(tmp_path: Path) -> Path:
 
 
 def snapshot(root: Path) -> dict[str, str]:
+    """Every file's hash, kdc's private .kdc/ (the lock, the apply journal) aside."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in sorted(root.rglob("*")) if p.is_file() and ".kdc" not in p.relative_to(root).parts}
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -231,9 +233,17 @@ def test_apply_drops_rejected_applies_edits_and_records_verdicts(build: Path) ->
     assert "| **yes** |" in haiku_row
     assert list((build / "reviews" / "applied").iterdir())  # the applied sheet is archived
 
-    # a new draw skips what was reviewed; the same sheet cannot be applied twice
+    # a new draw skips what was reviewed; the same sheet applied again changes nothing
     again = read_csv(draw_sheet(build, seed=5, out=build / "reviews" / "round2.csv"))
     assert not {r["id"] for r in again} & {v["id"] for v in log}
+    before = snapshot(build)
+    res2 = apply_sheet(build, sheet, reviewer="alice")
+    assert (res2.already, res2.accepted, res2.rejected, res2.edited) == (5, 0, 0, 0)
+    assert snapshot(build) == before
+    # a different verdict for a sample already rejected is still refused
+    again = read_csv(sheet)
+    next(r for r in again if r["id"] == ids["rej"][0]).update(verdict="accept", why="")
+    write_csv(sheet, again)
     with pytest.raises(ReviewError, match="already rejected by an earlier review"):
         apply_sheet(build, sheet, reviewer="alice")
 
@@ -404,6 +414,10 @@ def test_review_cli_round_trip(build: Path) -> None:
     assert "0 accepted, 0 edited, 1 rejected" in r.stdout and f"flagged: {HAIKU}" in r.stdout
     assert load_verdicts(build)[haiku["id"]]["by"] == "carol"
     assert haiku["id"] not in train_ids(build, HAIKU)
+    r = kdc("review", str(build), "--apply", str(sheet))  # the same sheet again: a no-op
+    assert r.returncode == 0 and "1 verdicts already applied" in r.stdout and "nothing changed" in r.stdout
+    haiku.update(verdict="accept", why="")  # a conflicting verdict is refused, located
+    write_csv(sheet, rows)
     r = kdc("review", str(build), "--apply", str(sheet))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"{sheet}:{_line_of(sheet.read_text(), haiku['id'])}:1:" in r.stderr and "hint:" in r.stderr
@@ -455,3 +469,71 @@ def test_edit_messages_follows_compiles_chat_layout() -> None:
     out = edit_messages(custom, old, {**old, "answer": "About 4.6 billion years."})
     assert out[1]["content"] == "<think>1. The chunk says 4.6 Gyr. So: old.</think> About 4.6 billion years."
     assert out[0] == custom[0]
+
+
+# ------------------------------------------------------------------------------ crash-safe apply
+
+
+class _Crash(BaseException):
+    """Stands for kill -9: not an Exception, so apply's own rollback does not run."""
+
+
+def test_apply_interrupted_at_any_write_then_reapplied_gives_the_same_bytes(tmp_path: Path, monkeypatch) -> None:
+    import compiler.review as review
+
+    ref = make_build(tmp_path / "b")  # every run in the same folder: the report names it
+    sheet = draw_sheet(ref, seed=5)
+    rows = read_csv(sheet)
+    fill(rows)
+    filled = csv_text(rows).encode("utf-8")
+    sheet.write_bytes(filled)
+    pristine = snapshot(ref)
+    real = review.atomic_write
+    calls = []
+    monkeypatch.setattr(review, "atomic_write", lambda p, d: (calls.append(p), real(p, d)))
+    apply_sheet(ref, sheet, reviewer="alice", now=NOW)
+    want = snapshot(ref)
+    assert want != pristine and len(calls) >= 6
+    for k in range(len(calls)):
+        shutil.rmtree(ref)
+        build = make_build(tmp_path / "b")
+        (build / "reviews").mkdir(exist_ok=True)
+        (build / "reviews" / sheet.name).write_bytes(filled)
+        assert snapshot(build) == pristine
+        n = iter(range(10 ** 6))
+
+        def crash_at_k(path, data):
+            if next(n) == k:
+                raise _Crash()
+            real(path, data)
+
+        monkeypatch.setattr(review, "atomic_write", crash_at_k)
+        with pytest.raises(_Crash):
+            apply_sheet(build, build / "reviews" / sheet.name, reviewer="alice", now=NOW)
+        monkeypatch.setattr(review, "atomic_write", real)
+        assert (build / ".kdc" / "apply-journal").is_dir()
+        res = apply_sheet(build, build / "reviews" / sheet.name, reviewer="alice", now=NOW)
+        assert res.rejected == 3 and snapshot(build) == want, k
+        assert not (build / ".kdc" / "apply-journal").exists()
+
+
+def test_apply_that_fails_rolls_back_at_once(build: Path, monkeypatch) -> None:
+    import compiler.review as review
+
+    sheet = draw_sheet(build, seed=5)
+    rows = read_csv(sheet)
+    fill(rows)
+    write_csv(sheet, rows)
+    before = snapshot(build)
+    real = review.atomic_write
+    n = iter(range(10 ** 6))
+
+    def full(path, data):
+        if next(n) == 3:
+            raise OSError(28, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(review, "atomic_write", full)
+    with pytest.raises(OSError):
+        apply_sheet(build, sheet, reviewer="alice", now=NOW)
+    assert snapshot(build) == before and not (build / ".kdc" / "apply-journal").exists()

@@ -87,4 +87,13 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)
+    except Exception as exc:  # an OS, SQLite or library error: one located line, never a traceback
+        if os.environ.get("KDC_DEBUG"):
+            raise
+        from compiler.oserrors import describe
+
+        message, hint = describe(exc)
+        click.secho(f"error: {message}", fg="red", err=True)
+        click.echo(f"hint: {hint}", err=True)
+        sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)

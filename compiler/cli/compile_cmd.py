@@ -41,11 +41,14 @@ from compiler.build import NodeProgress, Progress
 @click.option("--dry-run", is_flag=True, help="Show the plan (leaves, requests, tokens, cost); send nothing.")
 @click.option("--fail-on-shortfall", is_flag=True, default=None,
               help="Exit with status 3 when a node misses its quota.")
+@click.option("--keep-going", is_flag=True,
+              help="Compile every leaf that can be; leaves whose documents fail go under `broken` in "
+                   "manifest.json, and the exit status is 4.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest totals (or the plan) as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, teacher_workers, samples_per_node,
              seed, timeout, max_retries, max_cost, judge, fetch, allow_repo, trust_config, dry_run, fail_on_shortfall,
-             as_json, quiet):
+             keep_going, as_json, quiet):
     """Compile TAXONOMY into per-node datasets, SFT mixes and a manifest in --out."""
     from compiler.build import compile_taxonomy
     from compiler.config import load_config
@@ -59,7 +62,7 @@ def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, t
     cfg = load_config(taxonomy, config_file, cli, trust=trust_config)
     progress: Progress = Progress() if quiet or dry_run else (
         RichProgress() if sys.stderr.isatty() else LogProgress())
-    result = compile_taxonomy(cfg, progress)
+    result = compile_taxonomy(cfg, progress, keep_going=keep_going)
     if result.dry_run:
         if as_json:
             click.echo(json.dumps(result.manifest, indent=2))
@@ -75,6 +78,12 @@ def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, t
         click.secho("error: the teacher stopped answering; see `stopped` in manifest.json. "
                     "Re-run the same command to resume.", fg="red", err=True)
         return 1
+    for node_id, b in result.manifest.get("broken", {}).items():
+        click.secho(f"error: {b['error']}", fg="red", err=True)
+    if result.manifest.get("broken"):
+        click.echo(f"hint: {len(result.manifest['broken'])} broken leaf/leaves were skipped (`broken` in "
+                   "manifest.json); the others were compiled", err=True)
+        return 4
     if result.shortfall and cfg.fail_on_shortfall:
         return 3
     return 0

@@ -47,7 +47,8 @@ def review(build_dir: Path, apply_file: Path | None, share: float, seed: int | N
         return
     res = apply_sheet(build_dir, apply_file, reviewer=reviewer)
     if not (res.accepted or res.rejected or res.edited):
-        click.echo(f"no verdicts in {apply_file} ({res.unreviewed} blank rows); nothing changed")
+        done = f"{res.already} verdicts already applied, " if res.already else "no verdicts, "
+        click.echo(f"{apply_file}: {done}{res.unreviewed} blank rows; nothing changed")
         return
     click.echo(f"applied {apply_file}: {res.accepted} accepted, {res.edited} edited, {res.rejected} rejected "
                f"({res.unreviewed} not reviewed)")
