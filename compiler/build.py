@@ -569,7 +569,13 @@ def _write_hf(target: Path, samples: list[Sample]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        ds.save_to_disk(str(tmp / "ds"), num_shards=1)  # one shard, even when empty (loadable)
+        try:
+            ds.save_to_disk(str(tmp / "ds"), num_shards=1)  # one shard, even when empty (loadable)
+        except OSError:
+            raise
+        except Exception as exc:  # a datasets error: located, not a traceback (the cache keeps the answers)
+            raise BuildError(f"cannot write the Hugging Face copy: {type(exc).__name__}: {exc}", path=str(target),
+                             hint="re-run the same command (answers are cached); report it if it persists") from None
         _normalise_hf(tmp / "ds")
         trash = target.with_name(f".{target.name}.old-{os.getpid()}")
         if target.exists():

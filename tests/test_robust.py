@@ -223,3 +223,21 @@ def test_compile_lists_every_broken_leaf_and_keep_going_compiles_the_rest(tax, t
     for node_id, n in m["nodes"].items():
         assert n["accepted"] == n["target"] == 3, node_id
         assert len(read_jsonl(out / n["files"]["train"])) == 3
+
+
+def test_a_datasets_error_is_one_located_line(tax, tmp_path, kdc, monkeypatch):
+    from datasets import Dataset
+
+    def broken(self, *a, **k):
+        raise ValueError("arrow says no")
+
+    monkeypatch.setattr(Dataset, "save_to_disk", broken)
+    with TeacherServer() as srv:
+        code, _, err = kdc(*compile_args(tax, tmp_path / "out", srv))
+        paid = srv.chat_requests
+    line = _one_error(err)
+    assert code == 1 and "arrow says no" in line and str(tmp_path / "out" / "hf") in line
+    assert paid > 0 and not (tmp_path / "out" / "manifest.json").exists()
+    from compiler.cache import Cache
+
+    assert len(Cache(tmp_path / "out" / ".kdc" / "cache.sqlite")) >= paid - 2  # what was paid is kept
