@@ -147,7 +147,10 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None, *, ke
     out.mkdir(parents=True, exist_ok=True)
     from compiler.outlock import hold
 
+    from compiler import journal
+
     with hold(out, "compile"):  # a second compile or review --apply into this folder is refused
+        journal.recover(out)  # a crashed `review --apply` is undone first (it did not happen)
         builder = Builder(cfg, taxonomy, plans, prompts, teacher, gates, out, progress)
         builder.broken = broken
         return builder.run()
