@@ -147,7 +147,10 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None, *, ke
     out.mkdir(parents=True, exist_ok=True)
     from compiler.outlock import hold
 
+    from compiler import journal
+
     with hold(out, "compile"):  # a second compile or review --apply into this folder is refused
+        journal.recover(out)  # a crashed `review --apply` is undone first (it did not happen)
         builder = Builder(cfg, taxonomy, plans, prompts, teacher, gates, out, progress)
         builder.broken = broken
         return builder.run()
@@ -569,7 +572,13 @@ def _write_hf(target: Path, samples: list[Sample]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        ds.save_to_disk(str(tmp / "ds"), num_shards=1)  # one shard, even when empty (loadable)
+        try:
+            ds.save_to_disk(str(tmp / "ds"), num_shards=1)  # one shard, even when empty (loadable)
+        except OSError:
+            raise
+        except Exception as exc:  # a datasets error: located, not a traceback (the cache keeps the answers)
+            raise BuildError(f"cannot write the Hugging Face copy: {type(exc).__name__}: {exc}", path=str(target),
+                             hint="re-run the same command (answers are cached); report it if it persists") from None
         _normalise_hf(tmp / "ds")
         trash = target.with_name(f".{target.name}.old-{os.getpid()}")
         if target.exists():

@@ -157,10 +157,18 @@ def _permutations():
     return ab[0], ab[1]
 
 
-@lru_cache(maxsize=1)
 def _permutations_path() -> str:
-    """The cache file of _permutations(), named by datasketch's version (read from its dist-info
-    folder name: importlib.metadata costs more to import than a one-file validate spends checking)."""
+    """The cache file of _permutations(), named by datasketch's version."""
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "kdc", f"minhash-datasketch-{_datasketch_version()}-affine32-seed1-{NUM_PERM}.npy")
+
+
+@lru_cache(maxsize=1)
+def _datasketch_version() -> str:
+    """From its dist-info folder name: importlib.metadata costs more to import than a one-file
+    validate spends checking."""
     import os
     import sys
 
@@ -181,8 +189,7 @@ def _permutations_path() -> str:
             version = importlib.metadata.version("datasketch")
         except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a broken install
             version = "unknown"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "kdc", f"minhash-datasketch-{version}-affine32-seed1-{NUM_PERM}.npy")
+    return version
 
 
 def _signatures(token_lists: list[list[str]]) -> list[bytes]:

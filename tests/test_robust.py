@@ -223,3 +223,60 @@ def test_compile_lists_every_broken_leaf_and_keep_going_compiles_the_rest(tax, t
     for node_id, n in m["nodes"].items():
         assert n["accepted"] == n["target"] == 3, node_id
         assert len(read_jsonl(out / n["files"]["train"])) == 3
+
+
+def test_a_datasets_error_is_one_located_line(tax, tmp_path, kdc, monkeypatch):
+    from datasets import Dataset
+
+    def broken(self, *a, **k):
+        raise ValueError("arrow says no")
+
+    monkeypatch.setattr(Dataset, "save_to_disk", broken)
+    with TeacherServer() as srv:
+        code, _, err = kdc(*compile_args(tax, tmp_path / "out", srv))
+        paid = srv.chat_requests
+    line = _one_error(err)
+    assert code == 1 and "arrow says no" in line and str(tmp_path / "out" / "hf") in line
+    assert paid > 0 and not (tmp_path / "out" / "manifest.json").exists()
+    from compiler.cache import Cache
+
+    assert len(Cache(tmp_path / "out" / ".kdc" / "cache.sqlite")) >= paid - 2  # what was paid is kept
+
+
+def test_compile_after_a_crashed_review_apply_undoes_it_first(tax, tmp_path, kdc, monkeypatch):
+    import csv
+
+    import compiler.review as review
+
+    out = tmp_path / "out"
+    with TeacherServer() as srv:
+        assert kdc(*compile_args(tax, out, srv))[0] == 0
+        sheet = review.draw_sheet(out, seed=1)
+        with sheet.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        rows[0].update(verdict="reject", why="wrong")
+        with sheet.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\r\n")
+            w.writeheader()
+            w.writerows(rows)
+        real, calls = review.atomic_write, []
+
+        class Crash(BaseException):
+            pass
+
+        def crash_on_second(path, data):
+            calls.append(path)
+            if len(calls) == 2:
+                raise Crash()
+            real(path, data)
+
+        monkeypatch.setattr(review, "atomic_write", crash_on_second)
+        with pytest.raises(Crash):
+            review.apply_sheet(out, sheet, reviewer="alice")
+        monkeypatch.setattr(review, "atomic_write", real)
+        assert (out / ".kdc" / "apply-journal").is_dir() and (out / "reviews" / "verdicts.jsonl").is_file()
+        assert kdc(*compile_args(tax, out, srv))[0] == 0
+        assert not (out / ".kdc" / "apply-journal").exists()
+        assert not (out / "reviews" / "verdicts.jsonl").exists()  # the crashed apply did not happen
+        assert review.apply_sheet(out, sheet, reviewer="alice").rejected == 1
+    assert rows[0]["id"] not in {s["id"] for s in read_jsonl(out / "nodes" / rows[0]["node_id"] / "train.jsonl")}
