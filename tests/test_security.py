@@ -104,7 +104,8 @@ def test_a_committed_repo_with_a_promisor_runs_no_command(tmp_path, kdc, drop):
     commit = hostile_bare_repo(repo, canary, drop=drop)
     # control: plain git in that repository runs the taxonomy's command
     probe = f"{commit}^{{commit}}" if drop == "commit" else f"{commit}:doc.md"
-    subprocess.run(["git", "--git-dir", str(repo), "cat-file", "-e", probe], env=GIT_ENV, capture_output=True)
+    subprocess.run(["git", "--git-dir", str(repo), "cat-file", "-e", probe], env=GIT_ENV, capture_output=True,
+                   cwd=tmp_path)  # the hostile command also touches files in its cwd
     assert canary.exists(), "the attack did not work on plain git: the test would prove nothing"
     canary.unlink()
 
