@@ -213,7 +213,9 @@ def open_repo(repo: str, root: Path, *, fetch_remote: bool = False, allow: tuple
     if not isinstance(repo, str) or not repo.strip():
         raise RefError("repo", "document.repo is empty", "name a git repository (a path or a URL)")
     repo = repo.strip()
-    where = confine(repo, root, allow)
+    where = confine(repo, root, allow, fetching=fetch_remote)
+    if where is None:  # a URL kdc would refuse to fetch, and nothing is fetched: left unread
+        return None
     if isinstance(where, str):  # a URL
         if fetch_remote:
             return fetch(where)

@@ -5,7 +5,8 @@ any git repository on the machine. A repo is accepted when it is
 - a relative path that resolves (symlinks followed) inside the taxonomy's own checkout: the git
   work tree holding the taxonomy root, found by walking up for `.git` without running git there,
   or the taxonomy root itself when there is none (`../build/doc-repos/x` in this project works);
-- an `https://` URL (read only from kdc's clone cache; network only with `--fetch`);
+- an `https://` URL (read only from kdc's clone cache; network only with `--fetch`; other
+  schemes are refused when fetching and otherwise left unread, like an uncached URL);
 - or under a prefix the maintainer allowed (`--allow-repo`, or `allow_repos:` in a trusted
   config): a folder for local paths, a URL prefix for URLs (then ssh, http, git and file URLs
   are accepted too: the maintainer chose them).
@@ -48,11 +49,15 @@ def _allowed_path(path: Path, allow: tuple[str, ...]) -> bool:
     return False
 
 
-def confine(repo: str, root: Path, allow: tuple[str, ...] = ()) -> Path | str:
-    """The URL as written, or the real path of a local repo; RefError(RULE) when outside."""
+def confine(repo: str, root: Path, allow: tuple[str, ...] = (), *, fetching: bool = False) -> Path | str | None:
+    """The URL as written, or the real path of a local repo; RefError(RULE) when outside.
+    None: a URL of a refused scheme while nothing is fetched (it is neither read nor contacted;
+    validate leaves it unchecked, as the reference does, and compile asks for --fetch)."""
     if is_remote(repo):
         if repo.lower().startswith("https://") or _allowed_url(repo, allow):
             return repo
+        if not fetching:
+            return None
         raise RefError("repo", f"document repo {redact(repo)} is refused: only https:// URLs are fetched "
                        "for a taxonomy", _HINT, rule=RULE)
     given = Path(os.path.expanduser(repo)) if repo.startswith("~") else Path(repo)

@@ -105,7 +105,7 @@ def test_a_committed_repo_with_a_promisor_runs_no_command(tmp_path, kdc, drop):
     # control: plain git in that repository runs the taxonomy's command
     probe = f"{commit}^{{commit}}" if drop == "commit" else f"{commit}:doc.md"
     subprocess.run(["git", "--git-dir", str(repo), "cat-file", "-e", probe], env=GIT_ENV, capture_output=True,
-                   cwd=tmp_path)  # the hostile command's arguments land in the working folder
+                   cwd=tmp_path)  # the hostile command also touches files in its cwd
     assert canary.exists(), "the attack did not work on plain git: the test would prove nothing"
     canary.unlink()
 
@@ -246,10 +246,14 @@ def test_document_repos_outside_the_checkout_are_refused_in_validate_and_compile
         assert code == 1 and [p["rule"] for p in problems] == ["document-repo-outside"], (name, problems)
         messages[name] = problems[0]["message"].replace(repo, "REPO")
         code, _, err = kdc("compile", tax, "--out", tmp_path / "out", "--teacher", "openai/t", "--api-base",
-                           "http://127.0.0.1:9/v1", "--dry-run")
+                           "http://127.0.0.1:9/v1", "--dry-run", "--fetch")
         assert code == 1 and f"{LEAF}/qna.yaml" in err and ("outside the taxonomy checkout" in err or
                                                             "only https:// URLs" in err), (name, err)
         assert "Launch" not in err and not (tmp_path / "out").exists()
+    # without --fetch a URL of a refused scheme is neither read nor contacted: unchecked (the reference's verdict)
+    q = point_leaf(tax, cases["scp"], commit)
+    code, out, _ = kdc("validate", "--format", "json", "--no-cache", "--root", tax, q)
+    assert code == 0 and json.loads(out)["summary"]["documents_unchecked"] == 1
     # the same words whether the path exists or not
     assert messages["absolute"] == messages["missing"] == messages["home"] == messages["symlink"]
     # the maintainer may allow a folder explicitly
