@@ -442,7 +442,7 @@ class Builder:
         _remove_stale(out, set(self.nodes))
         accepted = {n: st.accepted for n, st in self.nodes.items()}
         mixes = build_mixes(out, self.taxonomy, accepted, {n: st.lp.train_seeds for n, st in self.nodes.items()},
-                            mix_config)
+                            mix_config, {n: st.lp.chunks for n, st in self.nodes.items()})
         cfg = self.cfg
         totals_tokens = {"prompt": sum(n["tokens"]["prompt"] for n in nodes_m.values()),
                          "completion": sum(n["tokens"]["completion"] for n in nodes_m.values())}
