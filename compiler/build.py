@@ -403,6 +403,7 @@ class Builder:
     # -- output ----------------------------------------------------------------------------
     def _write(self, elapsed: float) -> dict[str, Any]:
         """Every output file, atomically; manifest.json last (it is the build's commit point)."""
+        from compiler import knowmix
         from compiler.diversity import node_diversity
         from compiler.mix import MixConfig, build_mixes
 
@@ -428,6 +429,7 @@ class Builder:
                 "pii_redacted": int(gstats.get("pii_redacted", 0)),
                 "eval_seeds": len(st.lp.eval_indexes), "train_seeds": len(st.lp.train_seeds),
                 "chunks": len(st.lp.chunks),
+                **({"coverage": knowmix.coverage(st.lp.chunks, st.accepted)} if st.lp.kind == "knowledge" else {}),
                 "tokens": {"prompt": st.prompt_tokens, "completion": st.completion_tokens},
                 "cost_usd": round(st.cost_usd, 6) if st.cost_known else None,
                 "diversity": node_diversity(st.accepted) if st.accepted else {},

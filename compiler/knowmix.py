@@ -154,3 +154,12 @@ def kind_counts(available: dict[str, int], shares: dict[str, float], cap: int | 
     total = max(total, floor)
     counts = {k: max(1, round(live[k] * total)) if k in live else 0 for k in available}
     return counts
+
+
+def coverage(chunks: Sequence[Chunk], samples: Sequence[Sample]) -> dict[str, object]:
+    """A knowledge leaf's chunks, those grounding at least one accepted Q&A, and the share."""
+    spans = {(d.get("file"), d.get("start"), d.get("end")) for s in samples
+             for d in [s.metadata.get("document") or {}] if isinstance(d, dict)}
+    covered = sum((c.file, c.start, c.end) in spans for c in chunks)
+    return {"chunks": len(chunks), "covered": covered,
+            "share": round(covered / len(chunks), 4) if chunks else 0.0}
