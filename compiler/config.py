@@ -55,6 +55,7 @@ class CompileConfig:
     few_shot: int = 3  # seed examples shown per request
     chunk_words: int = 400  # knowledge chunk size in words, cut along the markdown structure
     per_chunk: int = 1  # knowledge: Q&A per chunk; the quota is max(samples_per_node, per_chunk * chunks)
+    reasoning: bool | dict[str, bool] | None = None  # CoT steps: all, per kind, or None (plan.reasoning_for)
     fetch_documents: bool = False  # allow cloning knowledge repos given as URLs
     fail_on_shortfall: bool = False
     dry_run: bool = False
@@ -192,13 +193,22 @@ def _apply_file(cfg: CompileConfig, path: Path) -> None:
                                                                         for i in items):
                     raise fail([raw_key, sub], f"diversity.{sub} must be a non-empty list of strings")
                 cfg.diversity[sub] = list(items)
+        elif key == "reasoning":
+            kinds = ("knowledge", "freeform_skill", "grounded_skill")
+            if not isinstance(value, bool) and not (isinstance(value, dict) and all(
+                    k in kinds and isinstance(v, bool) for k, v in value.items())):
+                raise fail([raw_key], f"reasoning must be true, false or a mapping of {', '.join(kinds)} to true/false",
+                           "e.g. reasoning: {freeform_skill: false}")
+            cfg.reasoning = value
         elif key == "nodes":
             if not isinstance(value, dict):
                 raise fail([raw_key], "nodes must map node ids to settings",
                            "e.g. nodes: {knowledge/science/astronomy: {samples: 10}}")
             for node_id, over in value.items():
-                if not isinstance(over, dict) or set(over) - {"samples"}:
-                    raise fail([raw_key, node_id], f"nodes.{node_id} supports only `samples`")
+                if not isinstance(over, dict) or set(over) - {"samples", "reasoning"}:
+                    raise fail([raw_key, node_id], f"nodes.{node_id} supports only `samples` and `reasoning`")
+                if "reasoning" in over and not isinstance(over["reasoning"], bool):
+                    raise fail([raw_key, node_id, "reasoning"], "reasoning must be true or false")
                 n = over.get("samples")
                 if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
                     raise fail([raw_key, node_id, "samples"], "samples must be a positive integer")

@@ -261,11 +261,16 @@ def build_mixes(out_dir: Path, taxonomy: Taxonomy, accepted: dict[str, list[Samp
             p2_sets.append({"path": rel, "sampling_size": n})
             p2_nodes[node_id] = {"available": len(rows), "rows": n}
             synthetic += n
-    seed_rows = []
+    seed_rows, seeds_skipped = [], 0
     for node_id in sorted(train_seeds):
         if kinds.get(node_id, "") == "foundational_skill":
             continue
         samples = accepted.get(node_id) or []
+        if kinds.get(node_id) == "knowledge" or any(s.record.reasoning for s in samples):
+            # Seeds carry no reasoning: beside synthetic rows that reason they would teach phase 2 to
+            # skip the steps (and knowledge seeds are the held-out side of phase 1's material).
+            seeds_skipped += sum(1 for sd in train_seeds[node_id] if sd.question and sd.answer)
+            continue
         system = next((m["content"] for s in samples[:1] for m in s.messages if m.get("role") == "system"), None)
         seed_rows.extend(seed_row(node_id, i, sd, system) for i, sd in enumerate(train_seeds[node_id])
                          if sd.question and sd.answer)
@@ -281,6 +286,7 @@ def build_mixes(out_dir: Path, taxonomy: Taxonomy, accepted: dict[str, list[Samp
     p2_rows = _write_mix(mixes, PHASE2, p2_sets, config.seed)
     section[PHASE2] = _summary(PHASE2, p2_rows, p2_nodes)
     section[PHASE2]["seeds_available"] = len(seed_rows)
+    section[PHASE2]["seeds_skipped_reasoning"] = seeds_skipped
     _remove_stale_sources(mixes, {d["path"] for d in p1_sets + p2_sets})
     return section
 

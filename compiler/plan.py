@@ -64,6 +64,7 @@ class LeafPlan:
     eval_seeds: list[Seed]
     eval_indexes: list[int]  # into leaf.seeds()
     chunks: list[Chunk] = field(default_factory=list)
+    reasoning: bool = True
 
     @property
     def node_id(self) -> str:
@@ -91,6 +92,7 @@ class Task:
     chunk: Chunk | None
     diversity: dict[str, str]
     request_seed: int  # the teacher's sampling seed for this request
+    reasoning: bool = True  # ask for chain-of-thought steps (plan.reasoning_for)
 
 
 def make_plan(taxonomy: Taxonomy, cfg: CompileConfig) -> list[LeafPlan]:
@@ -114,8 +116,29 @@ def make_plan(taxonomy: Taxonomy, cfg: CompileConfig) -> list[LeafPlan]:
         target = max(cfg.target(leaf.node_id), cfg.per_chunk * len(chunks))  # the quota grows with the documents
         plans.append(LeafPlan(leaf=leaf, target=target, budget=cfg.attempts_budget(leaf.node_id, target),
                               train_seeds=[seeds[i] for i in train_idx], eval_seeds=[seeds[i] for i in eval_idx],
-                              eval_indexes=eval_idx, chunks=chunks))
+                              eval_indexes=eval_idx, chunks=chunks, reasoning=reasoning_for(leaf, cfg)))
     return plans
+
+
+REASONING_PATHS = ("reasoning", "math", "arithmetic", "logic", "coding", "programming")
+
+
+def reasoning_for(leaf: Leaf, cfg: CompileConfig) -> bool:
+    """Whether a leaf's samples carry reasoning steps: `nodes: {id: {reasoning: ..}}`, else
+    kdc.yaml `reasoning:` (true/false, or per kind), else the default — knowledge and grounded
+    skills yes (find the facts, then answer), freeform skills only under a reasoning-like folder
+    (word problems yes, a haiku no: steps invented for a poem teach nothing)."""
+    over = cfg.nodes.get(leaf.node_id, {}).get("reasoning")
+    if isinstance(over, bool):
+        return over
+    setting = cfg.reasoning
+    if isinstance(setting, bool):
+        return setting
+    if isinstance(setting, dict) and isinstance(setting.get(leaf.kind), bool):
+        return setting[leaf.kind]
+    if leaf.kind == "freeform_skill":
+        return any(part in REASONING_PATHS for part in leaf.ancestors)
+    return True
 
 
 def _example(seed: Seed, kind: str) -> dict[str, str]:
@@ -156,8 +179,9 @@ def task_for(lp: LeafPlan, index: int, cfg: CompileConfig) -> Task:
         "examples": [_example(lp.train_seeds[i], leaf.kind) for i in shown],
         "chunk": chunk.text if chunk else None,
         "diversity": diversity,
+        "reasoning": lp.reasoning,
     }
     request_seed = _rng("request", cfg.seed, leaf.node_id, index).randrange(2**31)
     return Task(node_id=leaf.node_id, kind=leaf.kind, sample_index=index, template=lp.template,
                 variables=variables, seeds_shown=shown, chunk=chunk, diversity=diversity,
-                request_seed=request_seed)
+                request_seed=request_seed, reasoning=lp.reasoning)

@@ -402,7 +402,10 @@ def test_response_format_by_kind_reaches_the_teacher(tax, tmp_path, kdc):
         schemas = {e["body"]["messages"][1]["content"].splitlines()[0]: e["body"]["response_format"]["json_schema"]["schema"]
                    for e in srv.log}
     by_kind = {k: response_schema(k) for k in ("freeform_skill", "grounded_skill", "knowledge")}
-    assert schemas["Skill: compositional skills > writing > freeform > haiku"] == by_kind["freeform_skill"]
+    # a haiku asks for no reasoning steps (plan.reasoning_for); word problems and knowledge do
+    assert schemas["Skill: compositional skills > writing > freeform > haiku"] == response_schema("freeform_skill", False)
+    assert "reasoning" not in schemas["Skill: compositional skills > writing > freeform > haiku"]["properties"]
+    assert schemas["Skill: compositional skills > reasoning > freeform > word problems"] == by_kind["freeform_skill"]
     assert schemas["Knowledge area: knowledge > science > astronomy > solar system"] == by_kind["knowledge"]
     assert "context" in by_kind["grounded_skill"]["required"]
 

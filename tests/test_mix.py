@@ -37,15 +37,17 @@ def taxonomy(tmp_path_factory):
     return load_taxonomy(root)
 
 
-def samples(node: str, n: int, kind: str, context: str | None = None) -> list[Sample]:
+def samples(node: str, n: int, kind: str, context: str | None = None, reasoning: bool = True) -> list[Sample]:
     out = []
     for i in range(n):
-        rec = Record(f"Question {i} for {node}?", (f"Step for {i}.",), f"Answer {i} for {node}.", context)
+        rec = Record(f"Question {i} for {node}?", (f"Step for {i}.",) if reasoning else (), f"Answer {i} for {node}.",
+                     context)
         user = f"{context}\n\n{rec.question}" if context else rec.question
         out.append(Sample(f"{node.rsplit('/', 1)[-1]}-{i:03d}", node, rec,
                           [{"role": "system", "content": f"You are skilled in {node}."},
                            {"role": "user", "content": user},
-                           {"role": "assistant", "content": f"1. {rec.reasoning[0]}\n\nAnswer: {rec.answer}"}],
+                           {"role": "assistant", "content": (f"1. {rec.reasoning[0]}\n\n" if reasoning else "")
+                            + f"Answer: {rec.answer}"}],
                           {"kind": kind}))
     return out
 
@@ -53,7 +55,7 @@ def samples(node: str, n: int, kind: str, context: str | None = None) -> list[Sa
 def accepted(n_knowledge=6, n_skill=10) -> dict[str, list[Sample]]:
     return {PLANETS: samples(PLANETS, n_knowledge, "knowledge", "Jupiter is the largest planet."),
             GIT: samples(GIT, n_knowledge, "knowledge", "A commit points to a tree."),
-            HAIKU: samples(HAIKU, n_skill, "freeform_skill"),
+            HAIKU: samples(HAIKU, n_skill, "freeform_skill", reasoning=False),
             NOTES: samples(NOTES, n_skill, "grounded_skill", "Priya will send the budget by Friday.")}
 
 
@@ -147,13 +149,15 @@ def test_phase2_is_skills_plus_replay_plus_seeds(tmp_path, taxonomy):
     p1 = read(mixes / "phase1_knowledge.jsonl")
     rows = read(mixes / "phase2_skills.jsonl")
     by = Counter(r["metadata"]["source"] for r in rows)
-    # 20 synthetic skill rows; seeds at most 30 %: floor(0.3/0.5 * 20) = 12 of the 14 usable seeds;
-    # replay 20 % of the total: round(0.25 * (20 + 12)) = 8
-    assert by == {"synthetic": 20, "seed": 12, "replay": 8}
+    # 20 synthetic skill rows; seeds at most 30 %: floor(0.3/0.5 * 20) = 12, but only the haiku's 5 seeds
+    # are usable: the notes leaf reasons (its seeds would teach skipping the steps), the knowledge
+    # leaf's seeds stay out of phase 2; replay 20 % of the total: round(0.25 * (20 + 5)) = 6
+    assert by == {"synthetic": 20, "seed": 5, "replay": 6}
     assert by["seed"] / len(rows) <= 0.3
     assert abs(by["replay"] / len(rows) - 0.2) < 0.01
     assert section["phase2_skills"]["by_source"] == dict(sorted(by.items()))
-    assert section["phase2_skills"]["rows"] == 40 and section["phase2_skills"]["seeds_available"] == 14
+    assert section["phase2_skills"]["rows"] == 31 and section["phase2_skills"]["seeds_available"] == 5
+    assert section["phase2_skills"]["seeds_skipped_reasoning"] == 9  # 5 notes + 4 planets
     synthetic = {r["metadata"]["node_id"] for r in rows if r["metadata"]["source"] == "synthetic"}
     assert synthetic == {HAIKU, NOTES}
     # replay rows are phase-1 rows, unchanged but for their source

@@ -171,3 +171,29 @@ def test_unknown_nodes_in_kdc_yaml_are_refused(example_taxonomy, tmp_path):
     cfg.nodes = {"knowledge/no/such/leaf": {"samples": 2}}
     with pytest.raises(KdcError, match="unknown node"):
         make_plan(load_taxonomy(example_taxonomy), cfg)
+
+
+def test_reasoning_per_kind_and_leaf(tmp_path):
+    """Reasoning where it belongs: knowledge, grounded skills and reasoning-like freeform leaves by
+    default, never a haiku; kdc.yaml `reasoning:` per kind and `nodes:` per leaf override that."""
+    from compiler.config import load_config
+    from compiler.plan import reasoning_for
+    from compiler.records import Leaf
+    from compiler.errors import ConfigError
+
+    def leaf(node_id: str, kind: str) -> Leaf:
+        return Leaf(node_id, f"{node_id}/qna.yaml", kind, 3, {}, "")
+
+    haiku, words = leaf("compositional_skills/writing/freeform/haiku", "freeform_skill"), \
+        leaf("compositional_skills/reasoning/freeform/word_problems", "freeform_skill")
+    know, notes = leaf("knowledge/a/b", "knowledge"), leaf("compositional_skills/grounded/notes", "grounded_skill")
+    cfg = load_config(tmp_path, None, {})
+    assert [reasoning_for(x, cfg) for x in (haiku, words, know, notes)] == [False, True, True, True]
+    (tmp_path / "kdc.yaml").write_text("reasoning: {grounded_skill: false}\nnodes:\n  knowledge/a/b: {reasoning: false}\n"
+                                       "  compositional_skills/writing/freeform/haiku: {reasoning: true}\n")
+    cfg = load_config(tmp_path, None, {})
+    assert [reasoning_for(x, cfg) for x in (haiku, words, know, notes)] == [True, True, False, False]
+    (tmp_path / "kdc.yaml").write_text("samples_per_node: 2\nreasoning: sometimes\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, None, {})
+    assert err.value.line == 2 and "reasoning must be" in err.value.message
