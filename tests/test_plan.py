@@ -197,3 +197,18 @@ def test_reasoning_per_kind_and_leaf(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(tmp_path, None, {})
     assert err.value.line == 2 and "reasoning must be" in err.value.message
+
+
+def test_chunk_settings_old_keys(tmp_path):
+    """`chunk_tokens` (the old name) still sets the chunk size; `chunk_overlap`, meaningless for
+    structured chunks, is a located error rather than silently ignored."""
+    (tmp_path / "kdc.yaml").write_text("chunk_tokens: 250\nper_chunk: 2\n")
+    cfg = load_config(tmp_path, None, {})
+    assert (cfg.chunk_words, cfg.per_chunk) == (250, 2)
+    (tmp_path / "kdc.yaml").write_text("seed: 1\nchunk_overlap: 40\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, None, {})
+    assert err.value.line == 2 and err.value.column and "chunk_words" in err.value.hint
+    (tmp_path / "kdc.yaml").write_text("per_chunk: -1\n")
+    with pytest.raises(ConfigError, match="per_chunk must be 0 or more"):
+        load_config(tmp_path, None, {})
