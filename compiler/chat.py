@@ -16,6 +16,9 @@ def user_turn(question: str, context: str | None) -> str:
 
 
 def assistant_turn(reasoning: Sequence[str], answer: str) -> str:
-    """Numbered reasoning steps, a blank line, then `Answer: ...`."""
+    """Numbered reasoning steps, a blank line, then `Answer: ...` (only that for a leaf without
+    reasoning: the shape of its seed rows too)."""
+    if not reasoning:
+        return f"Answer: {str(answer).strip()}"
     steps = "\n".join(f"{i}. {_NUMBERED.sub('', s).strip()}" for i, s in enumerate(reasoning, 1))
     return f"{steps}\n\nAnswer: {str(answer).strip()}"

@@ -202,7 +202,8 @@ class _NodeNorms:
         return cls(all(_asks(seed.question) for seed in seeds if seed.question), frozenset(marks))
 
 
-def _sanity(rec: Record, cfg: GateConfig, norms: _NodeNorms = _NodeNorms()) -> tuple[str, str] | None:
+def _sanity(rec: Record, cfg: GateConfig, norms: _NodeNorms = _NodeNorms(),
+            reasoning: bool = True) -> tuple[str, str] | None:
     q, a = rec.question.strip(), rec.answer.strip()
     if not a:
         return "sanity-empty", "the answer is empty"
@@ -223,7 +224,7 @@ def _sanity(rec: Record, cfg: GateConfig, norms: _NodeNorms = _NodeNorms()) -> t
     if norms.asks and not _asks(q):
         return "sanity-question", "the question neither asks nor instructs anything"
     steps = [s for s in rec.reasoning if s and s.strip()]
-    if len(steps) < cfg.min_reasoning_steps:
+    if reasoning and len(steps) < cfg.min_reasoning_steps:  # a leaf without reasoning asks for none
         return "sanity-reasoning", f"{len(steps)} reasoning step(s), want at least {cfg.min_reasoning_steps}"
     return None
 
@@ -409,7 +410,8 @@ class Gatekeeper:
         node = sample.node_id
         scores: dict[str, Any] = {}
 
-        bad = _sanity(sample.record, cfg, self._norms.get(node, _NodeNorms()))
+        bad = _sanity(sample.record, cfg, self._norms.get(node, _NodeNorms()),
+                      reasoning=sample.metadata.get("reasoning") is not False)
         if bad:
             return self._reject(sample, bad[0], bad[1], scores)
 

@@ -45,24 +45,24 @@ class Request:
 
 
 @lru_cache(maxsize=None)
-def _validator(kind: str) -> Draft202012Validator:
-    return Draft202012Validator(response_schema(kind))
+def _validator(kind: str, reasoning: bool = True) -> Draft202012Validator:
+    return Draft202012Validator(response_schema(kind, reasoning))
 
 
 @lru_cache(maxsize=None)
-def _format_sha256(kind: str) -> str:
-    return request_key(response_format(kind))
+def _format_sha256(kind: str, reasoning: bool = True) -> str:
+    return request_key(response_format(kind, reasoning))
 
 
 def prepare(task: Task, prompts: Prompts, teacher_model: str, sampling: dict[str, Any]) -> Request:
     """The request for a task and its cache key. The key hashes the prompt's and the schema's own
     hashes (each prompt is serialized once; the schema, the same for a whole kind, once per run)."""
     rendered = prompts.render(task)
-    fmt = response_format(task.kind)
+    fmt = response_format(task.kind, task.reasoning)
     sampling = {**sampling, "seed": task.request_seed}
     prompt_sha = request_key(rendered.messages)
     key = request_key({"v": 2, "prompt": prompt_sha, "template": rendered.template_sha256,
-                       "teacher": teacher_model, "sampling": sampling, "schema": _format_sha256(task.kind),
+                       "teacher": teacher_model, "sampling": sampling, "schema": _format_sha256(task.kind, task.reasoning),
                        "node": task.node_id, "index": task.sample_index})
     return Request(task, rendered, key, fmt, teacher_model, sampling, prompt_sha)
 
@@ -85,7 +85,7 @@ async def ask(req: Request, teacher: Teacher, cache: Cache, should_run=None,
     return done, False
 
 
-def parse(text: str, kind: str, finish_reason: str | None = None) -> dict | tuple[str, str]:
+def parse(text: str, kind: str, finish_reason: str | None = None, reasoning: bool = True) -> dict | tuple[str, str]:
     """The record dict, or (reason, detail) — reasons: empty, refusal, invalid-json, schema."""
     raw = (text or "").strip()
     if not raw:
@@ -117,7 +117,7 @@ def parse(text: str, kind: str, finish_reason: str | None = None) -> dict | tupl
     if isinstance(data.get("reasoning"), list) and data["reasoning"] and \
             all(isinstance(s, str) and not s.strip() for s in data["reasoning"]):
         return "empty", "the reasoning steps are empty"
-    errors = sorted(_validator(kind).iter_errors(data), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator(kind, reasoning).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "(record)"
@@ -149,12 +149,12 @@ def build(req: Request, lp: LeafPlan, answer: Completion) -> Sample | Rejection:
     """Turn a teacher answer into a Sample with full provenance, or a Rejection with its reason."""
     task = req.task
     meta = provenance(req, lp, answer)
-    parsed = parse(answer.text, task.kind, answer.finish_reason)
+    parsed = parse(answer.text, task.kind, answer.finish_reason, task.reasoning)
     if isinstance(parsed, tuple):
         return Rejection(req.sample_id, task.node_id, parsed[0], parsed[1], answer.text, meta)
     context = task.chunk.text if task.chunk is not None else parsed.get("context")
     record = Record(question=parsed["question"].strip(),
-                    reasoning=tuple(s.strip() for s in parsed["reasoning"] if s.strip()),
+                    reasoning=tuple(s.strip() for s in parsed.get("reasoning", ()) if s.strip()),
                     answer=parsed["answer"].strip(), context=context.strip() if context else None)
     return Sample(req.sample_id, task.node_id, record, chat_messages(lp, record), meta)
 
@@ -165,6 +165,8 @@ def provenance(req: Request, lp: LeafPlan, answer: Completion | None, attempts: 
         "node_id": task.node_id, "leaf_path": list(lp.leaf.ancestors), "kind": task.kind,
         "leaf_sha256": lp.leaf.content_hash, "seeds_shown": list(task.seeds_shown),
     }
+    if not task.reasoning:
+        meta["reasoning"] = False  # the leaf asks for no steps (plan.reasoning_for); gates skip that check
     if task.chunk is not None:
         c = task.chunk
         meta["document"] = {"repo": c.repo, "commit": c.commit, "file": c.file, "start": c.start,

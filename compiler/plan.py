@@ -64,6 +64,7 @@ class LeafPlan:
     eval_seeds: list[Seed]
     eval_indexes: list[int]  # into leaf.seeds()
     chunks: list[Chunk] = field(default_factory=list)
+    reasoning: bool = True
 
     @property
     def node_id(self) -> str:
@@ -91,6 +92,7 @@ class Task:
     chunk: Chunk | None
     diversity: dict[str, str]
     request_seed: int  # the teacher's sampling seed for this request
+    reasoning: bool = True  # ask for chain-of-thought steps (plan.reasoning_for)
 
 
 def make_plan(taxonomy: Taxonomy, cfg: CompileConfig, *, keep_going: bool = False,
@@ -113,15 +115,15 @@ def make_plan(taxonomy: Taxonomy, cfg: CompileConfig, *, keep_going: bool = Fals
         chunks: list[Chunk] = []
         if leaf.kind == "knowledge":
             try:
-                chunks = chunks_for(leaf.content.get("document"), Path(taxonomy.root),
-                                    chunk_tokens=cfg.chunk_tokens, overlap=cfg.chunk_overlap,
+                chunks = chunks_for(leaf.content.get("document"), Path(taxonomy.root), chunk_words=cfg.chunk_words,
                                     fetch=cfg.fetch_documents, where=leaf.file, allow=tuple(cfg.allow_repos))
             except DocumentError as exc:
                 failed.append((leaf, exc))
                 continue
-        plans.append(LeafPlan(leaf=leaf, target=cfg.target(leaf.node_id), budget=cfg.attempts_budget(leaf.node_id),
+        target = max(cfg.target(leaf.node_id), cfg.per_chunk * len(chunks))  # the quota grows with the documents
+        plans.append(LeafPlan(leaf=leaf, target=target, budget=cfg.attempts_budget(leaf.node_id, target),
                               train_seeds=[seeds[i] for i in train_idx], eval_seeds=[seeds[i] for i in eval_idx],
-                              eval_indexes=eval_idx, chunks=chunks))
+                              eval_indexes=eval_idx, chunks=chunks, reasoning=reasoning_for(leaf, cfg)))
     if failed and keep_going:
         if broken is not None:
             broken.update({leaf.node_id: {"file": leaf.file, "error": exc.located()} for leaf, exc in failed})
@@ -135,11 +137,42 @@ def make_plan(taxonomy: Taxonomy, cfg: CompileConfig, *, keep_going: bool = Fals
     return plans
 
 
+REASONING_PATHS = ("reasoning", "math", "arithmetic", "logic", "coding", "programming")
+
+
+def reasoning_for(leaf: Leaf, cfg: CompileConfig) -> bool:
+    """Whether a leaf's samples carry reasoning steps: `nodes: {id: {reasoning: ..}}`, else
+    kdc.yaml `reasoning:` (true/false, or per kind), else the default — knowledge and grounded
+    skills yes (find the facts, then answer), freeform skills only under a reasoning-like folder
+    (word problems yes, a haiku no: steps invented for a poem teach nothing)."""
+    over = cfg.nodes.get(leaf.node_id, {}).get("reasoning")
+    if isinstance(over, bool):
+        return over
+    setting = cfg.reasoning
+    if isinstance(setting, bool):
+        return setting
+    if isinstance(setting, dict) and isinstance(setting.get(leaf.kind), bool):
+        return setting[leaf.kind]
+    if leaf.kind == "freeform_skill":
+        return any(part in REASONING_PATHS for part in leaf.ancestors)
+    return True
+
+
 def _example(seed: Seed, kind: str) -> dict[str, str]:
     ex = {"question": seed.question, "answer": seed.answer}
     if kind == "grounded_skill" and seed.context:
         ex = {"context": seed.context, **ex}
     return ex
+
+
+def chunk_order(lp: LeafPlan, index: int, seed: int) -> int:
+    """The chunk of sample `index`: pass p = index // n over the n chunks visits every chunk once,
+    in a permutation seeded by (seed, node, p) — never file order, so a leaf short of its quota
+    is not short on the last pages only, and a retry after rejections lands on other chunks."""
+    n = len(lp.chunks)
+    p, i = divmod(index, n)
+    order = sorted(range(n), key=lambda j: hashlib.sha256(f"{seed}\0{lp.node_id}\0{p}\0{j}".encode()).digest())
+    return order[i]
 
 
 def task_for(lp: LeafPlan, index: int, cfg: CompileConfig) -> Task:
@@ -149,7 +182,7 @@ def task_for(lp: LeafPlan, index: int, cfg: CompileConfig) -> Task:
     rng = _rng("few-shot", cfg.seed, leaf.node_id, index)
     k = min(cfg.few_shot, len(lp.train_seeds))
     shown = tuple(sorted(rng.sample(range(len(lp.train_seeds)), k))) if k else ()
-    chunk = lp.chunks[index % len(lp.chunks)] if lp.chunks else None
+    chunk = lp.chunks[chunk_order(lp, index, cfg.seed)] if lp.chunks else None
     diversity = draw_diversity(cfg.diversity, cfg.seed, leaf.node_id, index)
     content = leaf.content
     variables: dict[str, Any] = {
@@ -163,8 +196,9 @@ def task_for(lp: LeafPlan, index: int, cfg: CompileConfig) -> Task:
         "examples": [_example(lp.train_seeds[i], leaf.kind) for i in shown],
         "chunk": chunk.text if chunk else None,
         "diversity": diversity,
+        "reasoning": lp.reasoning,
     }
     request_seed = _rng("request", cfg.seed, leaf.node_id, index).randrange(2**31)
     return Task(node_id=leaf.node_id, kind=leaf.kind, sample_index=index, template=lp.template,
                 variables=variables, seeds_shown=shown, chunk=chunk, diversity=diversity,
-                request_seed=request_seed)
+                request_seed=request_seed, reasoning=lp.reasoning)

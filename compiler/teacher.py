@@ -40,11 +40,15 @@ _ZERO_PRICED: set[str] = set()  # models kdc registered with litellm at price 0 
 
 
 @lru_cache(maxsize=None)
-def _response_schema(kind: str) -> dict:
+def _response_schema(kind: str, reasoning: bool = True) -> dict:
     """The JSON schema the teacher must fill for a leaf kind, derived from schemas/record.json:
     grounded skills must invent a context; for knowledge kdc supplies the chunk as the context,
-    so the teacher is not asked for one; freeform skills have none."""
+    so the teacher is not asked for one; freeform skills have none. Without reasoning (a leaf
+    whose answers need no steps, e.g. a haiku) the `reasoning` key is not asked for at all."""
     schema = copy.deepcopy(load_schema("record.json"))
+    if not reasoning:
+        schema["properties"].pop("reasoning")
+        schema["required"] = [k for k in schema["required"] if k != "reasoning"]
     for key in ("$schema", "$id", "title", "description"):
         schema.pop(key, None)
     if kind == "grounded_skill":
@@ -54,15 +58,16 @@ def _response_schema(kind: str) -> dict:
     return schema
 
 
-def response_schema(kind: str) -> dict:
-    return copy.deepcopy(_response_schema(kind))
+def response_schema(kind: str, reasoning: bool = True) -> dict:
+    return copy.deepcopy(_response_schema(kind, reasoning))
 
 
 @lru_cache(maxsize=None)
-def response_format(kind: str) -> dict:
+def response_format(kind: str, reasoning: bool = True) -> dict:
     """The response_format sent with every request of a kind (shared: callers must not mutate it)."""
+    name = f"kdc_{kind}_record" if reasoning else f"kdc_{kind}_answer"
     return {"type": "json_schema",
-            "json_schema": {"name": f"kdc_{kind}_record", "schema": _response_schema(kind), "strict": True}}
+            "json_schema": {"name": name, "schema": _response_schema(kind, reasoning), "strict": True}}
 
 
 @dataclass

@@ -89,6 +89,8 @@ def default_responder(request: dict, number: int) -> dict:
         if "context" in props:
             record["answer"] = f"{context.split('.')[1].strip()} {_words(rng, 4)}."
             record = {"context": context, **record}
+    if props and "reasoning" not in props:  # a leaf without reasoning: the schema leaves it out
+        record.pop("reasoning", None)
     return record
 
 

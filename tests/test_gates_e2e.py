@@ -81,6 +81,9 @@ class MisbehavingTeacher:
             if category == "dup" and node not in self.first_clean:
                 category = "clean"
             record = self._record(category, node, kind, k, shown, doc.group(1) if doc else None)
+            props = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema", {}).get("properties", {})
+            if props and "reasoning" not in props:  # a leaf without reasoning steps (the haiku)
+                record.pop("reasoning", None)
             if category == "clean" and node not in self.first_clean:
                 self.first_clean[node] = record
             self.served[category] += 1
@@ -125,7 +128,8 @@ class MisbehavingTeacher:
 
 def compile_with(teacher, taxonomy: Path, out: Path, settings: str, *args: str) -> dict:
     config = out.parent / f"{out.name}.kdc.yaml"
-    config.write_text(f"samples_per_node: {TARGET}\nseed: 7\nconcurrency: 2\n{settings}")
+    # per_chunk 0: every leaf's quota is TARGET (these tests are about the gates, not coverage)
+    config.write_text(f"samples_per_node: {TARGET}\nper_chunk: 0\nseed: 7\nconcurrency: 2\n{settings}")
     with TeacherServer(responder=teacher) as srv:
         run = subprocess.run([sys.executable, "-m", "compiler", "compile", str(taxonomy), "--out", str(out),
                               "--config", str(config), "--teacher", "openai/teacher-test", "--api-base", srv.url,
@@ -253,7 +257,15 @@ def test_gate_scores_and_diversity_reach_the_manifest(built):
             assert len(node["scores"]["grounding"]) == TARGET
             assert all(g >= 0.5 for g in node["scores"]["grounding"])
     mixes = manifest["mixes"]
-    assert mixes["phase1_knowledge"]["rows"] == 2 * TARGET
+    p1 = mixes["phase1_knowledge"]
+    # every accepted Q&A reaches phase 1 three ways (closed-book, RAFT, open-book), every chunk as a content row
+    assert set(p1["nodes"]) == {n for n, v in manifest["nodes"].items() if v["kind"] == "knowledge"}
+    for node_id, n in p1["nodes"].items():
+        kinds = n["row_kinds"]
+        assert n["available"] == TARGET and set(kinds) == {"content", "closed_book", "raft", "open_book"}
+        assert kinds["closed_book"] >= TARGET and kinds["raft"] >= TARGET and kinds["open_book"] >= TARGET
+        assert kinds["content"] >= manifest["nodes"][node_id]["chunks"]
+    assert p1["rows"] == sum(n["rows"] for n in p1["nodes"].values())
     by = mixes["phase2_skills"]["by_source"]
     assert by["synthetic"] == 4 * TARGET and by["seed"] / mixes["phase2_skills"]["rows"] <= 0.3 and by["replay"] > 0
 

@@ -58,10 +58,14 @@ def test_prompts_are_leaf_specific(plan):
     solar = prompts.render(task_for(plans[SOLAR], 0, cfg)).messages[1]["content"]
     assert "knowledge > science > astronomy > solar system" in solar
     assert "Domain: Astronomy" in solar and "Document outline: An overview of the Solar System" in solar
-    chunk = plans[SOLAR].chunks[0].text
+    chunk = task_for(plans[SOLAR], 0, cfg).chunk.text
     assert f"<document>\n{chunk}\n</document>" in solar
-    task = task_for(plans[SOLAR], 1, cfg)
-    assert task.chunk == plans[SOLAR].chunks[1 % len(plans[SOLAR].chunks)]
+    # each pass over the chunks visits every chunk once, in a seeded order that is not file order
+    lp, n = plans[SOLAR], len(plans[SOLAR].chunks)
+    for p in range(3):
+        assert sorted(plans[SOLAR].chunks.index(task_for(lp, p * n + i, cfg).chunk) for i in range(n)) == list(range(n))
+    orders = [[lp.chunks.index(task_for(lp, p * n + i, cfg).chunk) for i in range(n)] for p in range(6)]
+    assert any(o != list(range(n)) for o in orders) and len({tuple(o) for o in orders}) > 1
     haiku = prompts.render(task_for(plans[HAIKU], 0, cfg)).messages[1]["content"]
     assert "Write a haiku about the subject the user names" in haiku and "<document>" not in haiku
     d = task_for(plans[HAIKU], 3, cfg).diversity
@@ -167,3 +171,44 @@ def test_unknown_nodes_in_kdc_yaml_are_refused(example_taxonomy, tmp_path):
     cfg.nodes = {"knowledge/no/such/leaf": {"samples": 2}}
     with pytest.raises(KdcError, match="unknown node"):
         make_plan(load_taxonomy(example_taxonomy), cfg)
+
+
+def test_reasoning_per_kind_and_leaf(tmp_path):
+    """Reasoning where it belongs: knowledge, grounded skills and reasoning-like freeform leaves by
+    default, never a haiku; kdc.yaml `reasoning:` per kind and `nodes:` per leaf override that."""
+    from compiler.config import load_config
+    from compiler.plan import reasoning_for
+    from compiler.records import Leaf
+    from compiler.errors import ConfigError
+
+    def leaf(node_id: str, kind: str) -> Leaf:
+        return Leaf(node_id, f"{node_id}/qna.yaml", kind, 3, {}, "")
+
+    haiku, words = leaf("compositional_skills/writing/freeform/haiku", "freeform_skill"), \
+        leaf("compositional_skills/reasoning/freeform/word_problems", "freeform_skill")
+    know, notes = leaf("knowledge/a/b", "knowledge"), leaf("compositional_skills/grounded/notes", "grounded_skill")
+    cfg = load_config(tmp_path, None, {})
+    assert [reasoning_for(x, cfg) for x in (haiku, words, know, notes)] == [False, True, True, True]
+    (tmp_path / "kdc.yaml").write_text("reasoning: {grounded_skill: false}\nnodes:\n  knowledge/a/b: {reasoning: false}\n"
+                                       "  compositional_skills/writing/freeform/haiku: {reasoning: true}\n")
+    cfg = load_config(tmp_path, None, {})
+    assert [reasoning_for(x, cfg) for x in (haiku, words, know, notes)] == [True, True, False, False]
+    (tmp_path / "kdc.yaml").write_text("samples_per_node: 2\nreasoning: sometimes\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, None, {})
+    assert err.value.line == 2 and "reasoning must be" in err.value.message
+
+
+def test_chunk_settings_old_keys(tmp_path):
+    """`chunk_tokens` (the old name) still sets the chunk size; `chunk_overlap`, meaningless for
+    structured chunks, is a located error rather than silently ignored."""
+    (tmp_path / "kdc.yaml").write_text("chunk_tokens: 250\nper_chunk: 2\n")
+    cfg = load_config(tmp_path, None, {})
+    assert (cfg.chunk_words, cfg.per_chunk) == (250, 2)
+    (tmp_path / "kdc.yaml").write_text("seed: 1\nchunk_overlap: 40\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path, None, {})
+    assert err.value.line == 2 and err.value.column and "chunk_words" in err.value.hint
+    (tmp_path / "kdc.yaml").write_text("per_chunk: -1\n")
+    with pytest.raises(ConfigError, match="per_chunk must be 0 or more"):
+        load_config(tmp_path, None, {})
