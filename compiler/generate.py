@@ -19,11 +19,9 @@ from compiler.chat import assistant_turn, user_turn
 from compiler.plan import LeafPlan, Task
 from compiler.prompts import Prompts, Rendered
 from compiler.records import Record, Rejection, Sample
+from compiler.refusal import find_refusal
 from compiler.teacher import Completion, Teacher, TeacherFailure, response_format, response_schema
 
-REFUSAL = re.compile(
-    r"^\W*(?:i(?:'m|\s+am)?\s+(?:sorry|unable|not able)|i\s+(?:cannot|can't|can\s*not|won't|will\s+not|must\s+decline)"
-    r"|as\s+an\s+ai\b|as\s+a\s+(?:large\s+)?language\s+model|i\s+apologi[sz]e|sorry,\s+(?:but\s+)?i)", re.I)
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n?(.*?)\n?```\s*$", re.S)
 
 
@@ -93,7 +91,7 @@ def parse(text: str, kind: str, finish_reason: str | None = None) -> dict | tupl
     fenced = _FENCE.match(raw)
     if fenced:
         raw = fenced.group(1).strip()
-    if not raw.startswith("{") and REFUSAL.search(raw):
+    if not raw.startswith("{") and find_refusal(raw):
         return "refusal", raw[:200]
     try:
         data = json.loads(raw)
@@ -123,8 +121,9 @@ def parse(text: str, kind: str, finish_reason: str | None = None) -> dict | tupl
         where = "/".join(str(p) for p in err.absolute_path) or "(record)"
         return "schema", f"{where}: {err.message}"[:300]
     answer = str(data.get("answer", ""))
-    if REFUSAL.search(answer):
-        return "refusal", f"the answer is a refusal: {answer[:160]}"
+    found = find_refusal(answer)
+    if found:
+        return "refusal", f"the answer is a refusal ({found.span!r}): {answer[:160]}"
     return data
 
 

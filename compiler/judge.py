@@ -9,6 +9,7 @@ answers nonsense twice rejects only that sample (reason `judge`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -53,11 +54,10 @@ def template_hashes() -> dict[str, str]:
             for name in (SYSTEM_TEMPLATE, SAMPLE_TEMPLATE)}
 
 
-def render_messages(record: Record, context: str | None, kind: str,
-                    thresholds: dict[str, int] | None = None) -> list[dict[str, str]]:
-    """The chat messages sent to the judge for one example."""
+def render_messages(record: Record, context: str | None, kind: str) -> list[dict[str, str]]:
+    """The chat messages sent to the judge for one example (no thresholds: kdc applies them)."""
     env = _env()
-    system = env.get_template(SYSTEM_TEMPLATE).render(thresholds={**DEFAULT_THRESHOLDS, **(thresholds or {})})
+    system = env.get_template(SYSTEM_TEMPLATE).render()
     user = env.get_template(SAMPLE_TEMPLATE).render(kind=kind, context=context or "", question=record.question,
                                                     reasoning=list(record.reasoning), answer=record.answer)
     return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()}]
@@ -85,8 +85,13 @@ class Judge:
 
     def __init__(self, model: str, *, api_base: str | None = None, api_key_env: str | None = None,
                  timeout: float = 60.0, thresholds: dict[str, int] | None = None, num_retries: int = 2,
-                 cache: Cache | None = None):
+                 cache: Cache | None = None, concurrency: int = 8):
         self.model = model
+        self.concurrency = max(1, concurrency)  # judge requests in flight (gates.judge_concurrency)
+        self._sem: asyncio.Semaphore | None = None
+        self._sem_loop: asyncio.AbstractEventLoop | None = None
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.cache = cache  # verdicts survive a resume or a re-run: the judge is not asked twice
         self.calls = 0  # requests actually sent (cache hits excluded)
         self.api_base = api_base
@@ -108,19 +113,31 @@ class Judge:
 
     async def score(self, record: Record, context: str | None, kind: str) -> JudgeResult:
         """Rubric scores for one example: from the cache, or asked (and then cached)."""
-        messages = render_messages(record, context, kind, self.thresholds)
+        messages = render_messages(record, context, kind)
         schema = load_schema("judge.json")
-        key = request_key({"v": 1, "judge": self.model, "messages": messages, "schema": schema})
+        # The key holds what changes the judge's reply (model, exact prompt, schema, sampling);
+        # the thresholds are applied by kdc afterwards and the reply is re-parsed on every hit, so
+        # a changed threshold or parser re-gates cached verdicts without asking the judge again.
+        key = request_key({"v": 2, "judge": self.model, "messages": messages, "schema": schema,
+                           "sampling": {"temperature": 0.0}})
         hit = self.cache.get_judgment(key) if self.cache is not None else None
-        if hit is not None:
-            return JudgeResult(hit.get("scores") or {}, hit.get("rationale", ""), hit.get("error"))
-        result = await self._ask(messages, schema)
+        if hit is not None and "content" in hit:
+            return parse_scores(hit["content"])
+        loop = asyncio.get_running_loop()
+        if self._sem is None or self._sem_loop is not loop:  # a semaphore belongs to one event loop
+            self._sem, self._sem_loop = asyncio.Semaphore(self.concurrency), loop
+        async with self._sem:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                result, content = await self._ask(messages, schema)
+            finally:
+                self.in_flight -= 1
         if self.cache is not None:
-            self.cache.put_judgment(key, {"scores": result.scores, "rationale": result.rationale,
-                                          "error": result.error})
+            self.cache.put_judgment(key, {"content": content})
         return result
 
-    async def _ask(self, messages: list[dict[str, str]], schema: dict) -> JudgeResult:
+    async def _ask(self, messages: list[dict[str, str]], schema: dict) -> tuple[JudgeResult, str]:
         import litellm  # heavy import: only when a judge is configured
 
         kwargs = dict(model=self.model, messages=messages, temperature=0.0, timeout=self.timeout,
@@ -132,7 +149,7 @@ class Judge:
         key = self._api_key()
         if key:
             kwargs["api_key"] = key
-        result = JudgeResult(error="judge not called")
+        result, content = JudgeResult(error="judge not called"), ""
         for attempt in range(2):
             try:
                 self.calls += 1
@@ -143,12 +160,12 @@ class Judge:
             content = resp.choices[0].message.content or ""
             result = parse_scores(content)
             if result.error is None:
-                return result
+                return result, content
             # one more try, telling the model what was wrong
             kwargs["messages"] = messages + [{"role": "assistant", "content": content[:2000]},
                                              {"role": "user", "content": result.error + ". Reply with the JSON "
                                                                                         "object only."}]
-        return result
+        return result, content
 
 
 def _short(exc: Exception) -> str:

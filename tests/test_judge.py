@@ -185,12 +185,14 @@ def test_sample_text_is_data_not_template():
     assert "It is {{ 7*7 }} and {# not a comment #}" in user["content"]
     assert "{{ ''.__class__ }}" in user["content"]
     assert "49" not in user["content"]
-    assert "faithfulness >= 3" in system["content"]
+    assert "faithfulness: every claim" in system["content"]
 
 
-def test_thresholds_reach_the_rubric_text():
-    system = render_messages(Record("q?", ("s",), "a"), None, "knowledge", {"format": 4})[0]["content"]
-    assert "format >= 4" in system and "relevance >= 3" in system
+def test_thresholds_stay_out_of_the_judge_prompt():
+    """kdc applies the thresholds to the scores: a changed threshold must not change the prompt
+    (and so the verdict cache key), or every cached verdict would be paid for again."""
+    system = render_messages(Record("q?", ("s",), "a"), None, "knowledge")[0]["content"]
+    assert ">=" not in system and "kdc decides" in system
 
 
 @pytest.mark.parametrize("reply,fragment", [
