@@ -259,7 +259,8 @@ class Builder:
                     st, index = item
                     if st.need <= 0:
                         continue  # the node filled up earlier in this round
-                    req = prepare(task_for(st.lp, index, self.cfg), self.prompts, self.cfg.teacher, self.cfg.sampling)
+                    req = prepare(task_for(st.lp, index, self.cfg), self.prompts, self.cfg.teacher, self.cfg.sampling,
+                                  logprobs=self.teacher.logprobs)
                     pending.append((req, asyncio.ensure_future(self._ask_screened(req))))
 
             fill()

@@ -52,16 +52,22 @@ def _format_sha256(kind: str) -> str:
     return request_key(response_format(kind))
 
 
-def prepare(task: Task, prompts: Prompts, teacher_model: str, sampling: dict[str, Any]) -> Request:
+def prepare(task: Task, prompts: Prompts, teacher_model: str, sampling: dict[str, Any],
+            logprobs: bool = False) -> Request:
     """The request for a task and its cache key. The key hashes the prompt's and the schema's own
-    hashes (each prompt is serialized once; the schema, the same for a whole kind, once per run)."""
+    hashes (each prompt is serialized once; the schema, the same for a whole kind, once per run).
+    Asking for logprobs changes the answer (it carries them), so it is in the key; the parser and
+    the gates are not: answers are cached raw and re-parsed and re-gated on every run."""
     rendered = prompts.render(task)
     fmt = response_format(task.kind)
     sampling = {**sampling, "seed": task.request_seed}
     prompt_sha = request_key(rendered.messages)
-    key = request_key({"v": 2, "prompt": prompt_sha, "template": rendered.template_sha256,
-                       "teacher": teacher_model, "sampling": sampling, "schema": _format_sha256(task.kind),
-                       "node": task.node_id, "index": task.sample_index})
+    parts = {"v": 2, "prompt": prompt_sha, "template": rendered.template_sha256,
+             "teacher": teacher_model, "sampling": sampling, "schema": _format_sha256(task.kind),
+             "node": task.node_id, "index": task.sample_index}
+    if logprobs:
+        parts["logprobs"] = True  # absent when off: caches written before this key part stay valid
+    key = request_key(parts)
     return Request(task, rendered, key, fmt, teacher_model, sampling, prompt_sha)
 
 
