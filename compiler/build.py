@@ -33,7 +33,7 @@ from compiler.cache import Cache
 from compiler.config import CompileConfig, redact_url
 from compiler.errors import BuildError, KdcError, TaxonomyError
 from compiler.generate import Request, ask, chat_messages, prepare, provenance
-from compiler.judging import screen
+from compiler.judging import response_format_used, screen
 from compiler.plan import TEMPLATES, LeafPlan, make_plan, task_for
 from compiler.prompts import Prompts
 from compiler.records import Record, Rejection, Sample
@@ -461,7 +461,7 @@ class Builder:
             "kdc_version": __version__,
             "taxonomy": {"root": str(self.taxonomy.root), "content_hash": self.taxonomy.content_hash()},
             "teacher": {"model": cfg.teacher, "api_bases": [redact_url(u) for u in cfg.api_base],
-                        "sampling": cfg.sampling},
+                        "sampling": cfg.sampling, "response_format": response_format_used(self.teacher)},
             "judge": {"model": self.gate_config.judge, "calls": self.gatekeeper.judge_calls},
             "templates": {name: self.prompts.sha256(name) for name in sorted(set(TEMPLATES.values()))},
             "config": {**cfg.effective(), "gates": self.gate_config.to_dict(), "mix": mix_config.to_dict()},

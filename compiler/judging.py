@@ -39,3 +39,14 @@ async def screen(builder: "Builder", req: "Request", answer: Any) -> Any:
     assert isinstance(out, Sample)
     context = req.task.chunk.text if req.task.chunk is not None else out.record.context
     return await builder.gatekeeper.screen(out, context=context, logprobs=answer.logprobs)
+
+
+def response_format_used(teacher: Any) -> dict[str, Any]:
+    """For the manifest: json_schema, or the json_object fallback and the provider's reason."""
+    from compiler.schemafallback import schema_feature
+
+    why = getattr(teacher, "schema_fallback", None)
+    if not why:
+        return {"type": "json_schema"}
+    return {"type": "json_object", "fallback_from": "json_schema", "refused": schema_feature(why),
+            "reason": why}

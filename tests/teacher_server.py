@@ -12,6 +12,8 @@ Faults (by request number, by a matcher on the request, or at a seeded rate):
   hang            no answer until the client gives up (past its timeout)
   drop            the connection is closed without an answer
   401             bad credentials
+A provider that refuses JSON schemas: `refuse_json_schema="...minItems..."` answers 400 to every
+`response_format: json_schema` request (json_object requests are answered normally).
 
 Run standalone (benchmarks): `python tests/teacher_server.py --port 0 --latency 0.2 --capacity 32`
 prints `PORT <n>` and serves until killed; `GET /v1/stats` returns the in-flight statistics
@@ -72,6 +74,8 @@ def default_responder(request: dict, number: int) -> dict:
     rng = random.Random(_h(prompt, request.get("seed")))
     schema = ((request.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
     props = schema.get("properties", {})
+    if not schema and '- "context":' in prompt:  # json_object mode: the keys the prompt asks for
+        props = {"context": {}}
     doc = _document(prompt)
     if doc:
         sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", doc) if len(s.split()) >= 5]
@@ -171,8 +175,10 @@ class TeacherServer:
                  latency: float = 0.0, capacity: int | None = None, overflow: str = "429",
                  retry_after: float = 0.05, faults: FaultPlan | None = None, hang_s: float = 30.0,
                  model: str = "teacher-test", port: int = 0,
-                 logprob: Callable[[str], float] = lambda content: -0.1):
+                 logprob: Callable[[str], float] = lambda content: -0.1, refuse_json_schema: str | None = None):
         self.responder = responder
+        # a provider that rejects `response_format: json_schema` with this 400 message (json_object works)
+        self.refuse_json_schema = refuse_json_schema
         self.logprob = logprob  # the per-token logprob reported for an answer, when the client asks
         self.latency = latency
         self.capacity = capacity
@@ -308,6 +314,8 @@ class TeacherServer:
             return status, web.json_response({"error": {"message": message, "type": kind}}, status=status,
                                              headers=headers)
 
+        if self.refuse_json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
+            return error(400, self.refuse_json_schema, "invalid_request_error")
         if fault == "hang":
             try:
                 await asyncio.wait_for(self._stopping.wait(), self.hang_s)

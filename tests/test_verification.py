@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import subprocess
+import sys
 
 from compiler.records import Record, Sample
 from teacher_server import TeacherServer, default_responder
@@ -87,3 +90,28 @@ def test_rejected_jsonl_carries_the_evidence(example_taxonomy, tmp_path):
     rows = [r for n in manifest["nodes"].values() for r in read(out / n["files"]["rejected"])]
     dups = [r for r in rows if r["reason"] == "dup-exact"]
     assert dups and all(r["evidence"]["match"].startswith("exact duplicate of ") for r in dups)
+
+
+SCHEMA_400 = ("Invalid schema for response_format 'kdc_record': In context=('properties', 'reasoning'), "
+              "array schema minItems is not supported")
+
+
+def test_a_provider_that_refuses_the_schema_falls_back_to_json_object(example_taxonomy, tmp_path):
+    out = tmp_path / "fb"
+    config = tmp_path / "fb.kdc.yaml"
+    config.write_text("samples_per_node: 4\nseed: 7\nconcurrency: 4\n")
+    with TeacherServer(refuse_json_schema=SCHEMA_400) as srv:
+        run = subprocess.run([sys.executable, "-m", "compiler", "compile", str(example_taxonomy), "--out", str(out),
+                              "--config", str(config), "--teacher", "openai/teacher-test", "--api-base", srv.url],
+                             capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+        formats = [e["body"]["response_format"]["type"] for e in srv.log]
+    assert run.returncode == 0, run.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    used = manifest["teacher"]["response_format"]
+    assert (used["type"], used["fallback_from"], used["refused"]) == ("json_object", "json_schema", "minItems")
+    assert used["reason"].endswith(SCHEMA_400)
+    assert "refused the JSON schema" in run.stderr and "minItems" in run.stderr
+    assert formats.count("json_schema") <= 4 and formats[-1] == "json_object"  # refused once per request in flight
+    assert manifest["totals"]["shortfall"] == 0 and not any(
+        n["rejected"].get("http-error") or n["stopped"] for n in manifest["nodes"].values())
