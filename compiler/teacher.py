@@ -271,8 +271,6 @@ class Teacher:
             kwargs["logprobs"] = True  # dropped by litellm (drop_params) where a provider has none
         if self._api_key:
             kwargs["api_key"] = self._api_key
-        if self.schema_fallback and response_format.get("type") == "json_schema":
-            kwargs["response_format"] = JSON_OBJECT
         started = time.monotonic()
         while True:
             attempt += 1
@@ -285,6 +283,8 @@ class Teacher:
                     raise TeacherFailure("teacher-unavailable", "the teacher stopped answering", attempt - 1)
                 if attempt == 1 and should_run is not None and not should_run():
                     return None
+                if self.schema_fallback and response_format.get("type") == "json_schema":
+                    kwargs["response_format"] = JSON_OBJECT  # decided while this request waited
                 self.stats.calls += 1
                 self.stats.change(+1)
                 if base is not None:
