@@ -226,7 +226,7 @@ class Builder:
         # which no answer is read and no request sent.
         gc.freeze()
         try:
-            with self.teacher:  # worker processes, if any, are forked before any thread or event loop starts
+            with self.teacher, self.gatekeeper.judging():  # worker processes are forked before any event loop starts
                 self.progress.start([s.progress for s in self.nodes.values()])
                 try:
                     asyncio.run(self._generate())

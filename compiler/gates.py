@@ -9,6 +9,7 @@ which makes the decisions reproducible.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import re
@@ -337,7 +338,11 @@ class Gatekeeper:
             self._judge = Judge(config.judge, api_base=config.judge_api_base,
                                 api_key_env=config.judge_api_key_env, timeout=config.judge_timeout,
                                 thresholds=config.judge_thresholds, cache=judge_cache,
-                                concurrency=config.judge_concurrency or 8)
+                                concurrency=config.judge_concurrency or 8, workers=None)
+
+    def judging(self):
+        """Context for a build: starts and stops the judge's client (its worker processes)."""
+        return self._judge if self._judge is not None else contextlib.nullcontext()
 
     @property
     def judge_calls(self) -> int:

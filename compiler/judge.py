@@ -9,7 +9,6 @@ answers nonsense twice rejects only that sample (reason `judge`).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -85,13 +84,11 @@ class Judge:
 
     def __init__(self, model: str, *, api_base: str | None = None, api_key_env: str | None = None,
                  timeout: float = 60.0, thresholds: dict[str, int] | None = None, num_retries: int = 2,
-                 cache: Cache | None = None, concurrency: int = 8):
+                 cache: Cache | None = None, concurrency: int = 8, workers: int | None = 1):
         self.model = model
         self.concurrency = max(1, concurrency)  # judge requests in flight (gates.judge_concurrency)
-        self._sem: asyncio.Semaphore | None = None
-        self._sem_loop: asyncio.AbstractEventLoop | None = None
-        self.in_flight = 0
-        self.max_in_flight = 0
+        self.workers = workers
+        self._client = None
         self.cache = cache  # verdicts survive a resume or a re-run: the judge is not asked twice
         self.calls = 0  # requests actually sent (cache hits excluded)
         self.api_base = api_base
@@ -123,48 +120,61 @@ class Judge:
         hit = self.cache.get_judgment(key) if self.cache is not None else None
         if hit is not None and "content" in hit:
             return parse_scores(hit["content"])
-        loop = asyncio.get_running_loop()
-        if self._sem is None or self._sem_loop is not loop:  # a semaphore belongs to one event loop
-            self._sem, self._sem_loop = asyncio.Semaphore(self.concurrency), loop
-        async with self._sem:
-            self.in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            try:
-                result, content = await self._ask(messages, schema)
-            finally:
-                self.in_flight -= 1
+        result, content = await self._ask(messages, schema)
         if self.cache is not None:
             self.cache.put_judgment(key, {"content": content})
         return result
 
-    async def _ask(self, messages: list[dict[str, str]], schema: dict) -> tuple[JudgeResult, str]:
-        import litellm  # heavy import: only when a judge is configured
+    def _teacher(self):
+        """The judge's client: a Teacher (compiler/teacher.py), so judge calls get the same retries,
+        Retry-After, bounded concurrency, schema fallback and worker processes as generation."""
+        if self._client is None:
+            from compiler.teacher import Teacher
 
-        kwargs = dict(model=self.model, messages=messages, temperature=0.0, timeout=self.timeout,
-                      num_retries=self.num_retries, drop_params=True,
-                      response_format={"type": "json_schema",
-                                       "json_schema": {"name": "judge_scores", "schema": schema, "strict": True}})
-        if self.api_base:
-            kwargs["api_base"] = self.api_base
-        key = self._api_key()
-        if key:
-            kwargs["api_key"] = key
-        result, content = JudgeResult(error="judge not called"), ""
-        for attempt in range(2):
+            key = self._api_key()
             try:
-                self.calls += 1
-                resp = await litellm.acompletion(**kwargs)
-            except Exception as exc:  # litellm maps every provider failure to its own exception types
-                raise JudgeError(f"judge {self.model} failed: {type(exc).__name__}: {_short(exc)}",
+                client = Teacher(self.model, api_bases=[self.api_base] if self.api_base else None,
+                                 timeout=self.timeout, max_retries=self.num_retries, concurrency=self.concurrency,
+                                 sampling={"temperature": 0.0}, workers=self.workers)
+            except TeacherError as exc:
+                raise JudgeError(f"judge {self.model}: {exc.message}", hint=exc.hint) from None
+            if key:
+                client._api_key = key
+            self._client = client
+        return self._client
+
+    def __enter__(self) -> "Judge":
+        """Start the client's worker processes (before any event loop runs: they are forked)."""
+        self._teacher().__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._client is not None:
+            self._client.__exit__(*exc)
+
+    async def _ask(self, messages: list[dict[str, str]], schema: dict) -> tuple[JudgeResult, str]:
+        from compiler.teacher import TeacherFailure
+
+        client = self._teacher()
+        fmt = {"type": "json_schema", "json_schema": {"name": "judge_scores", "schema": schema, "strict": True}}
+        result, content, asked = JudgeResult(error="judge not called"), "", messages
+        for attempt in range(2):
+            self.calls += 1
+            try:
+                done = await client.complete(asked, fmt, label="judge")
+            except TeacherFailure as exc:
+                raise JudgeError(f"judge {self.model} failed: {exc.detail}",
                                  hint="check --judge, gates.judge_api_base and the judge's API key") from None
-            content = resp.choices[0].message.content or ""
+            except TeacherError as exc:
+                raise JudgeError(f"judge {self.model} failed: {exc.message}",
+                                 hint="check --judge, gates.judge_api_base and the judge's API key") from None
+            content = done.text if done is not None else ""
             result = parse_scores(content)
             if result.error is None:
                 return result, content
             # one more try, telling the model what was wrong
-            kwargs["messages"] = messages + [{"role": "assistant", "content": content[:2000]},
-                                             {"role": "user", "content": result.error + ". Reply with the JSON "
-                                                                                        "object only."}]
+            asked = messages + [{"role": "assistant", "content": content[:2000]},
+                                {"role": "user", "content": result.error + ". Reply with the JSON object only."}]
         return result, content
 
 

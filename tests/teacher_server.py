@@ -96,6 +96,13 @@ def default_responder(request: dict, number: int) -> dict:
     return record
 
 
+def hash_judge(request: dict, number: int) -> dict:
+    """A judge's reply (schemas/judge.json) from a hash of the example: about one in eight fails
+    `format`. Deterministic per prompt, so a benchmark's judged build is reproducible."""
+    low = _h(request.get("messages", [{}])[-1].get("content", "")) % 8 == 0
+    return {"faithfulness": 5, "relevance": 4, "format": 2 if low else 5, "rationale": "hash judge"}
+
+
 @dataclass
 class FaultPlan:
     """Which requests misbehave: by 1-based request number, by matcher, or at seeded rates."""
@@ -366,8 +373,10 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--capacity", type=int, default=None)
     ap.add_argument("--overflow", choices=("429", "queue"), default="429")
+    ap.add_argument("--judge", action="store_true", help="answer as a judge: rubric scores from a prompt hash")
     args = ap.parse_args()
-    srv = TeacherServer(latency=args.latency, capacity=args.capacity, overflow=args.overflow, port=args.port)
+    srv = TeacherServer(latency=args.latency, capacity=args.capacity, overflow=args.overflow, port=args.port,
+                        responder=hash_judge if args.judge else default_responder)
     srv.start()
     print(f"PORT {srv.port}", flush=True)
     try:
