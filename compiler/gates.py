@@ -29,7 +29,7 @@ from compiler.records import Record, Sample, Seed
 from compiler.taxonomy import Taxonomy
 
 GROUNDED_KINDS = ("knowledge", "grounded_skill")
-JUDGE_RUBRICS = ("faithfulness", "relevance", "format")
+JUDGE_RUBRICS = ("faithfulness", "relevance", "format", "standalone")
 
 
 @dataclass

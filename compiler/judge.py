@@ -26,7 +26,7 @@ from compiler.resources import data_dir, load_schema
 
 SYSTEM_TEMPLATE = "judge_system.j2"
 SAMPLE_TEMPLATE = "judge.j2"
-RUBRICS = ("faithfulness", "relevance", "format")
+RUBRICS = ("faithfulness", "relevance", "format", "standalone")
 DEFAULT_THRESHOLDS = {r: 3 for r in RUBRICS}
 
 

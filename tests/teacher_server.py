@@ -100,7 +100,7 @@ def hash_judge(request: dict, number: int) -> dict:
     """A judge's reply (schemas/judge.json) from a hash of the example: about one in eight fails
     `format`. Deterministic per prompt, so a benchmark's judged build is reproducible."""
     low = _h(request.get("messages", [{}])[-1].get("content", "")) % 8 == 0
-    return {"faithfulness": 5, "relevance": 4, "format": 2 if low else 5, "rationale": "hash judge"}
+    return {"faithfulness": 5, "relevance": 4, "format": 2 if low else 5, "standalone": 5, "rationale": "hash judge"}
 
 
 @dataclass

@@ -15,7 +15,7 @@ from test_compile import _env, compile_args, kdc, read_jsonl, tax  # noqa: F401 
 
 def judge_reply(body: dict, number: int) -> dict:
     low = hashlib.sha256(body["messages"][-1]["content"].encode()).digest()[0] % 4 == 0
-    return {"faithfulness": 5, "relevance": 4, "format": 2 if low else 5, "rationale": "hash judge"}
+    return {"faithfulness": 5, "relevance": 4, "format": 2 if low else 5, "standalone": 5, "rationale": "hash judge"}
 
 
 def _lines(out, manifest_nodes, kind):

@@ -273,7 +273,7 @@ def test_judge_gate_through_compile(example_taxonomy, tmp_path):
     def judge(body: dict, number: int) -> dict:
         prompt = body["messages"][-1]["content"]
         low = hashlib.sha256(prompt.encode()).digest()[0] % 4 == 0  # about one in four
-        return {"faithfulness": 5, "relevance": 4, "format": 2 if low else 5, "rationale": "test judge"}
+        return {"faithfulness": 5, "relevance": 4, "format": 2 if low else 5, "standalone": 5, "rationale": "test judge"}
 
     settings = "gates: {judge_api_base: '%s'}\n"
     with TeacherServer(responder=judge, model="judge-test") as judge_srv:
@@ -295,7 +295,7 @@ def test_judge_gate_through_compile(example_taxonomy, tmp_path):
     for node_id, node in manifest["nodes"].items():
         assert node["shortfall"] == 0 and len(node["scores"]["judge"]) == TARGET
         for s in read(out / node["files"]["train"]):
-            assert s["metadata"]["gates"]["judge"] == {"faithfulness": 5, "relevance": 4, "format": 5}
+            assert s["metadata"]["gates"]["judge"] == {"faithfulness": 5, "relevance": 4, "format": 5, "standalone": 5}
         for r in read(out / node["files"]["rejected"]):
             if r["reason"] == "judge":
                 assert "format 2 < 3" in r["detail"] and r["metadata"]["gates"]["judge"]["format"] == 2

@@ -33,7 +33,7 @@ def dupping_teacher(body: dict, number: int) -> dict:
 def judge_reply(body: dict, number: int) -> dict:
     """Scores from a hash of the prompt: deterministic per example, independent of arrival order."""
     low = hashlib.sha256(body["messages"][-1]["content"].encode()).digest()[0] % 4 == 0
-    return {"faithfulness": 5, "relevance": 4, "format": 2 if low else 5, "rationale": "hash judge"}
+    return {"faithfulness": 5, "relevance": 4, "format": 2 if low else 5, "standalone": 5, "rationale": "hash judge"}
 
 
 def test_a_concurrent_judge_writes_the_same_bytes_as_a_serial_one(example_taxonomy, tmp_path):
