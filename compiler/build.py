@@ -33,7 +33,7 @@ from compiler.cache import Cache
 from compiler.config import CompileConfig, redact_url
 from compiler.errors import BuildError, KdcError, TaxonomyError
 from compiler.generate import Request, ask, chat_messages, prepare, provenance
-from compiler.judging import response_format_used, screen
+from compiler.judging import default_judge, response_format_used, screen
 from compiler.plan import TEMPLATES, LeafPlan, make_plan, task_for
 from compiler.prompts import Prompts
 from compiler.records import Record, Rejection, Sample
@@ -134,6 +134,7 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None) -> Bu
     gates = GateConfig.from_settings(cfg.settings, judge=cfg.judge)  # a bad gates: section fails before any call
     if gates.judge_concurrency is None:
         gates.judge_concurrency = cfg.concurrency
+    judge_note = default_judge(cfg, gates)  # the teacher judges itself unless told otherwise
     teacher = Teacher(cfg.teacher, api_bases=cfg.api_base, timeout=cfg.timeout, max_retries=cfg.max_retries,
                       concurrency=cfg.concurrency, sampling=cfg.sampling,
                       workers=1 if cfg.dry_run else cfg.teacher_workers,
@@ -144,7 +145,9 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None) -> Bu
     if out.exists() and not out.is_dir():
         raise BuildError(f"{out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    return Builder(cfg, taxonomy, plans, prompts, teacher, gates, out, progress).run()
+    builder = Builder(cfg, taxonomy, plans, prompts, teacher, gates, out, progress)
+    builder.judge_note = judge_note
+    return builder.run()
 
 
 def _load_valid(root: Path) -> Taxonomy:
@@ -462,7 +465,8 @@ class Builder:
             "taxonomy": {"root": str(self.taxonomy.root), "content_hash": self.taxonomy.content_hash()},
             "teacher": {"model": cfg.teacher, "api_bases": [redact_url(u) for u in cfg.api_base],
                         "sampling": cfg.sampling, "response_format": response_format_used(self.teacher)},
-            "judge": {"model": self.gate_config.judge, "calls": self.gatekeeper.judge_calls},
+            "judge": {"model": self.gate_config.judge, "calls": self.gatekeeper.judge_calls,
+                      "why": getattr(self, "judge_note", "")},
             "templates": {name: self.prompts.sha256(name) for name in sorted(set(TEMPLATES.values()))},
             "config": {**cfg.effective(), "gates": self.gate_config.to_dict(), "mix": mix_config.to_dict()},
             "versions": _versions(cfg.teacher),

@@ -138,7 +138,7 @@ class Judge:
                                  sampling={"temperature": 0.0}, workers=self.workers)
             except TeacherError as exc:
                 raise JudgeError(f"judge {self.model}: {exc.message}", hint=exc.hint) from None
-            if key:
+            if self.api_key_env and key:  # else the Teacher's own rule: the provider's variable, or a placeholder
                 client._api_key = key
             self._client = client
         return self._client

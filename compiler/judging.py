@@ -12,11 +12,14 @@ a duplicate was judged for nothing: the judge cache keeps that a one-time cost.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from compiler.generate import build as build_sample
 from compiler.records import Rejection, Sample
 from compiler.teacher import Completion
+
+log = logging.getLogger("kdc.build")
 
 if TYPE_CHECKING:
     from compiler.build import Builder
@@ -50,3 +53,25 @@ def response_format_used(teacher: Any) -> dict[str, Any]:
         return {"type": "json_schema"}
     return {"type": "json_object", "fallback_from": "json_schema", "refused": schema_feature(why),
             "reason": why}
+
+
+def default_judge(cfg: Any, gates: Any) -> str:
+    """Verification on by default (issue 12): with a real teacher and no judge named, the teacher
+    judges its own samples, as sdg_hub and InstructLab use theirs; `--no-judge` turns it off. The
+    embedded 270M model cannot judge reliably, so it keeps the gate off and says so. Returns the
+    line for the log and the manifest's `judge.why`; sets gates.judge (and its endpoint)."""
+    if cfg.judge == "":
+        gates.judge = None
+        why = "off (--no-judge)"
+    elif gates.judge:
+        why = "--judge" if cfg.judge else "gates.judge in kdc.yaml"
+    elif cfg.teacher.startswith("kdc/"):
+        why = ("off: the embedded teacher is too weak to judge reliably; pass --judge MODEL "
+               "to verify samples with another model")
+    else:
+        gates.judge = cfg.teacher
+        if not gates.judge_api_base and cfg.api_base:
+            gates.judge_api_base = cfg.api_base[0]
+        why = "the teacher judges its own samples (the default for a real teacher; --no-judge turns it off)"
+    log.info("judge: %s%s", f"{gates.judge}, " if gates.judge else "", why)
+    return why

@@ -72,7 +72,10 @@ def default_responder(request: dict, number: int) -> dict:
     grounded in the prompt's document when there is one (so grounding gates pass)."""
     prompt = "\n".join(str(m.get("content", "")) for m in request.get("messages", []))
     rng = random.Random(_h(prompt, request.get("seed")))
-    schema = ((request.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+    fmt = (request.get("response_format") or {}).get("json_schema") or {}
+    if fmt.get("name") == "judge_scores":  # the teacher asked to judge (kdc's default): a passing verdict
+        return {"faithfulness": 5, "relevance": 5, "format": 5, "standalone": 5, "rationale": "default judge"}
+    schema = fmt.get("schema") or {}
     props = schema.get("properties", {})
     if not schema and '- "context":' in prompt:  # json_object mode: the keys the prompt asks for
         props = {"context": {}}
@@ -316,6 +319,21 @@ class TeacherServer:
             if self._queue is not None:
                 self._queue.release()
 
+    def _respond(self, body: dict, number: int) -> dict | str:
+        """The responder's answer. kdc asks a real teacher to judge its own samples by default
+        (response_format `judge_scores`): a responder that only writes records (it fails, or its
+        reply has no scores) gets a passing verdict in its place, as a willing teacher would give."""
+        fmt = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
+        if fmt != "judge_scores":
+            return self.responder(body, number)
+        try:
+            made = self.responder(body, number)
+        except Exception:
+            made = None
+        if isinstance(made, str) or (isinstance(made, dict) and "faithfulness" in made):
+            return made
+        return {"faithfulness": 5, "relevance": 5, "format": 5, "standalone": 5, "rationale": "default judge"}
+
     async def _answer(self, request, body: dict, number: int, fault: str | None):
         def error(status: int, message: str, kind: str, headers: dict | None = None):
             return status, web.json_response({"error": {"message": message, "type": kind}}, status=status,
@@ -350,7 +368,7 @@ class TeacherServer:
         elif fault == "refusal":
             content = "I cannot help with that request."
         else:
-            made = self.responder(body, number)
+            made = self._respond(body, number)
             content = made if isinstance(made, str) else json.dumps(made)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         completion_tokens = len(content.split())
