@@ -115,3 +115,45 @@ def test_a_provider_that_refuses_the_schema_falls_back_to_json_object(example_ta
     assert formats.count("json_schema") <= 4 and formats[-1] == "json_object"  # refused once per request in flight
     assert manifest["totals"]["shortfall"] == 0 and not any(
         n["rejected"].get("http-error") or n["stopped"] for n in manifest["nodes"].values())
+
+
+def _judge_requests(srv: TeacherServer) -> int:
+    return sum(1 for e in srv.log
+               if ((e["body"].get("response_format") or {}).get("json_schema") or {}).get("name") == "judge_scores")
+
+
+def test_a_real_teacher_judges_its_own_samples_unless_told_not_to(example_taxonomy, tmp_path):
+    config = tmp_path / "k.yaml"
+    config.write_text("samples_per_node: 2\nseed: 7\nconcurrency: 4\n")
+    seen = {}
+    for name, extra in (("default", ()), ("off", ("--no-judge",))):
+        out = tmp_path / name
+        with TeacherServer() as srv:
+            run = subprocess.run([sys.executable, "-m", "compiler", "compile", str(example_taxonomy), "--out",
+                                  str(out), "--config", str(config), "--teacher", "openai/teacher-test",
+                                  "--api-base", srv.url, *extra], capture_output=True, text=True, timeout=600,
+                                 env={**os.environ, "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
+            assert run.returncode == 0, run.stderr[-2000:]
+            seen[name] = (_judge_requests(srv), json.loads((out / "manifest.json").read_text()), run.stderr)
+    judged, manifest, err = seen["default"]
+    assert judged > 0 and manifest["judge"]["model"] == "openai/teacher-test"
+    assert "teacher judges its own samples" in manifest["judge"]["why"] and "teacher judges its own" in err
+    for node in manifest["nodes"].values():
+        for s in read(tmp_path / "default" / node["files"]["train"]):
+            assert set(s["metadata"]["gates"]["judge"]) == {"faithfulness", "relevance", "format", "standalone"}
+    judged, manifest, _ = seen["off"]
+    assert judged == 0 and manifest["judge"]["model"] is None and manifest["judge"]["why"] == "off (--no-judge)"
+
+
+def test_the_embedded_teacher_keeps_the_judge_off_and_says_why():
+    from types import SimpleNamespace
+
+    from compiler.gates import GateConfig
+    from compiler.judging import default_judge
+
+    gates = GateConfig()
+    why = default_judge(SimpleNamespace(judge=None, teacher="kdc/gemma-3-270m", api_base=()), gates)
+    assert gates.judge is None and "embedded teacher is too weak" in why and "--judge" in why
+    gates = GateConfig()
+    default_judge(SimpleNamespace(judge=None, teacher="hosted_vllm/m", api_base=("http://h:8000/v1",)), gates)
+    assert (gates.judge, gates.judge_api_base) == ("hosted_vllm/m", "http://h:8000/v1")
