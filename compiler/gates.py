@@ -108,8 +108,12 @@ class GateConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The effective settings for the manifest (no secrets: only the key's variable name)."""
+        from compiler.config import redact_url
+
         d = asdict(self)
         d["pii_kinds"] = list(self.pii_kinds)
+        if self.judge_api_base:  # an endpoint may carry user:password@ (review §4.5)
+            d["judge_api_base"] = redact_url(self.judge_api_base)
         return d
 
 

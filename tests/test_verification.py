@@ -157,3 +157,11 @@ def test_the_embedded_teacher_keeps_the_judge_off_and_says_why():
     gates = GateConfig()
     default_judge(SimpleNamespace(judge=None, teacher="hosted_vllm/m", api_base=("http://h:8000/v1",)), gates)
     assert (gates.judge, gates.judge_api_base) == ("hosted_vllm/m", "http://h:8000/v1")
+
+
+def test_the_judge_endpoint_is_redacted_in_the_manifest_settings():
+    from compiler.gates import GateConfig
+
+    cfg = GateConfig.from_settings({"gates": {"judge_api_base": "http://user:s3cret@judge.local:8000/v1"}})
+    assert cfg.to_dict()["judge_api_base"] == "http://***@judge.local:8000/v1"
+    assert cfg.judge_api_base.startswith("http://user:s3cret@")  # the client still gets the real one
