@@ -324,7 +324,8 @@ class TeacherServer:
         (response_format `judge_scores`): a responder that only writes records (it fails, or its
         reply has no scores) gets a passing verdict in its place, as a willing teacher would give."""
         fmt = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
-        if fmt != "judge_scores":
+        system = str((body.get("messages") or [{}])[0].get("content", ""))
+        if fmt != "judge_scores" and not system.startswith("You grade"):  # json_object mode has no name
             return self.responder(body, number)
         try:
             made = self.responder(body, number)

@@ -105,7 +105,9 @@ def test_a_provider_that_refuses_the_schema_falls_back_to_json_object(example_ta
                               "--config", str(config), "--teacher", "openai/teacher-test", "--api-base", srv.url],
                              capture_output=True, text=True, timeout=600,
                              env={**os.environ, "HF_HUB_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
-        formats = [e["body"]["response_format"]["type"] for e in srv.log]
+        grading = [e["body"]["messages"][0]["content"].startswith("You grade") for e in srv.log]
+        formats = [e["body"]["response_format"]["type"] for e, g in zip(srv.log, grading) if not g]
+        judged = [e["body"]["response_format"]["type"] for e, g in zip(srv.log, grading) if g]
     assert run.returncode == 0, run.stderr[-2000:]
     manifest = json.loads((out / "manifest.json").read_text())
     used = manifest["teacher"]["response_format"]
@@ -113,6 +115,7 @@ def test_a_provider_that_refuses_the_schema_falls_back_to_json_object(example_ta
     assert used["reason"].endswith(SCHEMA_400)
     assert "refused the JSON schema" in run.stderr and "minItems" in run.stderr
     assert formats.count("json_schema") <= 4 and formats[-1] == "json_object"  # refused once per request in flight
+    assert judged.count("json_schema") <= 4 and judged[-1] == "json_object"  # the self-judge falls back too
     assert manifest["totals"]["shortfall"] == 0 and not any(
         n["rejected"].get("http-error") or n["stopped"] for n in manifest["nodes"].values())
 
