@@ -53,6 +53,7 @@ def compile_once(args, work: Path, name: str, teacher: str, judge: str | None, l
 
     cli = {"out": work / name, "teacher": "openai/teacher-bench", "api_base": (teacher,),
            "concurrency": args.concurrency, "samples_per_node": samples, "seed": 1, "max_retries": 4}
+    cli["judge"] = ""  # plain: no judge at all (not even the teacher judging itself, kdc's default)
     if judge:
         cli["judge"] = "openai/judge-bench"
         (work / f"{name}.yaml").write_text(f"gates: {{judge_api_base: '{judge}'}}\n")
