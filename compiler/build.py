@@ -32,7 +32,8 @@ from compiler import __version__
 from compiler.cache import Cache
 from compiler.config import CompileConfig, redact_url
 from compiler.errors import BuildError, KdcError, TaxonomyError
-from compiler.generate import Request, ask, build as build_sample, chat_messages, prepare, provenance
+from compiler.generate import Request, ask, chat_messages, prepare, provenance
+from compiler.judging import default_judge, response_format_used, screen
 from compiler.plan import TEMPLATES, LeafPlan, make_plan, task_for
 from compiler.prompts import Prompts
 from compiler.records import Record, Rejection, Sample
@@ -135,6 +136,9 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None, *, ke
     from compiler.gates import GateConfig
 
     gates = GateConfig.from_settings(cfg.settings, judge=cfg.judge)  # a bad gates: section fails before any call
+    if gates.judge_concurrency is None:
+        gates.judge_concurrency = cfg.concurrency
+    judge_note = default_judge(cfg, gates)  # the teacher judges itself unless told otherwise
     teacher = Teacher(cfg.teacher, api_bases=cfg.api_base, timeout=cfg.timeout, max_retries=cfg.max_retries,
                       concurrency=cfg.concurrency, sampling=cfg.sampling,
                       workers=1 if cfg.dry_run else cfg.teacher_workers,
@@ -153,6 +157,7 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None, *, ke
         journal.recover(out)  # a crashed `review --apply` is undone first (it did not happen)
         builder = Builder(cfg, taxonomy, plans, prompts, teacher, gates, out, progress)
         builder.broken = broken
+        builder.judge_note = judge_note
         return builder.run()
 
 
@@ -236,7 +241,7 @@ class Builder:
         # which no answer is read and no request sent.
         gc.freeze()
         try:
-            with self.teacher:  # worker processes, if any, are forked before any thread or event loop starts
+            with self.teacher, self.gatekeeper.judging():  # worker processes are forked before any event loop starts
                 self.progress.start([s.progress for s in self.nodes.values()])
                 try:
                     asyncio.run(self._generate())
@@ -269,15 +274,16 @@ class Builder:
                     st, index = item
                     if st.need <= 0:
                         continue  # the node filled up earlier in this round
-                    req = prepare(task_for(st.lp, index, self.cfg), self.prompts, self.cfg.teacher, self.cfg.sampling)
-                    pending.append((req, asyncio.ensure_future(self._ask(req))))
+                    req = prepare(task_for(st.lp, index, self.cfg), self.prompts, self.cfg.teacher, self.cfg.sampling,
+                                  logprobs=self.teacher.logprobs)
+                    pending.append((req, asyncio.ensure_future(self._ask_screened(req))))
 
             fill()
             try:
                 while pending:
                     req, fut = pending.popleft()
-                    answer = await fut
-                    await self._gate(req, answer)
+                    answer, screened = await fut
+                    self._gate(req, answer, screened)
                     fill()
             except BaseException:
                 for _, fut in pending:
@@ -343,7 +349,13 @@ class Builder:
         self.progress.update(st.progress)
         return answer
 
-    async def _gate(self, req: Request, answer: Completion | TeacherFailure | None) -> None:
+    async def _ask_screened(self, req: Request) -> tuple[Completion | TeacherFailure | None, Any]:
+        """The answer, and as soon as it arrives its order-independent gates and the judge
+        (compiler/judging.py: why this is safe for byte-identity)."""
+        answer = await self._ask(req)
+        return answer, await screen(self, req, answer)
+
+    def _gate(self, req: Request, answer: Completion | TeacherFailure | None, screened: Any) -> None:
         """Decide one result, in the fixed order: a rejection with its reason, or an accepted sample."""
         st = self.nodes[req.task.node_id]
         if answer is None or st.need <= 0:
@@ -362,7 +374,7 @@ class Builder:
             st.cost_known = False
         else:
             st.cost_usd += answer.cost_usd
-        out = build_sample(req, st.lp, answer)
+        out = screened if isinstance(screened, (Sample, Rejection)) else screened.sample
         if isinstance(out, Rejection):
             self._reject(st, out)
             return
@@ -383,8 +395,7 @@ class Builder:
                 self._accept(st, out, {})
                 return
             out.metadata["review"] = review
-        context = req.task.chunk.text if req.task.chunk is not None else out.record.context
-        v = await self.gatekeeper.check(out, context=context, logprobs=answer.logprobs)
+        v = self.gatekeeper.decide(screened)
         if v.accepted:
             self._accept(st, v.sample, v.scores)
         else:
@@ -392,7 +403,7 @@ class Builder:
             sample.metadata["gates"] = v.scores
             self._reject(st, Rejection(sample.id, sample.node_id, v.reason or "rejected", v.detail,
                                        json.dumps(sample.to_json()["record"], ensure_ascii=False),
-                                       sample.metadata))
+                                       sample.metadata, v.evidence))
 
     def _accept(self, st: NodeState, sample: Sample, scores: dict) -> None:
         sample.metadata["gates"] = scores
@@ -467,8 +478,9 @@ class Builder:
             "kdc_version": __version__,
             "taxonomy": {"root": str(self.taxonomy.root), "content_hash": self.taxonomy.content_hash()},
             "teacher": {"model": cfg.teacher, "api_bases": [redact_url(u) for u in cfg.api_base],
-                        "sampling": cfg.sampling},
-            "judge": {"model": self.gate_config.judge, "calls": self.gatekeeper.judge_calls},
+                        "sampling": cfg.sampling, "response_format": response_format_used(self.teacher)},
+            "judge": {"model": self.gate_config.judge, "calls": self.gatekeeper.judge_calls,
+                      "why": getattr(self, "judge_note", "")},
             "templates": {name: self.prompts.sha256(name) for name in sorted(set(TEMPLATES.values()))},
             "config": {**cfg.effective(), "gates": self.gate_config.to_dict(), "mix": mix_config.to_dict()},
             "versions": _versions(cfg.teacher),

@@ -9,6 +9,7 @@ which makes the decisions reproducible.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import re
@@ -23,12 +24,12 @@ from compiler.diversity import (NEAR_DUP_THRESHOLD, NUM_PERM, Fingerprint, NearI
                                 shingles_of_ids, token_ids, words)
 from compiler.errors import ConfigError
 from compiler.pii import KINDS as PII_KINDS
-from compiler.pii import find_pii, redact
+from compiler.piigate import redact_teacher_text, teacher_pii
 from compiler.records import Record, Sample, Seed
 from compiler.taxonomy import Taxonomy
 
 GROUNDED_KINDS = ("knowledge", "grounded_skill")
-JUDGE_RUBRICS = ("faithfulness", "relevance", "format")
+JUDGE_RUBRICS = ("faithfulness", "relevance", "format", "standalone")
 
 
 @dataclass
@@ -54,6 +55,7 @@ class GateConfig:
     judge_api_key_env: str | None = None  # name of the environment variable holding the judge's key
     judge_thresholds: dict[str, int] = field(default_factory=lambda: {r: 3 for r in JUDGE_RUBRICS})
     judge_timeout: float = 60.0
+    judge_concurrency: int | None = None  # judge requests in flight; None: the teacher's --concurrency
 
     @classmethod
     def from_settings(cls, settings: dict | None, judge: str | None = None) -> "GateConfig":
@@ -97,6 +99,8 @@ class GateConfig:
         for rubric, v in self.judge_thresholds.items():
             if not isinstance(v, (int, float)) or not 1 <= v <= 5:
                 raise ConfigError(f"gates.judge_thresholds.{rubric} must be a score from 1 to 5, got {v!r}")
+        if self.judge_concurrency is not None and self.judge_concurrency < 1:
+            raise ConfigError("gates.judge_concurrency must be at least 1")
         if self.num_perm < 16:
             raise ConfigError("gates.num_perm must be at least 16")
         if self.min_question_chars > self.max_question_chars:
@@ -108,7 +112,7 @@ class GateConfig:
 
         d = asdict(self)
         d["pii_kinds"] = list(self.pii_kinds)
-        if self.judge_api_base:
+        if self.judge_api_base:  # an endpoint may carry user:password@ (review §4.5)
             d["judge_api_base"] = redact_url(self.judge_api_base)
         return d
 
@@ -127,13 +131,13 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ConfigError("gates.pii_kinds must be a list of kinds", hint="known: " + ", ".join(PII_KINDS))
         return tuple(value)
-    if value is None and (key in _OPTIONAL_STR or key == "min_mean_logprob"):
+    if value is None and (key in _OPTIONAL_STR or key in ("min_mean_logprob", "judge_concurrency")):
         return None
     if key in _OPTIONAL_STR or isinstance(default, str):
         if not isinstance(value, str):
             raise ConfigError(f"gates.{key} must be a string, got {value!r}")
         return value
-    if isinstance(default, int):
+    if isinstance(default, int) or key == "judge_concurrency":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"gates.{key} must be an integer, got {value!r}")
         return value
@@ -149,6 +153,21 @@ class Verdict:
     detail: str
     scores: dict  # -> metadata.gates
     sample: Sample  # possibly PII-redacted
+    evidence: dict = field(default_factory=dict)  # what the rejecting gate saw: span, score, threshold
+
+
+@dataclass(frozen=True)
+class Screened:
+    """A candidate after the order-independent gates (Gatekeeper.screen), awaiting `decide`."""
+
+    sample: Sample
+    scores: dict  # the scores known before the dedup gates
+    early: tuple[str, str, dict] | None  # first failure before the dedup against accepted samples
+    key: bytes = b""
+    sh: Any = None
+    late: tuple[str, str, dict] | None = None  # first failure after it (grounding, judge)
+    late_scores: dict | None = None
+    redacted: bool = False
 
 
 # ---------------------------------------------------------------- sanity --------------------
@@ -323,7 +342,12 @@ class Gatekeeper:
             from compiler.judge import Judge  # litellm is heavy: only with a judge
             self._judge = Judge(config.judge, api_base=config.judge_api_base,
                                 api_key_env=config.judge_api_key_env, timeout=config.judge_timeout,
-                                thresholds=config.judge_thresholds, cache=judge_cache)
+                                thresholds=config.judge_thresholds, cache=judge_cache,
+                                concurrency=config.judge_concurrency or 8, workers=None)
+
+    def judging(self):
+        """Context for a build: starts and stops the judge's client (its worker processes)."""
+        return self._judge if self._judge is not None else contextlib.nullcontext()
 
     @property
     def judge_calls(self) -> int:
@@ -343,19 +367,10 @@ class Gatekeeper:
     def _count(self, node_id: str, key: str, n: int = 1) -> None:
         self._stats.setdefault(node_id, Counter())[key] += n
 
-    def _reject(self, sample: Sample, reason: str, detail: str, scores: dict) -> Verdict:
+    def _reject(self, sample: Sample, reason: str, detail: str, evidence: dict, scores: dict) -> Verdict:
         self._count(sample.node_id, "checked")
         self._count(sample.node_id, "rejected:" + reason)
-        return Verdict(False, reason, detail, scores, sample)
-
-    def _redact(self, sample: Sample) -> Sample:
-        kinds = self.config.pii_kinds
-        scrub = lambda t: redact(t, find_pii(t, kinds)) if t else t  # noqa: E731
-        rec = sample.record
-        new_rec = Record(scrub(rec.question), tuple(scrub(s) for s in rec.reasoning), scrub(rec.answer),
-                         scrub(rec.context) if rec.context else rec.context)
-        messages = [{**m, "content": scrub(m.get("content", ""))} for m in sample.messages]
-        return replace(sample, record=new_rec, messages=messages, metadata=dict(sample.metadata))
+        return Verdict(False, reason, detail, scores, sample, evidence)
 
     def _family(self, node_id: str) -> NearIndex:
         parent = node_id.rsplit("/", 1)[0] if "/" in node_id else ""
@@ -380,11 +395,14 @@ class Gatekeeper:
         hit = seeds.best(sh) if seeds is not None else None
         if hit:
             return "dup-seed", f"near-duplicate of training seed {hit[0]} (Jaccard {hit[1]:.2f})"
-        siblings = self._sibling_ids(node)
+        return None
+
+    def _exact_duplicate(self, node: str, key: bytes) -> tuple[str, str] | None:
+        """(reason, detail) when an accepted sample has the same normalised text."""
         prior = self._exact.get(key)
         if prior:
             other, other_id = prior
-            if other in siblings:
+            if other in self._sibling_ids(node):
                 return "dup-sibling", f"exact duplicate of {other_id} in {other}"
             return "dup-exact", f"exact duplicate of {other_id}" + ("" if other == node else f" in {other}")
         return None
@@ -405,38 +423,44 @@ class Gatekeeper:
                     logprobs: list[float] | None = None) -> Verdict:
         """Run every gate on one candidate. `context` is the text the answer must be grounded in
         (a knowledge chunk, or a grounded skill's context); `logprobs` the teacher's token logprobs."""
+        return self.decide(await self.screen(sample, context=context, logprobs=logprobs))
+
+    async def screen(self, sample: Sample, *, context: str | None = None,
+                     logprobs: list[float] | None = None) -> Screened:
+        """Every gate whose verdict does not depend on which samples were accepted before: safe to
+        run for many candidates at once, in any order (the judge included). `decide` then applies
+        the dedup against accepted samples in the build's fixed order and picks the first failure
+        in gate order, so the reasons are those of a one-at-a-time chain."""
         cfg = self.config
         kind = self._kind(sample)
         node = sample.node_id
         scores: dict[str, Any] = {}
 
+        def early(reason: str, detail: str, evidence: dict | None = None) -> Screened:
+            return Screened(sample, dict(scores), (reason, detail, evidence or {}))
+
         bad = _sanity(sample.record, cfg, self._norms.get(node, _NodeNorms()),
                       reasoning=sample.metadata.get("reasoning") is not False)
         if bad:
-            return self._reject(sample, bad[0], bad[1], scores)
+            return early(bad[0], bad[1])
 
         if logprobs:
             mean = sum(logprobs) / len(logprobs)
             if math.isfinite(mean):
                 scores["confidence"] = round(mean, 4)
                 if cfg.min_mean_logprob is not None and mean < cfg.min_mean_logprob:
-                    return self._reject(sample, "low-confidence",
-                                        f"mean token logprob {mean:.3f} < {cfg.min_mean_logprob}", scores)
+                    return early("low-confidence", f"mean token logprob {mean:.3f} < {cfg.min_mean_logprob}",
+                                 {"score": round(mean, 4), "threshold": cfg.min_mean_logprob})
 
         redacted = False
         if cfg.pii != "off":
-            rec = sample.record
-            texts = dict.fromkeys([rec.question, rec.answer, *rec.reasoning, rec.context or "",
-                                   *(m.get("content", "") for m in sample.messages)])
-            found = find_pii("\n\n".join(texts), cfg.pii_kinds)
+            found = teacher_pii(sample.record, kind, context, cfg.pii_kinds)
             if found:
-                kinds = sorted({f.kind for f in found})
+                kinds = sorted({f.finding.kind for f in found})
                 if cfg.pii == "drop":
-                    self._count(node, "pii_dropped")
-                    return self._reject(sample, "pii", "personal data: " + ", ".join(kinds), scores)
-                sample = self._redact(sample)
-                if context:
-                    context = redact(context, find_pii(context, cfg.pii_kinds))
+                    return early("pii", "personal data: " + ", ".join(kinds),
+                                 {"matches": [f.to_json() for f in found[:10]]})
+                sample = redact_teacher_text(sample, kind, context, cfg.pii_kinds)
                 scores["pii_redacted"] = kinds
                 redacted = True
 
@@ -446,43 +470,60 @@ class Gatekeeper:
         probe_ids = token_ids(rec.question) + ctx_ids
         ids = probe_ids + token_ids(rec.answer)
         key, sh = _exact_key_ids(ids), shingles_of_ids(ids)
-        dup = self._duplicate(node, key, sh, shingles_of_ids(probe_ids))
-        fp = None
-        if dup is None:
-            fp = Fingerprint.of_shingles(sh, cfg.num_perm)
-            dup = self._near_duplicate(node, fp)
+        dup = self._duplicate(node, key, sh, shingles_of_ids(probe_ids))  # eval and seed copies: static
         if dup:
-            return self._reject(sample, dup[0], dup[1], scores)
+            return early(dup[0], dup[1], {"match": dup[1]})
+        out = Screened(sample, dict(scores), None, key, sh, redacted=redacted)
 
+        late: tuple[str, str, dict] | None = None
         if kind in GROUNDED_KINDS:
             ctx = context if context is not None else sample.record.context
             if not ctx or not ctx.strip():
-                return self._reject(sample, "ungrounded", "no context to ground the answer in", scores)
-            score = support_score(sample.record.answer, ctx, sample.record.question)
-            scores["grounding"] = round(score, 4)
-            if score < cfg.grounding_threshold:
-                return self._reject(sample, "ungrounded",
-                                    f"{score:.0%} of the answer's content words are in the context "
-                                    f"(threshold {cfg.grounding_threshold:.0%})", scores)
+                late = ("ungrounded", "no context to ground the answer in", {})
+            else:
+                score = support_score(sample.record.answer, ctx, sample.record.question)
+                scores["grounding"] = round(score, 4)
+                if score < cfg.grounding_threshold:
+                    late = ("ungrounded", f"{score:.0%} of the answer's content words are in the context "
+                                          f"(threshold {cfg.grounding_threshold:.0%})",
+                            {"score": round(score, 4), "threshold": cfg.grounding_threshold})
 
-        if self._judge is not None:
+        if late is None and self._judge is not None:
             ctx = context if context is not None else sample.record.context
             result = await self._judge.score(sample.record, ctx, kind)
             scores["judge"] = result.scores
             if result.error:
-                return self._reject(sample, "judge", result.error, scores)
-            low = {r: v for r, v in result.scores.items() if v < cfg.judge_thresholds.get(r, 1)}
-            if low:
-                return self._reject(sample, "judge", "judge scores under threshold: " + ", ".join(
-                    f"{r} {v} < {cfg.judge_thresholds[r]}" for r, v in sorted(low.items()))
-                    + (f" ({result.rationale})" if result.rationale else ""), scores)
+                late = ("judge", result.error, {})
+            else:
+                low = {r: v for r, v in result.scores.items() if v < cfg.judge_thresholds.get(r, 1)}
+                if low:
+                    late = ("judge", "judge scores under threshold: " + ", ".join(
+                        f"{r} {v} < {cfg.judge_thresholds[r]}" for r, v in sorted(low.items()))
+                        + (f" ({result.rationale})" if result.rationale else ""),
+                        {"scores": result.scores, "thresholds": dict(cfg.judge_thresholds),
+                         "rationale": result.rationale})
+        return replace(out, late_scores=scores, late=late)
 
-        # accepted: later copies of this sample are rejected
-        self._exact[key] = (node, sample.id)
+    def decide(self, s: Screened) -> Verdict:
+        """The ordered half of the chain: call in the build's fixed order. An accepted sample
+        joins the dedup indexes, so later copies of it are rejected."""
+        sample, node = s.sample, s.sample.node_id
+        if s.early is not None:
+            if s.early[0] == "pii":
+                self._count(node, "pii_dropped")
+            return self._reject(sample, *s.early, s.scores)
+        fp = Fingerprint.of_shingles(s.sh, self.config.num_perm)
+        dup = self._exact_duplicate(node, s.key) or self._near_duplicate(node, fp)
+        if dup:
+            return self._reject(sample, dup[0], dup[1], {"match": dup[1]}, s.scores)
+        scores = s.late_scores if s.late_scores is not None else s.scores
+        if s.late is not None:
+            return self._reject(sample, *s.late, scores)
+        self._exact[s.key] = (node, sample.id)
         self._family(node).add((node, sample.id), fp)
         self._count(node, "checked")
         self._count(node, "accepted")
-        if redacted:
+        if s.redacted:
             self._count(node, "pii_redacted")
         return Verdict(True, None, "", scores, sample)
 

@@ -19,11 +19,9 @@ from compiler.chat import assistant_turn, user_turn
 from compiler.plan import LeafPlan, Task
 from compiler.prompts import Prompts, Rendered
 from compiler.records import Record, Rejection, Sample
+from compiler.refusal import find_refusal
 from compiler.teacher import Completion, Teacher, TeacherFailure, response_format, response_schema
 
-REFUSAL = re.compile(
-    r"^\W*(?:i(?:'m|\s+am)?\s+(?:sorry|unable|not able)|i\s+(?:cannot|can't|can\s*not|won't|will\s+not|must\s+decline)"
-    r"|as\s+an\s+ai\b|as\s+a\s+(?:large\s+)?language\s+model|i\s+apologi[sz]e|sorry,\s+(?:but\s+)?i)", re.I)
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n?(.*?)\n?```\s*$", re.S)
 
 
@@ -54,16 +52,22 @@ def _format_sha256(kind: str, reasoning: bool = True) -> str:
     return request_key(response_format(kind, reasoning))
 
 
-def prepare(task: Task, prompts: Prompts, teacher_model: str, sampling: dict[str, Any]) -> Request:
+def prepare(task: Task, prompts: Prompts, teacher_model: str, sampling: dict[str, Any],
+            logprobs: bool = False) -> Request:
     """The request for a task and its cache key. The key hashes the prompt's and the schema's own
-    hashes (each prompt is serialized once; the schema, the same for a whole kind, once per run)."""
+    hashes (each prompt is serialized once; the schema, the same for a whole kind, once per run).
+    Asking for logprobs changes the answer (it carries them), so it is in the key; the parser and
+    the gates are not: answers are cached raw and re-parsed and re-gated on every run."""
     rendered = prompts.render(task)
     fmt = response_format(task.kind, task.reasoning)
     sampling = {**sampling, "seed": task.request_seed}
     prompt_sha = request_key(rendered.messages)
-    key = request_key({"v": 2, "prompt": prompt_sha, "template": rendered.template_sha256,
-                       "teacher": teacher_model, "sampling": sampling, "schema": _format_sha256(task.kind, task.reasoning),
-                       "node": task.node_id, "index": task.sample_index})
+    parts = {"v": 2, "prompt": prompt_sha, "template": rendered.template_sha256,
+             "teacher": teacher_model, "sampling": sampling, "schema": _format_sha256(task.kind, task.reasoning),
+             "node": task.node_id, "index": task.sample_index}
+    if logprobs:
+        parts["logprobs"] = True  # absent when off: caches written before this key part stay valid
+    key = request_key(parts)
     return Request(task, rendered, key, fmt, teacher_model, sampling, prompt_sha)
 
 
@@ -93,7 +97,7 @@ def parse(text: str, kind: str, finish_reason: str | None = None, reasoning: boo
     fenced = _FENCE.match(raw)
     if fenced:
         raw = fenced.group(1).strip()
-    if not raw.startswith("{") and REFUSAL.search(raw):
+    if not raw.startswith("{") and find_refusal(raw):
         return "refusal", raw[:200]
     try:
         data = json.loads(raw)
@@ -123,8 +127,9 @@ def parse(text: str, kind: str, finish_reason: str | None = None, reasoning: boo
         where = "/".join(str(p) for p in err.absolute_path) or "(record)"
         return "schema", f"{where}: {err.message}"[:300]
     answer = str(data.get("answer", ""))
-    if REFUSAL.search(answer):
-        return "refusal", f"the answer is a refusal: {answer[:160]}"
+    found = find_refusal(answer)
+    if found:
+        return "refusal", f"the answer is a refusal ({found.span!r}): {answer[:160]}"
     return data
 
 

@@ -26,7 +26,7 @@ from compiler.resources import data_dir, load_schema
 
 SYSTEM_TEMPLATE = "judge_system.j2"
 SAMPLE_TEMPLATE = "judge.j2"
-RUBRICS = ("faithfulness", "relevance", "format")
+RUBRICS = ("faithfulness", "relevance", "format", "standalone")
 DEFAULT_THRESHOLDS = {r: 3 for r in RUBRICS}
 
 
@@ -53,11 +53,10 @@ def template_hashes() -> dict[str, str]:
             for name in (SYSTEM_TEMPLATE, SAMPLE_TEMPLATE)}
 
 
-def render_messages(record: Record, context: str | None, kind: str,
-                    thresholds: dict[str, int] | None = None) -> list[dict[str, str]]:
-    """The chat messages sent to the judge for one example."""
+def render_messages(record: Record, context: str | None, kind: str) -> list[dict[str, str]]:
+    """The chat messages sent to the judge for one example (no thresholds: kdc applies them)."""
     env = _env()
-    system = env.get_template(SYSTEM_TEMPLATE).render(thresholds={**DEFAULT_THRESHOLDS, **(thresholds or {})})
+    system = env.get_template(SYSTEM_TEMPLATE).render()
     user = env.get_template(SAMPLE_TEMPLATE).render(kind=kind, context=context or "", question=record.question,
                                                     reasoning=list(record.reasoning), answer=record.answer)
     return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()}]
@@ -85,8 +84,12 @@ class Judge:
 
     def __init__(self, model: str, *, api_base: str | None = None, api_key_env: str | None = None,
                  timeout: float = 60.0, thresholds: dict[str, int] | None = None, num_retries: int = 2,
-                 cache: Cache | None = None):
+                 cache: Cache | None = None, concurrency: int = 8, workers: int | None = 1):
         self.model = model
+        self.concurrency = max(1, concurrency)  # judge requests in flight (gates.judge_concurrency)
+        self.workers = workers
+        self._client = None
+        self._key: str | None = None  # the judge's API key, scrubbed from every error
         self.cache = cache  # verdicts survive a resume or a re-run: the judge is not asked twice
         self.calls = 0  # requests actually sent (cache hits excluded)
         self.api_base = api_base
@@ -108,50 +111,75 @@ class Judge:
 
     async def score(self, record: Record, context: str | None, kind: str) -> JudgeResult:
         """Rubric scores for one example: from the cache, or asked (and then cached)."""
-        messages = render_messages(record, context, kind, self.thresholds)
+        messages = render_messages(record, context, kind)
         schema = load_schema("judge.json")
-        key = request_key({"v": 1, "judge": self.model, "messages": messages, "schema": schema})
+        # The key holds what changes the judge's reply (model, exact prompt, schema, sampling);
+        # the thresholds are applied by kdc afterwards and the reply is re-parsed on every hit, so
+        # a changed threshold or parser re-gates cached verdicts without asking the judge again.
+        key = request_key({"v": 2, "judge": self.model, "messages": messages, "schema": schema,
+                           "sampling": {"temperature": 0.0}})
         hit = self.cache.get_judgment(key) if self.cache is not None else None
-        if hit is not None:
-            return JudgeResult(hit.get("scores") or {}, hit.get("rationale", ""), hit.get("error"))
-        result = await self._ask(messages, schema)
+        if hit is not None and "content" in hit:
+            return parse_scores(hit["content"])
+        result, content = await self._ask(messages, schema)
         if self.cache is not None:
-            self.cache.put_judgment(key, {"scores": result.scores, "rationale": result.rationale,
-                                          "error": result.error})
+            self.cache.put_judgment(key, {"content": content})
         return result
 
-    async def _ask(self, messages: list[dict[str, str]], schema: dict) -> JudgeResult:
-        import litellm  # heavy import: only when a judge is configured
+    def _teacher(self):
+        """The judge's client: a Teacher (compiler/teacher.py), so judge calls get the same retries,
+        Retry-After, bounded concurrency, schema fallback and worker processes as generation."""
+        if self._client is None:
+            from compiler.teacher import Teacher
 
-        kwargs = dict(model=self.model, messages=messages, temperature=0.0, timeout=self.timeout,
-                      num_retries=self.num_retries, drop_params=True,
-                      response_format={"type": "json_schema",
-                                       "json_schema": {"name": "judge_scores", "schema": schema, "strict": True}})
-        if self.api_base:
-            kwargs["api_base"] = self.api_base
-        key = self._api_key()
-        if key:
-            kwargs["api_key"] = key
-        result = JudgeResult(error="judge not called")
-        for attempt in range(2):
+            key = self._key = self._api_key()
             try:
-                self.calls += 1
-                resp = await litellm.acompletion(**kwargs)
-            except Exception as exc:  # litellm maps every provider failure to its own exception types
-                raise JudgeError(f"judge {self.model} failed: {type(exc).__name__}: {_short(exc, key)}",
+                client = Teacher(self.model, api_bases=[self.api_base] if self.api_base else None,
+                                 timeout=self.timeout, max_retries=self.num_retries, concurrency=self.concurrency,
+                                 sampling={"temperature": 0.0}, workers=self.workers)
+            except TeacherError as exc:
+                raise JudgeError(f"judge {self.model}: {exc.message}", hint=exc.hint) from None
+            if self.api_key_env and key:  # else the Teacher's own rule: the provider's variable, or a placeholder
+                client._api_key = key
+            self._client = client
+        return self._client
+
+    def __enter__(self) -> "Judge":
+        """Start the client's worker processes (before any event loop runs: they are forked)."""
+        self._teacher().__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._client is not None:
+            self._client.__exit__(*exc)
+
+    async def _ask(self, messages: list[dict[str, str]], schema: dict) -> tuple[JudgeResult, str]:
+        from compiler.teacher import TeacherFailure
+
+        client = self._teacher()
+        fmt = {"type": "json_schema", "json_schema": {"name": "judge_scores", "schema": schema, "strict": True}}
+        result, content, asked = JudgeResult(error="judge not called"), "", messages
+        for attempt in range(2):
+            self.calls += 1
+            try:
+                done = await client.complete(asked, fmt, label="judge")
+            except TeacherFailure as exc:
+                raise JudgeError(f"judge {self.model} failed: {_short(exc.detail, self._key)}",
                                  hint="check --judge, gates.judge_api_base and the judge's API key") from None
-            content = resp.choices[0].message.content or ""
+            except TeacherError as exc:
+                raise JudgeError(f"judge {self.model} failed: {exc.message}",
+                                 hint="check --judge, gates.judge_api_base and the judge's API key") from None
+            content = done.text if done is not None else ""
             result = parse_scores(content)
             if result.error is None:
-                return result
+                return result, content
             # one more try, telling the model what was wrong
-            kwargs["messages"] = messages + [{"role": "assistant", "content": content[:2000]},
-                                             {"role": "user", "content": result.error + ". Reply with the JSON "
-                                                                                        "object only."}]
-        return result
+            asked = messages + [{"role": "assistant", "content": content[:2000]},
+                                {"role": "user", "content": result.error + ". Reply with the JSON object only."}]
+        return result, content
 
 
-def _short(exc: Exception, key: str | None = None) -> str:
+def _short(exc: Exception | str, key: str | None = None) -> str:
     """The error's first line with secrets removed (a 401 body may echo the key it was sent)."""
     from compiler.transport import scrub
 

@@ -123,6 +123,7 @@ class Rejection:
     detail: str = ""
     raw: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    evidence: dict[str, Any] = field(default_factory=dict)  # what the rejecting gate saw (span, score)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

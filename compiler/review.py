@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler import journal
+from compiler.calibration import calibrate, judge_scores
 from compiler.chat import assistant_turn, user_turn
 from compiler.fsutil import atomic_write, jsonl_text, read_jsonl
 from compiler.errors import ReviewError, UsageError
@@ -73,6 +74,7 @@ class ApplyResult:
     unreviewed: int = 0
     already: int = 0  # rows whose verdict was applied before (the same sheet again)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> {reviewed, rejected, flagged}
+    calibration: dict[str, Any] | None = None  # compiler/calibration.py, when the build was judged
 
     @property
     def flagged(self) -> list[str]:
@@ -616,6 +618,7 @@ def _apply_sheet(build_dir: str | Path, sheet_path: str | Path, reviewer: str | 
     result = ApplyResult(path, unreviewed=len(rows) - len(verdicts) - len(already), already=len(already))
     if not verdicts:
         return result
+    judged = judge_scores({**view.rejected, **view.train}) if _judged(view) else {}
     stats = review_stats({**load_verdicts(view.root), **{v.id: v.to_json() for v in verdicts}})
     mixes = _mix_files(view)
     write_hf = _hf_writer(view, {v.node_id for v in verdicts})
@@ -655,6 +658,9 @@ def _write_apply(view: BuildView, path: Path, verdicts: list[Verdict], stats: di
         view.train[node_id] = keep
     mix_rows = _apply_mixes(view.root, mixes, {v.id for v in verdicts if v.verdict == "reject"}, edited)
     _update_manifest(view, verdicts, stats, mix_rows)
+    if judged:  # the judge set against the experts, on every sample both have seen
+        result.calibration = view.manifest["review_calibration"] = calibrate(
+            judged, {**load_verdicts(view.root), **{v.id: v.to_json() for v in verdicts}})
     atomic_write(view.root / "manifest.json", json.dumps(view.manifest, indent=2, ensure_ascii=False) + "\n")
 
     # keep a copy of the applied sheet, then refresh the card and the report
@@ -764,6 +770,11 @@ def _update_manifest(view: BuildView, verdicts: list[Verdict], stats: dict[str, 
             totals[key] = sum(e.get(key, 0) for e in entries if isinstance(e.get(key, 0), int))
         totals["rejected"] = sum(sum(v for v in (e.get("rejected") or {}).values() if isinstance(v, int))
                                  for e in entries)
+
+
+def _judged(view: BuildView) -> bool:
+    judge = view.manifest.get("judge") if isinstance(view.manifest, dict) else None
+    return isinstance(judge, dict) and bool(judge.get("model"))
 
 
 def _user() -> str:

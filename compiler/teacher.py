@@ -27,6 +27,7 @@ from typing import Any
 
 from compiler.errors import TeacherError
 from compiler.resources import load_schema
+from compiler.schemafallback import JSON_OBJECT, schema_feature, schema_refusal
 from compiler.transport import KEY_VARS, InProcess, Outcome, WorkerPool, can_fork, scrub
 
 __all__ = ["Completion", "Teacher", "TeacherFailure", "TeacherStats", "response_format", "response_schema", "scrub"]
@@ -156,6 +157,7 @@ class Teacher:
         self.breaker = max(8, 2 * concurrency)
         self._consecutive_failures = 0
         self.unavailable = False
+        self.schema_fallback: str | None = None  # why the provider refused json_schema (then: json_object)
         self._busy = [0] * max(1, len(self.api_bases))
         self._next = 0
         self._sem: asyncio.Semaphore | None = None
@@ -286,6 +288,8 @@ class Teacher:
                     raise TeacherFailure("teacher-unavailable", "the teacher stopped answering", attempt - 1)
                 if attempt == 1 and should_run is not None and not should_run():
                     return None
+                if self.schema_fallback and response_format.get("type") == "json_schema":
+                    kwargs["response_format"] = JSON_OBJECT  # decided while this request waited
                 self.stats.calls += 1
                 self.stats.change(+1)
                 if base is not None:
@@ -294,6 +298,10 @@ class Teacher:
                     out = await self._transport.call(kwargs, self.timeout * 1.5 + 5)
                     if out.kind == "ok":
                         return self._completion(out, attempt, started)
+                    if kwargs["response_format"].get("type") == "json_schema" and schema_refusal(out):
+                        self._fall_back(out.message)
+                        kwargs["response_format"] = JSON_OBJECT
+                        continue  # at once, in json_object mode; kdc validates the schema itself
                     failure, delay = self._failure(out, messages, label, attempt)
                 finally:
                     self.stats.change(-1)
@@ -311,6 +319,13 @@ class Teacher:
                 delay = min(delay, RETRY_AFTER_CAP) * (1 + 0.1 * self._jitter.random())
             log.debug("%s: attempt %d failed (%s); retrying in %.2fs", label, attempt, failure[0], delay)
             await asyncio.sleep(delay)
+
+    def _fall_back(self, message: str) -> None:
+        if self.schema_fallback is None:
+            self.schema_fallback = message[:300] or "400 on response_format"
+            log.warning("the teacher refused the JSON schema in response_format (%s: %s); falling back to "
+                        "response_format json_object, every answer still checked against the schema by kdc",
+                        schema_feature(message), self.schema_fallback)
 
     def _failure(self, out: Outcome, messages, label: str, attempt: int) -> tuple[tuple[str, str], float | None]:
         """A failed attempt: raises when it is final, else returns (reason, detail) and the delay

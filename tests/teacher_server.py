@@ -12,6 +12,8 @@ Faults (by request number, by a matcher on the request, or at a seeded rate):
   hang            no answer until the client gives up (past its timeout)
   drop            the connection is closed without an answer
   401             bad credentials
+A provider that refuses JSON schemas: `refuse_json_schema="...minItems..."` answers 400 to every
+`response_format: json_schema` request (json_object requests are answered normally).
 
 Run standalone (benchmarks): `python tests/teacher_server.py --port 0 --latency 0.2 --capacity 32`
 prints `PORT <n>` and serves until killed; `GET /v1/stats` returns the in-flight statistics
@@ -70,8 +72,13 @@ def default_responder(request: dict, number: int) -> dict:
     grounded in the prompt's document when there is one (so grounding gates pass)."""
     prompt = "\n".join(str(m.get("content", "")) for m in request.get("messages", []))
     rng = random.Random(_h(prompt, request.get("seed")))
-    schema = ((request.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+    fmt = (request.get("response_format") or {}).get("json_schema") or {}
+    if fmt.get("name") == "judge_scores":  # the teacher asked to judge (kdc's default): a passing verdict
+        return {"faithfulness": 5, "relevance": 5, "format": 5, "standalone": 5, "rationale": "default judge"}
+    schema = fmt.get("schema") or {}
     props = schema.get("properties", {})
+    if not schema and '- "context":' in prompt:  # json_object mode: the keys the prompt asks for
+        props = {"context": {}}
     doc = _document(prompt)
     if doc:
         sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", doc) if len(s.split()) >= 5]
@@ -92,6 +99,13 @@ def default_responder(request: dict, number: int) -> dict:
     if props and "reasoning" not in props:  # a leaf without reasoning: the schema leaves it out
         record.pop("reasoning", None)
     return record
+
+
+def hash_judge(request: dict, number: int) -> dict:
+    """A judge's reply (schemas/judge.json) from a hash of the example: about one in eight fails
+    `format`. Deterministic per prompt, so a benchmark's judged build is reproducible."""
+    low = _h(request.get("messages", [{}])[-1].get("content", "")) % 8 == 0
+    return {"faithfulness": 5, "relevance": 4, "format": 2 if low else 5, "standalone": 5, "rationale": "hash judge"}
 
 
 @dataclass
@@ -173,8 +187,10 @@ class TeacherServer:
                  latency: float = 0.0, capacity: int | None = None, overflow: str = "429",
                  retry_after: float = 0.05, faults: FaultPlan | None = None, hang_s: float = 30.0,
                  model: str = "teacher-test", port: int = 0,
-                 logprob: Callable[[str], float] = lambda content: -0.1):
+                 logprob: Callable[[str], float] = lambda content: -0.1, refuse_json_schema: str | None = None):
         self.responder = responder
+        # a provider that rejects `response_format: json_schema` with this 400 message (json_object works)
+        self.refuse_json_schema = refuse_json_schema
         self.logprob = logprob  # the per-token logprob reported for an answer, when the client asks
         self.latency = latency
         self.capacity = capacity
@@ -305,11 +321,29 @@ class TeacherServer:
             if self._queue is not None:
                 self._queue.release()
 
+    def _respond(self, body: dict, number: int) -> dict | str:
+        """The responder's answer. kdc asks a real teacher to judge its own samples by default
+        (response_format `judge_scores`): a responder that only writes records (it fails, or its
+        reply has no scores) gets a passing verdict in its place, as a willing teacher would give."""
+        fmt = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
+        system = str((body.get("messages") or [{}])[0].get("content", ""))
+        if fmt != "judge_scores" and not system.startswith("You grade"):  # json_object mode has no name
+            return self.responder(body, number)
+        try:
+            made = self.responder(body, number)
+        except Exception:
+            made = None
+        if isinstance(made, str) or (isinstance(made, dict) and "faithfulness" in made):
+            return made
+        return {"faithfulness": 5, "relevance": 5, "format": 5, "standalone": 5, "rationale": "default judge"}
+
     async def _answer(self, request, body: dict, number: int, fault: str | None):
         def error(status: int, message: str, kind: str, headers: dict | None = None):
             return status, web.json_response({"error": {"message": message, "type": kind}}, status=status,
                                              headers=headers)
 
+        if self.refuse_json_schema and (body.get("response_format") or {}).get("type") == "json_schema":
+            return error(400, self.refuse_json_schema, "invalid_request_error")
         if fault == "hang":
             try:
                 await asyncio.wait_for(self._stopping.wait(), self.hang_s)
@@ -337,7 +371,7 @@ class TeacherServer:
         elif fault == "refusal":
             content = "I cannot help with that request."
         else:
-            made = self.responder(body, number)
+            made = self._respond(body, number)
             content = made if isinstance(made, str) else json.dumps(made)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         completion_tokens = len(content.split())
@@ -360,8 +394,10 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.0)
     ap.add_argument("--capacity", type=int, default=None)
     ap.add_argument("--overflow", choices=("429", "queue"), default="429")
+    ap.add_argument("--judge", action="store_true", help="answer as a judge: rubric scores from a prompt hash")
     args = ap.parse_args()
-    srv = TeacherServer(latency=args.latency, capacity=args.capacity, overflow=args.overflow, port=args.port)
+    srv = TeacherServer(latency=args.latency, capacity=args.capacity, overflow=args.overflow, port=args.port,
+                        responder=hash_judge if args.judge else default_responder)
     srv.start()
     print(f"PORT {srv.port}", flush=True)
     try:

@@ -64,9 +64,12 @@ def kdc(capsys, monkeypatch):
 
 
 def compile_args(tax: Path, out: Path, srv: TeacherServer | str, *extra) -> list[str]:
+    """These tests count generation requests: the teacher's self-judging (on by default for a real
+    teacher, tests/test_verification.py) is off unless a test names a judge."""
     url = srv if isinstance(srv, str) else srv.url
+    judge = () if "--judge" in extra else ("--no-judge",)
     return ["compile", tax, "--out", out, "--teacher", "openai/teacher-test", "--api-base", url,
-            "--concurrency", "8", "--samples-per-node", "3", *extra]
+            "--concurrency", "8", "--samples-per-node", "3", *judge, *extra]
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -433,7 +433,7 @@ def test_settings_defaults_and_overrides():
                                                          "judge": "openai/gpt-4o-mini",
                                                          "judge_thresholds": {"format": 4}}})
     assert cfg.near_dup_threshold == 0.8 and cfg.pii == "drop" and cfg.judge == "openai/gpt-4o-mini"
-    assert cfg.judge_thresholds == {"faithfulness": 3, "relevance": 3, "format": 4}
+    assert cfg.judge_thresholds == {"faithfulness": 3, "relevance": 3, "format": 4, "standalone": 3}
     assert GateConfig.from_settings({"gates": {"judge": "a/b"}}, judge="c/d").judge == "c/d"
     assert GateConfig.from_settings({}, judge="c/d").judge == "c/d"
     d = cfg.to_dict()

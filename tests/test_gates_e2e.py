@@ -285,29 +285,32 @@ def test_judge_gate_through_compile(example_taxonomy, tmp_path):
     def judge(body: dict, number: int) -> dict:
         prompt = body["messages"][-1]["content"]
         low = hashlib.sha256(prompt.encode()).digest()[0] % 4 == 0  # about one in four
-        return {"faithfulness": 5, "relevance": 4, "format": 2 if low else 5, "rationale": "test judge"}
+        return {"faithfulness": 5, "relevance": 4, "format": 2 if low else 5, "standalone": 5, "rationale": "test judge"}
 
     settings = "gates: {judge_api_base: '%s'}\n"
     with TeacherServer(responder=judge, model="judge-test") as judge_srv:
         manifest = compile_with(default_responder, example_taxonomy, tmp_path / "judged",
                                 settings % judge_srv.url, "--judge", "openai/judge-test")
         judged = judge_srv.chat_requests
+        asked = {e["body"]["messages"][-1]["content"] for e in judge_srv.log}
     out = tmp_path / "judged"
     first = {p: p.read_bytes() for p in sorted((out / "nodes").rglob("*.jsonl"))}
-    # a re-run (or a resume after a crash) takes the verdicts from the cache: the judge is not paid twice
+    # a re-run (or a resume after a crash) takes the verdicts from the cache: no example is judged
+    # twice (the judge runs ahead of the ordered gates, so it may see a surplus answer it skipped before)
     with TeacherServer(responder=judge, model="judge-test") as judge_srv:
         again = compile_with(default_responder, example_taxonomy, out, settings % judge_srv.url,
                              "--judge", "openai/judge-test")
-        assert judge_srv.chat_requests == 0 and again["judge"]["calls"] == 0
+        assert not asked & {e["body"]["messages"][-1]["content"] for e in judge_srv.log}
+        assert again["judge"]["calls"] == judge_srv.chat_requests
     assert {p: p.read_bytes() for p in sorted((out / "nodes").rglob("*.jsonl"))} == first
-    assert manifest["judge"] == {"model": "openai/judge-test", "calls": judged}
+    assert manifest["judge"]["model"] == "openai/judge-test" and manifest["judge"]["calls"] == judged
     rejected = sum(n["rejected"].get("judge", 0) for n in manifest["nodes"].values())
     accepted = sum(n["accepted"] for n in manifest["nodes"].values())
-    assert rejected >= 1 and judged == rejected + accepted
+    assert rejected >= 1 and judged >= rejected + accepted
     for node_id, node in manifest["nodes"].items():
         assert node["shortfall"] == 0 and len(node["scores"]["judge"]) == TARGET
         for s in read(out / node["files"]["train"]):
-            assert s["metadata"]["gates"]["judge"] == {"faithfulness": 5, "relevance": 4, "format": 5}
+            assert s["metadata"]["gates"]["judge"] == {"faithfulness": 5, "relevance": 4, "format": 5, "standalone": 5}
         for r in read(out / node["files"]["rejected"]):
             if r["reason"] == "judge":
                 assert "format 2 < 3" in r["detail"] and r["metadata"]["gates"]["judge"]["format"] == 2

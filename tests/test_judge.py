@@ -1,10 +1,13 @@
 """The LLM judge, end to end through its real path: judge templates -> litellm -> an HTTP judge on
 127.0.0.1 speaking the OpenAI chat-completions protocol -> schema -> thresholds -> gate verdict.
 
-The judge double scores with a lexical heuristic that reads the example out of the rendered prompt,
-so a template that loses the example, or a parser that misreads the reply, fails these tests. The
-golden cases (tests/golden/judge_cases.yaml) are a known-good and a known-bad answer per rubric;
-the few-shot examples in templates/judge_system.j2 must be golden cases with the golden labels."""
+The judge double replays the verdict recorded with each golden case (tests/golden/judge_cases.yaml:
+a known-good and a known-bad answer per rubric) after checking that the rendered prompt carries
+the rubrics and the case's own sections, so a template that loses part of the example, or a parser
+or threshold that misreads the reply, fails these tests; nothing here scores text. The few-shot
+examples in templates/judge_system.j2 must be golden cases with the golden labels, and each
+recorded verdict must agree with its label. benchmarks/judge_golden.py grades the golden cases
+with a real model."""
 
 from __future__ import annotations
 
@@ -25,52 +28,35 @@ from compiler.taxonomy import load_taxonomy
 from teacher_server import TeacherServer
 
 GOLDEN = yaml.safe_load((Path(__file__).parent / "golden" / "judge_cases.yaml").read_text(encoding="utf-8"))
-THRESHOLDS = {"faithfulness": 3, "relevance": 3, "format": 3}
-STOP = set("""a an the and or but of to in on at by for from with as is are was were be it its this that
-these those there their they he she we you i not no one per its so if then than what which who how
-many much does do did about into each all any has have had""".split())
-INSTRUCTION = set("write list give name describe explain summarize extract tell state show".split())
+THRESHOLDS = {"faithfulness": 3, "relevance": 3, "format": 3, "standalone": 3}
 
 
 # ------------------------------------------------------------------ the judge double -----------------
-def _words(text: str) -> list[str]:
-    return [w.rstrip("s") if len(w) > 4 else w for w in re.findall(r"\w+", text.lower())]
-
-
-def _band(share: float) -> int:
-    return 5 if share >= 0.9 else 4 if share >= 0.75 else 3 if share >= 0.6 else 2 if share >= 0.4 else 1
-
-
 def _section(prompt: str, tag: str) -> str:
     m = re.search(rf"<{tag}>\n(.*?)\n</{tag}>", prompt, re.S)
     assert m, f"the judge prompt has no <{tag}> section"
     return m.group(1)
 
 
-def heuristic_judge(body: dict, number: int) -> dict:
-    """Grades the example in the last user message: faithfulness = answer words found in the
-    context, relevance = question words found in the answer and reasoning, format = not raw JSON."""
-    prompt = body["messages"][-1]["content"] if body["messages"][-1]["role"] == "user" else ""
-    context, question = _section(prompt, "context"), _section(prompt, "question")
-    answer, reasoning = _section(prompt, "answer"), _section(prompt, "reasoning")
-    content = [w for w in _words(answer) if w not in STOP]
-    if context.strip() == "(none)":
-        faith = 4
-    else:
-        known = set(_words(context)) | set(_words(question))
-        faith = _band(sum(w in known for w in content) / max(1, len(content)))
-        if any(w.isdigit() and w not in known for w in content):  # an invented number
-            faith = min(faith, 2)
-    asked = [w for w in _words(question) if w not in STOP and w not in INSTRUCTION]
-    said = set(_words(answer + " " + reasoning))
-    relevance = _band(sum(w in said for w in asked) / max(1, len(asked)))
-    fmt = 1 if answer.lstrip().startswith(("{", "[")) or "```" in answer else 5
-    return {"faithfulness": faith, "relevance": relevance, "format": fmt, "rationale": "lexical heuristic"}
+def golden_judge(body: dict, number: int) -> dict:
+    """Replays the verdict recorded with the golden case whose answer the prompt carries; no score
+    is computed here. It refuses a prompt that lacks what a judge needs to grade the example:
+    the rubric definitions, and the case's own context, question and reasoning in their sections."""
+    system, prompt = body["messages"][0]["content"], body["messages"][-1]["content"]
+    for rubric in THRESHOLDS:
+        assert f"- {rubric}:" in system, f"the system prompt does not define {rubric}"
+    answer = _section(prompt, "answer").strip()
+    (case,) = [c for c in GOLDEN if c["answer"].strip() == answer]
+    assert _section(prompt, "question").strip() == case["question"].strip()
+    assert _section(prompt, "context").strip() == (case.get("context") or "(none)").strip()
+    for step in case["reasoning"]:
+        assert step in _section(prompt, "reasoning")
+    return case["verdict"]
 
 
 @pytest.fixture(scope="module")
 def judge_server():
-    with TeacherServer(responder=heuristic_judge, model="judge-test") as srv:
+    with TeacherServer(responder=golden_judge, model="judge-test") as srv:
         yield srv
 
 
@@ -86,6 +72,16 @@ def passes(scores: dict) -> bool:
 def test_golden_file_has_a_good_and_a_bad_case_per_rubric():
     pairs = {(c["rubric"], c["label"]) for c in GOLDEN}
     assert pairs == {(r, lab) for r in THRESHOLDS for lab in ("good", "bad")}
+
+
+@pytest.mark.parametrize("case", GOLDEN, ids=[c["name"] for c in GOLDEN])
+def test_each_recorded_verdict_is_real_shaped_and_agrees_with_its_label(case):
+    jsonschema.validate(case["verdict"], load_schema("judge.json"))
+    if case["label"] == "good":
+        assert passes(case["verdict"])
+    else:
+        assert case["verdict"][case["rubric"]] < THRESHOLDS[case["rubric"]]
+        assert all(v >= THRESHOLDS[r] for r, v in case["verdict"].items() if r in THRESHOLDS and r != case["rubric"])
 
 
 @pytest.mark.parametrize("case", GOLDEN, ids=[c["name"] for c in GOLDEN])
@@ -165,7 +161,7 @@ def test_few_shot_examples_carry_the_golden_labels():
 
 def test_a_mislabelled_few_shot_would_fail():
     system = render_messages(Record("q?", ("s",), "a"), None, "freeform_skill")[0]["content"]
-    good = ('{"faithfulness": 5, "relevance": 5, "format": 5, "rationale": '
+    good = ('{"faithfulness": 5, "relevance": 5, "format": 5, "standalone": 5, "rationale": '
             '"Both claims are stated in the context and answer the question directly."}')
     assert good in system
     swapped = system.replace(good, good.replace('"faithfulness": 5', '"faithfulness": 1'))
@@ -185,12 +181,14 @@ def test_sample_text_is_data_not_template():
     assert "It is {{ 7*7 }} and {# not a comment #}" in user["content"]
     assert "{{ ''.__class__ }}" in user["content"]
     assert "49" not in user["content"]
-    assert "faithfulness >= 3" in system["content"]
+    assert "faithfulness: every claim" in system["content"]
 
 
-def test_thresholds_reach_the_rubric_text():
-    system = render_messages(Record("q?", ("s",), "a"), None, "knowledge", {"format": 4})[0]["content"]
-    assert "format >= 4" in system and "relevance >= 3" in system
+def test_thresholds_stay_out_of_the_judge_prompt():
+    """kdc applies the thresholds to the scores: a changed threshold must not change the prompt
+    (and so the verdict cache key), or every cached verdict would be paid for again."""
+    system = render_messages(Record("q?", ("s",), "a"), None, "knowledge")[0]["content"]
+    assert ">=" not in system and "kdc decides" in system
 
 
 @pytest.mark.parametrize("reply,fragment", [
@@ -203,12 +201,12 @@ def test_parse_scores_rejects_bad_replies(reply, fragment):
 
 
 def test_parse_scores_accepts_fenced_json():
-    r = parse_scores('```json\n{"faithfulness": 4, "relevance": 5, "format": 3, "rationale": "ok"}\n```')
-    assert r.error is None and r.scores == {"faithfulness": 4, "relevance": 5, "format": 3}
+    r = parse_scores('```json\n{"faithfulness": 4, "relevance": 5, "format": 3, "standalone": 5, "rationale": "ok"}\n```')
+    assert r.error is None and r.scores == {"faithfulness": 4, "relevance": 5, "format": 3, "standalone": 5}
 
 
 def test_invalid_reply_is_retried_then_rejects_the_sample(tmp_path):
-    replies = iter(["oops", '{"faithfulness": 5, "relevance": 5, "format": 5, "rationale": "fine"}'])
+    replies = iter(["oops", '{"faithfulness": 5, "relevance": 5, "format": 5, "standalone": 5, "rationale": "fine"}'])
     with TeacherServer(responder=lambda body, n: next(replies, "still not json")) as srv:
         judge = Judge("openai/judge-test", api_base=srv.url, num_retries=0)
         rec = Record("Write a haiku about rain?", ("step",), "Rain taps on the roof")

@@ -31,7 +31,8 @@ from compiler.build import NodeProgress, Progress
 @click.option("--timeout", type=click.FloatRange(min=0.1), help="Seconds per teacher request.")
 @click.option("--max-retries", type=click.IntRange(min=0), help="Retries per request on 429/5xx/timeouts.")
 @click.option("--max-cost", type=click.FloatRange(min=0), help="Hard cap on teacher spend, in USD.")
-@click.option("--judge", help="litellm model string of an LLM judge gate (default: none).")
+@click.option("--judge", help="litellm model string of an LLM judge gate (default: the teacher, unless embedded).")
+@click.option("--no-judge", is_flag=True, help="No LLM judge gate, not even the teacher judging itself.")
 @click.option("--fetch", is_flag=True, default=None,
               help="Clone or update remote knowledge document repos (the only network use besides the teacher).")
 @click.option("--allow-repo", "allow_repo", multiple=True, metavar="PREFIX",
@@ -47,7 +48,7 @@ from compiler.build import NodeProgress, Progress
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest totals (or the plan) as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, teacher_workers, samples_per_node,
-             seed, timeout, max_retries, max_cost, judge, fetch, allow_repo, trust_config, dry_run, fail_on_shortfall,
+             seed, timeout, max_retries, max_cost, judge, no_judge, fetch, allow_repo, trust_config, dry_run, fail_on_shortfall,
              keep_going, as_json, quiet):
     """Compile TAXONOMY into per-node datasets, SFT mixes and a manifest in --out."""
     from compiler.build import compile_taxonomy
@@ -57,7 +58,7 @@ def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, t
     cli = {"out": out, "teacher": teacher, "api_base": api_base, "concurrency": concurrency,
            "teacher_workers": teacher_workers,
            "samples_per_node": samples_per_node, "seed": seed, "timeout": timeout, "max_retries": max_retries,
-           "max_cost": max_cost, "judge": judge, "dry_run": dry_run or None, "fail_on_shortfall": fail_on_shortfall,
+           "max_cost": max_cost, "judge": "" if no_judge else judge, "dry_run": dry_run or None, "fail_on_shortfall": fail_on_shortfall,
            "fetch_documents": fetch, "allow_repos": allow_repo}
     cfg = load_config(taxonomy, config_file, cli, trust=trust_config)
     progress: Progress = Progress() if quiet or dry_run else (

@@ -56,5 +56,13 @@ def review(build_dir: Path, apply_file: Path | None, share: float, seed: int | N
         r = res.nodes[node_id]
         click.secho(f"flagged: {node_id}: {r['rejected']} of {r['reviewed']} reviewed samples rejected",
                     fg="yellow")
+    cal = res.calibration
+    if cal and cal["compared"]:
+        kept = cal["confusion"]["judge_kept"]
+        click.echo(f"judge vs review on {cal['compared']} judged samples: agreement {cal['agreement']:.0%} "
+                   f"(judge kept, experts: {kept['accept']} accepted, {kept['edit']} edited, {kept['reject']} rejected)")
+        for d in cal["disagreements"][:20]:
+            scores = ", ".join(f"{r} {v}" for r, v in sorted(d["judge"].items()))
+            click.echo(f"  judge kept, expert rejected: {d['id']} ({d['node_id']}; {scores}) {d['why']}".rstrip())
     if res.rejected:
         click.echo(f"run `kdc compile --out {build_dir}` again to top the rejected samples up")
