@@ -403,6 +403,7 @@ class Builder:
     # -- output ----------------------------------------------------------------------------
     def _write(self, elapsed: float) -> dict[str, Any]:
         """Every output file, atomically; manifest.json last (it is the build's commit point)."""
+        from compiler import knowmix
         from compiler.diversity import node_diversity
         from compiler.mix import MixConfig, build_mixes
 
@@ -428,6 +429,7 @@ class Builder:
                 "pii_redacted": int(gstats.get("pii_redacted", 0)),
                 "eval_seeds": len(st.lp.eval_indexes), "train_seeds": len(st.lp.train_seeds),
                 "chunks": len(st.lp.chunks),
+                **({"coverage": knowmix.coverage(st.lp.chunks, st.accepted)} if st.lp.kind == "knowledge" else {}),
                 "tokens": {"prompt": st.prompt_tokens, "completion": st.completion_tokens},
                 "cost_usd": round(st.cost_usd, 6) if st.cost_known else None,
                 "diversity": node_diversity(st.accepted) if st.accepted else {},
@@ -442,7 +444,7 @@ class Builder:
         _remove_stale(out, set(self.nodes))
         accepted = {n: st.accepted for n, st in self.nodes.items()}
         mixes = build_mixes(out, self.taxonomy, accepted, {n: st.lp.train_seeds for n, st in self.nodes.items()},
-                            mix_config)
+                            mix_config, {n: st.lp.chunks for n, st in self.nodes.items()})
         cfg = self.cfg
         totals_tokens = {"prompt": sum(n["tokens"]["prompt"] for n in nodes_m.values()),
                          "completion": sum(n["tokens"]["completion"] for n in nodes_m.values())}

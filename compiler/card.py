@@ -183,6 +183,15 @@ def render_card(view: BuildView) -> str:
                    f"{md(licenses.get(s.node_id, 'see taxonomy'))} |")
     out.append("")
 
+    cov = [s for s in stats if s.coverage]
+    if cov:
+        out += ["## Knowledge coverage\n",
+                "Chunks of each knowledge leaf's documents, and those that ground at least one accepted Q&A "
+                "(the content rows of the knowledge mix carry every chunk).\n",
+                "| node | chunks | covered | share |", "|---|---:|---:|---:|"]
+        out += [f"| {code(s.node_id)} | {s.coverage.get('chunks', 0)} | {s.coverage.get('covered', 0)} | "
+                f"{100 * float(s.coverage.get('share') or 0):.0f} % |" for s in cov]
+        out.append("")
     reasons = sorted({r for s in stats for r in s.rejected})
     out.append("## Rejection reasons\n")
     if reasons:

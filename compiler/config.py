@@ -53,8 +53,8 @@ class CompileConfig:
     max_tokens: int = 1024
     eval_share: float = 0.2  # share of each leaf's seeds held out as its eval set (at least one)
     few_shot: int = 3  # seed examples shown per request
-    chunk_tokens: int = 200  # knowledge chunk length, in whitespace tokens
-    chunk_overlap: int = 40
+    chunk_words: int = 400  # knowledge chunk size in words, cut along the markdown structure
+    per_chunk: int = 1  # knowledge: Q&A per chunk; the quota is max(samples_per_node, per_chunk * chunks)
     fetch_documents: bool = False  # allow cloning knowledge repos given as URLs
     fail_on_shortfall: bool = False
     dry_run: bool = False
@@ -71,10 +71,12 @@ class CompileConfig:
     def target(self, node_id: str) -> int:
         return int(self.nodes.get(node_id, {}).get("samples", self.samples_per_node))
 
-    def attempts_budget(self, node_id: str) -> int:
+    def attempts_budget(self, node_id: str, target: int | None = None) -> int:
+        """Teacher attempts for a node: max_attempts, but never under a quota grown by per_chunk."""
+        target = self.target(node_id) if target is None else target
         if self.max_attempts is not None:
-            return self.max_attempts
-        return 4 * self.target(node_id) + 4
+            return max(self.max_attempts, target) if target > self.target(node_id) else self.max_attempts
+        return 4 * target + 4
 
     @property
     def sampling(self) -> dict[str, Any]:
@@ -115,14 +117,14 @@ _SCALARS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "max_tokens": (int, "a positive integer"),
     "eval_share": ((int, float), "a number between 0 and 1"),
     "few_shot": (int, "a positive integer"),
-    "chunk_tokens": (int, "a positive integer"),
-    "chunk_overlap": (int, "an integer >= 0"),
+    "chunk_words": (int, "a positive integer"),
+    "per_chunk": (int, "an integer >= 0"),
     "fetch_documents": (bool, "true or false"),
     "fail_on_shortfall": (bool, "true or false"),
     "judge": (str, "a litellm model string"),
     "out": (str, "a folder path"),
 }
-_ALIASES = {"api_bases": "api_base", "samples": "samples_per_node"}
+_ALIASES = {"api_bases": "api_base", "samples": "samples_per_node", "chunk_tokens": "chunk_words"}
 
 
 def load_config(taxonomy: Path, config_file: Path | None, cli: dict[str, Any]) -> CompileConfig:
@@ -168,6 +170,9 @@ def _apply_file(cfg: CompileConfig, path: Path) -> None:
         cfg.marks[key] = mark_of(node_at(loaded.node, [raw_key]))
         if key in FOREIGN_SECTIONS:
             continue
+        if key == "chunk_overlap":
+            raise fail([raw_key], "chunk_overlap is no longer used: chunks follow the document's sections",
+                       "remove it; set chunk_words (default 400) for the chunk size")
         if key not in known:
             log.warning("%s: unknown setting %r ignored (known: %s)", path, raw_key, ", ".join(sorted(known)))
             continue
@@ -241,10 +246,10 @@ def _check(cfg: CompileConfig) -> None:
         raise bad("max_tokens", "max_tokens must be at least 16")
     if cfg.few_shot < 1:
         raise bad("few_shot", "few_shot must be at least 1")
-    if cfg.chunk_tokens < 20:
-        raise bad("chunk_tokens", "chunk_tokens must be at least 20")
-    if not 0 <= cfg.chunk_overlap < cfg.chunk_tokens:
-        raise bad("chunk_overlap", "chunk_overlap must be at least 0 and below chunk_tokens")
+    if cfg.chunk_words < 20:
+        raise bad("chunk_words", "chunk_words must be at least 20")
+    if cfg.per_chunk < 0:
+        raise bad("per_chunk", "per_chunk must be 0 or more", hint="0: samples_per_node only")
     if "/" not in cfg.teacher:
         raise bad("teacher", f"teacher {cfg.teacher!r} is not a litellm model string",
                   hint="use provider/model, e.g. openai/gpt-4o-mini, hosted_vllm/<model>, ollama/llama3.1")

@@ -8,7 +8,8 @@ uncommitted edits and symlinks cannot leak in, and no pattern can name a path ou
 repository. This module stops at the first problem with a located DocumentError.
 
 Tokens are whitespace-separated words (`\\S+`): tokenizer-free, deterministic and the same for
-every teacher; a chunk of 200 such tokens is roughly 260 tokens of a BPE tokenizer.
+every teacher; a chunk of 400 such words is roughly 520 tokens of a BPE tokenizer. Chunks follow
+the markdown structure (compiler/chunking.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from compiler import gitrepo
 from compiler.errors import DocumentError
 from compiler.gitrepo import RefError
+from compiler.chunking import Block, section_chunks, text_blocks
 from compiler.records import Chunk
 
 MAX_DOC_BYTES = 5_000_000
@@ -33,6 +35,7 @@ class Document:
     commit: str  # full sha
     file: str  # path inside the repository
     text: str  # plain text (markdown converted)
+    blocks: tuple[Block, ...] = ()  # its structure, for chunking
 
 
 def _located(exc: RefError, where: str | None) -> DocumentError:
@@ -102,6 +105,12 @@ def read_file(repo_path: Path, commit: str, name: str, *, where: str | None = No
 def markdown_to_text(md: str) -> str:
     """Plain text of a markdown document: markup dropped, block structure kept as blank lines,
     list items as "- ", table rows as "a | b". Parsed with markdown-it (CommonMark + tables)."""
+    return "\n\n".join(b.text for b in markdown_blocks(md)).strip() + "\n"
+
+
+def markdown_blocks(md: str) -> list[Block]:
+    """The blocks of a markdown document with their kind (heading level, table row, code...):
+    what markdown_to_text joins and what chunking.section_chunks cuts along."""
     from markdown_it import MarkdownIt
 
     md = md.replace("\r\n", "\n").replace("\r", "\n")
@@ -110,7 +119,7 @@ def markdown_to_text(md: str) -> str:
         if end != -1:
             md = md[end + 4:].lstrip("\n")
     tokens = MarkdownIt("commonmark").enable("table").parse(md)
-    blocks: list[str] = []
+    blocks: list[Block] = []
     lists: list[list] = []  # [marker kind, next number] per open list
     row: list[str] | None = None
     for i, tok in enumerate(tokens):
@@ -123,27 +132,30 @@ def markdown_to_text(md: str) -> str:
         elif tok.type == "tr_open":
             row = []
         elif tok.type == "tr_close":
-            blocks.append(" | ".join(row or []))
+            blocks.append(Block(" | ".join(row or []), "row"))
             row = None
         elif tok.type == "inline":
             text = _inline_text(tok).strip()
             if row is not None:
                 row.append(text)
             elif text:
-                lead = ""
+                lead, kind, level = "", "para", 0
+                if i >= 1 and tokens[i - 1].type == "heading_open":
+                    kind, level = "heading", int(tokens[i - 1].tag[1:] or 1)
                 if lists and i >= 2 and tokens[i - 2].type == "list_item_open":
                     kind, n = lists[-1]
                     lead = "- " if kind == "-" else f"{n}. "
                     lists[-1][1] = n + 1
-                blocks.append(lead + text)
+                    kind = "item"
+                blocks.append(Block(lead + text, kind, level))
         elif tok.type in ("fence", "code_block"):
-            blocks.append(tok.content.rstrip("\n"))
+            blocks.append(Block(tok.content.rstrip("\n"), "code"))
         elif tok.type == "html_block":
             text = re.sub(r"<!--.*?-->|<[^>]+>", " ", tok.content, flags=re.S)
             text = re.sub(r"[ \t]+", " ", text).strip()
             if text:
-                blocks.append(text)
-    return "\n\n".join(blocks).strip() + "\n"
+                blocks.append(Block(text, "html"))
+    return blocks
 
 
 def _inline_text(tok) -> str:
@@ -158,27 +170,6 @@ def _inline_text(tok) -> str:
         elif child.type == "image":
             parts.append(child.content or "")
     return "".join(parts)
-
-
-def chunk_text(doc: Document, chunk_tokens: int, overlap: int) -> list[Chunk]:
-    """Cut the document into windows of `chunk_tokens` whitespace tokens, `overlap` shared
-    between neighbours. Spans are character offsets into `doc.text` (the converted text)."""
-    spans = [(m.start(), m.end()) for m in _TOKEN.finditer(doc.text)]
-    if not spans:
-        return []
-    step = max(1, chunk_tokens - overlap)
-    chunks: list[Chunk] = []
-    start = 0
-    while True:
-        window = spans[start:start + chunk_tokens]
-        s, e = window[0][0], window[-1][1]
-        text = doc.text[s:e]
-        chunks.append(Chunk(doc.repo, doc.commit, doc.file, s, e, text,
-                            hashlib.sha256(text.encode("utf-8")).hexdigest()))
-        if start + chunk_tokens >= len(spans):
-            break
-        start += step
-    return chunks
 
 
 def load_documents(document: dict, taxonomy_root: Path, *, fetch: bool = False,
@@ -197,16 +188,22 @@ def load_documents(document: dict, taxonomy_root: Path, *, fetch: bool = False,
     docs = []
     for name in names:
         raw = read_file(repo_path, commit, name, where=where)
-        text = markdown_to_text(raw) if name.lower().endswith((".md", ".markdown")) else raw
-        docs.append(Document(str(repo).strip(), commit, name, text))
+        if name.lower().endswith((".md", ".markdown")):
+            blocks = markdown_blocks(raw)
+            text = "\n\n".join(b.text for b in blocks).strip() + "\n"
+        else:
+            text, blocks = raw, text_blocks(raw)
+        docs.append(Document(str(repo).strip(), commit, name, text, tuple(blocks)))
     return docs
 
 
-def chunks_for(document: dict, taxonomy_root: Path, *, chunk_tokens: int, overlap: int,
+def chunks_for(document: dict, taxonomy_root: Path, *, chunk_words: int,
                fetch: bool = False, where: str | None = None) -> list[Chunk]:
+    """Every chunk of every matched document, in file order (plan.py permutes them)."""
     out: list[Chunk] = []
     for doc in load_documents(document, taxonomy_root, fetch=fetch, where=where):
-        out.extend(chunk_text(doc, chunk_tokens, overlap))
+        blocks = list(doc.blocks) or text_blocks(doc.text)
+        out.extend(section_chunks(doc.repo, doc.commit, doc.file, doc.text, blocks, chunk_words))
     if not out:
         raise DocumentError("the knowledge documents are empty", path=where)
     return out

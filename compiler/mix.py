@@ -14,15 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from compiler import knowmix
 from compiler.fsutil import atomic_write, read_jsonl
 from compiler.errors import BuildError, ConfigError
-from compiler.records import Sample, Seed
+from compiler.records import Chunk, Sample, Seed
 from compiler.taxonomy import Taxonomy
 from compiler.yamlload import YamlLoadError, load_file
 
@@ -41,6 +42,10 @@ class MixConfig:
     per_node_cap: int | None = None  # at most this many synthetic rows per leaf and phase
     per_node_floor: int = 0  # leaves with fewer accepted samples are upsampled (repeated) to this
     seed: int = 0
+    # phase 1's row kinds per knowledge leaf (compiler/knowmix.py); each at least 0.1, summing to 1
+    knowledge_shares: dict[str, float] = field(default_factory=lambda: dict(knowmix.DEFAULT_SHARES))
+    raft_distractors: int = 3  # excerpts of other documents beside the gold one
+    raft_gold_share: float = 0.8  # RAFT rows that hold the gold excerpt at all (the rest: from memory)
 
     @classmethod
     def from_settings(cls, settings: dict | None) -> "MixConfig":
@@ -56,7 +61,12 @@ class MixConfig:
                               hint="known: " + ", ".join(sorted(known)))
         cfg = cls(seed=settings.get("seed", 0) if isinstance(settings.get("seed", 0), int) else 0)
         for key, value in section.items():
-            if key in ("replay_share", "seed_share"):
+            if key == "knowledge_shares":
+                why = knowmix.check_shares(value)
+                if why:
+                    raise ConfigError(why, hint="defaults: " + ", ".join(f"{k}: {v}" for k, v in knowmix.DEFAULT_SHARES.items()))
+                value = {k: float(v) for k, v in value.items()}
+            elif key in ("replay_share", "seed_share", "raft_gold_share"):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ConfigError(f"mix.{key} must be a number between 0 and 1, got {value!r}")
                 value = float(value)
@@ -78,6 +88,10 @@ class MixConfig:
                               hint="phase 2 needs room for the skills' own synthetic data")
         if self.per_node_cap is not None and self.per_node_cap < 1:
             raise ConfigError("mix.per_node_cap must be at least 1 (or null for no cap)")
+        if not 0.0 <= self.raft_gold_share <= 1.0:
+            raise ConfigError(f"mix.raft_gold_share must be from 0 to 1, got {self.raft_gold_share}")
+        if self.raft_distractors < 1:
+            raise ConfigError("mix.raft_distractors must be at least 1")
         if self.per_node_floor < 0:
             raise ConfigError("mix.per_node_floor must not be negative")
         if self.per_node_cap is not None and self.per_node_floor > self.per_node_cap:
@@ -88,7 +102,7 @@ class MixConfig:
 
 
 # ---------------------------------------------------------------- rows ----------------------
-def sample_row(sample: Sample, source: str = "synthetic") -> dict:
+def sample_row(sample: Sample, source: str = "synthetic", row_kind: str = "skill") -> dict:
     """A mix line: chat messages (TRL's conversational form) plus where the row came from."""
     messages = [dict(m) for m in sample.messages]
     ctx = sample.record.context
@@ -96,7 +110,8 @@ def sample_row(sample: Sample, source: str = "synthetic") -> dict:
         user = next((m for m in messages if m.get("role") == "user"), None)
         if user is not None and ctx.strip() not in user.get("content", ""):
             user["content"] = f"{ctx.strip()}\n\n{user.get('content', '')}"
-    return {"messages": messages, "metadata": {"node_id": sample.node_id, "source": source, "id": sample.id}}
+    return {"messages": messages, "metadata": {"node_id": sample.node_id, "source": source, "id": sample.id,
+                                               "row_kind": row_kind}}
 
 
 def seed_row(node_id: str, index: int, seed: Seed, system: str | None) -> dict:
@@ -107,7 +122,8 @@ def seed_row(node_id: str, index: int, seed: Seed, system: str | None) -> dict:
     messages = ([{"role": "system", "content": system}] if system else []) + [
         {"role": "user", "content": user}, {"role": "assistant", "content": f"Answer: {seed.answer.strip()}"}]
     sid = hashlib.sha256(f"{node_id}\0{index}\0{seed.question}\0{seed.answer}".encode()).hexdigest()[:20]
-    return {"messages": messages, "metadata": {"node_id": node_id, "source": "seed", "id": f"seed-{sid}"}}
+    return {"messages": messages, "metadata": {"node_id": node_id, "source": "seed", "id": f"seed-{sid}",
+                                               "row_kind": "seed"}}
 
 
 # ---------------------------------------------------------------- recipes -------------------
@@ -201,7 +217,8 @@ def phase2_counts(synthetic: int, seeds: int, phase1: int, cfg: MixConfig) -> tu
 
 
 def build_mixes(out_dir: Path, taxonomy: Taxonomy, accepted: dict[str, list[Sample]],
-                train_seeds: dict[str, list[Seed]], config: MixConfig) -> dict:
+                train_seeds: dict[str, list[Seed]], config: MixConfig,
+                chunks: dict[str, list[Chunk]] | None = None) -> dict:
     """Write mixes/phase1_knowledge.jsonl and mixes/phase2_skills.jsonl, their sources and a recipe
     beside each (all atomically); return the manifest's `mixes` section."""
     out_dir = Path(out_dir)
@@ -215,12 +232,22 @@ def build_mixes(out_dir: Path, taxonomy: Taxonomy, accepted: dict[str, list[Samp
     section: dict[str, Any] = {}
     # phase 1: knowledge
     p1_sets, p1_nodes = [], {}
+    chunks = chunks or {}
+    pool = [c for n in sorted(chunks) for c in chunks[n]]
     for node_id in sorted(n for n in accepted if kind_of(n) == "knowledge"):
-        rows = [sample_row(s) for s in accepted[node_id]]
-        if rows:
-            rel = _write_source(mixes, f"sources/{PHASE1}/{node_id}.jsonl", rows)
-            p1_sets.append({"path": rel, "sampling_size": _node_count(len(rows), config)})
-            p1_nodes[node_id] = {"available": len(rows), "rows": p1_sets[-1]["sampling_size"]}
+        if not accepted[node_id]:
+            continue
+        by_kind = knowmix.leaf_rows(node_id, accepted[node_id], chunks.get(node_id) or [], pool,
+                                    distractors=config.raft_distractors, gold_share=config.raft_gold_share,
+                                    seed=config.seed)
+        counts = knowmix.kind_counts({k: len(v) for k, v in by_kind.items()}, config.knowledge_shares,
+                                     config.per_node_cap, config.per_node_floor)
+        for row_kind, rows in by_kind.items():
+            if rows and counts[row_kind]:
+                rel = _write_source(mixes, f"sources/{PHASE1}/{node_id}/{row_kind}.jsonl", rows)
+                p1_sets.append({"path": rel, "sampling_size": counts[row_kind]})
+        p1_nodes[node_id] = {"available": len(accepted[node_id]), "rows": sum(counts.values()),
+                             "row_kinds": {k: v for k, v in counts.items() if v}}
     p1_rows = _write_mix(mixes, PHASE1, p1_sets, config.seed)
     section[PHASE1] = _summary(PHASE1, p1_rows, p1_nodes)
 
@@ -274,13 +301,17 @@ def _remove_stale_sources(mixes: Path, keep: set[str]) -> None:
 
 def _summary(phase: str, rows: list[dict], nodes: dict) -> dict:
     by_source: dict[str, int] = {}
+    by_kind: dict[str, int] = {}
     for row in rows:
         src = row["metadata"]["source"]
         by_source[src] = by_source.get(src, 0) + 1
+        kind = row["metadata"].get("row_kind", "")
+        by_kind[kind] = by_kind.get(kind, 0) + 1
     total = len(rows)
     return {"path": f"mixes/{phase}.jsonl", "recipe": f"mixes/{phase}.recipe.yaml", "rows": total,
             "by_source": dict(sorted(by_source.items())),
             "shares": {k: round(v / total, 4) for k, v in sorted(by_source.items())} if total else {},
+            "row_kinds": {k: round(v / total, 4) for k, v in sorted(by_kind.items())} if total else {},
             "nodes": nodes}
 
 

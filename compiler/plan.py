@@ -109,10 +109,10 @@ def make_plan(taxonomy: Taxonomy, cfg: CompileConfig) -> list[LeafPlan]:
         train_idx, eval_idx = split_indexes(len(seeds), cfg.eval_share, cfg.seed, leaf.node_id)
         chunks: list[Chunk] = []
         if leaf.kind == "knowledge":
-            chunks = chunks_for(leaf.content.get("document"), Path(taxonomy.root),
-                                chunk_tokens=cfg.chunk_tokens, overlap=cfg.chunk_overlap,
+            chunks = chunks_for(leaf.content.get("document"), Path(taxonomy.root), chunk_words=cfg.chunk_words,
                                 fetch=cfg.fetch_documents, where=leaf.file)
-        plans.append(LeafPlan(leaf=leaf, target=cfg.target(leaf.node_id), budget=cfg.attempts_budget(leaf.node_id),
+        target = max(cfg.target(leaf.node_id), cfg.per_chunk * len(chunks))  # the quota grows with the documents
+        plans.append(LeafPlan(leaf=leaf, target=target, budget=cfg.attempts_budget(leaf.node_id, target),
                               train_seeds=[seeds[i] for i in train_idx], eval_seeds=[seeds[i] for i in eval_idx],
                               eval_indexes=eval_idx, chunks=chunks))
     return plans
@@ -125,6 +125,16 @@ def _example(seed: Seed, kind: str) -> dict[str, str]:
     return ex
 
 
+def chunk_order(lp: LeafPlan, index: int, seed: int) -> int:
+    """The chunk of sample `index`: pass p = index // n over the n chunks visits every chunk once,
+    in a permutation seeded by (seed, node, p) — never file order, so a leaf short of its quota
+    is not short on the last pages only, and a retry after rejections lands on other chunks."""
+    n = len(lp.chunks)
+    p, i = divmod(index, n)
+    order = sorted(range(n), key=lambda j: hashlib.sha256(f"{seed}\0{lp.node_id}\0{p}\0{j}".encode()).digest())
+    return order[i]
+
+
 def task_for(lp: LeafPlan, index: int, cfg: CompileConfig) -> Task:
     """The request for sample `index` of a leaf: a few-shot sample of its training seeds, a
     persona/difficulty/style draw, and (knowledge) the chunks in turn."""
@@ -132,7 +142,7 @@ def task_for(lp: LeafPlan, index: int, cfg: CompileConfig) -> Task:
     rng = _rng("few-shot", cfg.seed, leaf.node_id, index)
     k = min(cfg.few_shot, len(lp.train_seeds))
     shown = tuple(sorted(rng.sample(range(len(lp.train_seeds)), k))) if k else ()
-    chunk = lp.chunks[index % len(lp.chunks)] if lp.chunks else None
+    chunk = lp.chunks[chunk_order(lp, index, cfg.seed)] if lp.chunks else None
     diversity = draw_diversity(cfg.diversity, cfg.seed, leaf.node_id, index)
     content = leaf.content
     variables: dict[str, Any] = {

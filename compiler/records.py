@@ -75,6 +75,8 @@ class Chunk:
     end: int
     text: str
     sha256: str
+    title: str = ""  # the document's title (its first heading), for content rows
+    heading: str = ""  # the section's heading path ("Packfiles > Delta chains")
 
 
 @dataclass(frozen=True)

@@ -131,6 +131,7 @@ class NodeStat:
     question_words: list[int]
     answer_words: list[int]
     review: dict[str, Any] = field(default_factory=dict)
+    coverage: dict[str, Any] = field(default_factory=dict)  # knowledge: chunks, covered, share
 
     @property
     def flagged(self) -> bool:
@@ -181,7 +182,8 @@ def node_stats(view: BuildView) -> list[NodeStat]:
             cost_usd=None if "cost_usd" in m and m["cost_usd"] is None else float(_num(m.get("cost_usd"))),
             diversity={str(k): float(v) for k, v in div.items() if _num(v, None) is not None},
             grounding=grounding, judge=judge, question_words=[int(x) for x in qw],
-            answer_words=[int(x) for x in aw], review=review))
+            answer_words=[int(x) for x in aw], review=review,
+            coverage=m["coverage"] if isinstance(m.get("coverage"), dict) else {}))
     return out
 
 
@@ -484,6 +486,14 @@ def _node_table(stats: list[NodeStat]) -> str:
                     + _cell(s.eval_seeds) + _cell(f"{s.prompt_tokens + s.completion_tokens:,}")
                     + _cell(_usd(s.cost_usd).lstrip("$")) + _cell(s.review.get("reviewed", 0))
                     + _cell(s.review.get("rejected", 0)) + _cell("yes" if s.flagged else "no") + "</tr>")
+    cov = [s for s in stats if s.coverage]
+    if cov:
+        rows.append("</table><h3>Knowledge coverage</h3><p class=small>Chunks of the leaf's documents that "
+                    "ground at least one accepted Q&amp;A (content rows carry every chunk).</p><table>"
+                    "<tr><th class=id>node</th><th>chunks</th><th>covered</th><th>share</th></tr>")
+        rows += ["<tr>" + _cell(s.node_id, "id") + _cell(s.coverage.get("chunks", 0))
+                 + _cell(s.coverage.get("covered", 0)) + _cell(f"{100 * _num(s.coverage.get('share')):.0f} %")
+                 + "</tr>" for s in cov]
     return "<table>" + head + "".join(rows) + "</table>"
 
 

@@ -99,14 +99,21 @@ def test_compile_writes_datasets_with_provenance_and_a_consistent_manifest(tax, 
                                "compositional_skills/summarization/grounded/incident_report"}
     templates = m["templates"]
     for node_id, n in m["nodes"].items():
-        assert n["target"] == 3 and n["accepted"] == 3 and n["shortfall"] == 0
+        # a knowledge leaf's quota grows with its documents (the example's kdc.yaml: per_chunk 0, the floor)
+        want = max(3, m["config"]["per_chunk"] * n["chunks"]) if n["kind"] == "knowledge" else 3
+        assert n["target"] == want and n["accepted"] == want and n["shortfall"] == 0
         assert n["attempts"] == n["accepted"] + sum(n["rejected"].values())
         train = read_jsonl(out / n["files"]["train"])
         rejected = read_jsonl(out / n["files"]["rejected"])
         evals = read_jsonl(out / n["files"]["eval"])
-        assert len(train) == 3 and len(rejected) == sum(n["rejected"].values())
+        if n["kind"] == "knowledge":  # every chunk grounds an accepted Q&A, none twice
+            spans = {(s["metadata"]["document"]["file"], s["metadata"]["document"]["start"]) for s in train}
+            assert n["coverage"] == {"chunks": n["chunks"], "covered": len(spans), "share": round(len(spans) / n["chunks"], 4)}
+            if not sum(n["rejected"].values()):  # the first pass over the chunks: distinct chunks
+                assert len(spans) == min(want, n["chunks"])
+        assert len(train) == want and len(rejected) == sum(n["rejected"].values())
         assert len(evals) == n["eval_seeds"] >= 1 and all(e["node_id"] == node_id for e in evals)
-        assert len({s["id"] for s in train}) == 3
+        assert len({s["id"] for s in train}) == want
         for s in train:
             meta = s["metadata"]
             assert s["node_id"] == meta["node_id"] == node_id and meta["kind"] == n["kind"]
@@ -136,10 +143,10 @@ def test_compile_writes_datasets_with_provenance_and_a_consistent_manifest(tax, 
     leaf = json.loads(json.dumps(read_jsonl(out / m["nodes"][SOLAR]["files"]["train"])[0]))
     doc = leaf["metadata"]["document"]
     chunks = chunks_for({"repo": doc["repo"], "commit": doc["commit"], "patterns": [doc["file"]]}, tax,
-                        chunk_tokens=200, overlap=40)
+                        chunk_words=400)
     assert any(c.start == doc["start"] and c.end == doc["end"] and c.text == leaf["record"]["context"] for c in chunks)
     t = m["totals"]
-    assert t["accepted"] == 18 and t["shortfall"] == 0 and t["teacher_calls"] == srv.chat_requests
+    assert t["accepted"] == sum(n["target"] for n in m["nodes"].values()) >= 18 and t["shortfall"] == 0 and t["teacher_calls"] == srv.chat_requests
     assert (out / "mixes" / "phase1_knowledge.jsonl").is_file() and m["mixes"]
     assert m["config"]["samples_per_node"] == 3 and KEY not in json.dumps(m)
 
@@ -407,9 +414,34 @@ def test_config_file_settings_apply_and_the_command_line_wins(tax, tmp_path, kdc
     code, out, err = kdc("compile", tax, "--config", cfg, "--dry-run", "--json")
     assert code == 0, err
     plan = json.loads(out)
-    assert plan["nodes"][HAIKU]["target"] == 5 and plan["nodes"][SOLAR]["target"] == 2
+    # per_chunk defaults to 1: a knowledge leaf's quota is at least its chunk count
+    assert plan["nodes"][HAIKU]["target"] == 5 and plan["nodes"][SOLAR]["target"] == max(2, plan["nodes"][SOLAR]["chunks"])
     assert plan["teacher"] == "openai/teacher-test" and plan["api_bases"] == ["http://127.0.0.1:9/v1"]
     code, out, _ = kdc("compile", tax, "--config", cfg, "--dry-run", "--json", "--samples-per-node", "4")
     assert json.loads(out)["nodes"][SOLAR]["target"] == 4 and json.loads(out)["nodes"][HAIKU]["target"] == 5
     code, _, err = kdc("compile", tax, "--config", tmp_path / "missing.yaml", "--dry-run")
     assert code == 2 and "not found" in err
+
+
+def test_per_chunk_plans_every_chunk_and_the_manifest_shows_coverage(tax, tmp_path, kdc):
+    cfg = tmp_path / "cover.yaml"
+    cfg.write_text("samples_per_node: 1\nper_chunk: 1\nchunk_words: 150\nseed: 7\n")
+    out = tmp_path / "out"
+    with TeacherServer() as srv:
+        assert kdc(*compile_args(tax, out, srv, "--config", cfg, "--samples-per-node", "1"))[0] == 0
+    m = json.loads((out / "manifest.json").read_text())
+    for node_id, n in m["nodes"].items():
+        if n["kind"] != "knowledge":
+            assert n["target"] == 1 and "coverage" not in n
+            continue
+        assert n["chunks"] >= 4 and n["target"] == n["chunks"] == n["coverage"]["chunks"]
+        train = read_jsonl(out / n["files"]["train"])
+        spans = {(s["metadata"]["document"]["file"], s["metadata"]["document"]["start"]) for s in train}
+        assert n["coverage"]["covered"] == len(spans)
+        if not n["rejected"]:  # one pass over the chunks, each once: full coverage
+            assert len(spans) == n["chunks"] and n["coverage"]["share"] == 1.0
+    card = (out / "README.md").read_text()
+    c = m["nodes"][SOLAR]["coverage"]
+    row = f"| <code>{SOLAR.replace('_', chr(92) + '_')}</code> | {c['chunks']} | {c['covered']} | {100 * c['share']:.0f} % |"
+    assert "## Knowledge coverage" in card and row in card
+    assert "Knowledge coverage" in (out / "report.html").read_text()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.documents import (Document, chunk_text, chunks_for, list_files, load_documents, markdown_to_text,
+from compiler.chunking import section_chunks
+from compiler.documents import (Document, chunks_for, list_files, load_documents, markdown_blocks, markdown_to_text,
                                 resolve_repo)
 from compiler.errors import DocumentError
 
@@ -102,24 +103,49 @@ def test_markdown_to_text_drops_markup_keeps_structure():
                                     "a | b\n\n1 | 2\n\nfenced code\n\nhtml\n\nalt text\n")
 
 
-def test_chunks_overlap_and_spans_point_into_the_text():
-    text = " ".join(f"w{i}" for i in range(500)) + "\n"
-    doc = Document("repo", "c" * 40, "f.md", text)
-    chunks = chunk_text(doc, 200, 40)
-    assert [len(c.text.split()) for c in chunks] == [200, 200, 180]
+def _chunks(md: str, words: int):
+    blocks = markdown_blocks(md)
+    text = "\n\n".join(b.text for b in blocks).strip() + "\n"
+    assert text == markdown_to_text(md)
+    return text, section_chunks("repo", "c" * 40, "f.md", text, blocks, words)
+
+
+def test_chunks_follow_sections_and_spans_point_into_the_text():
+    para = lambda n, w: " ".join(f"{w}{i}." if i % 12 == 11 else f"{w}{i}" for i in range(n))  # noqa: E731
+    md = (f"# Manual\n\nIntro {para(30, 'i')}\n\n## Install\n\n{para(150, 'a')}\n\n### Linux\n\n{para(60, 'l')}\n\n"
+          f"## Tables\n\n| key | value |\n|---|---|\n" + "".join(f"| k{i} | v{i} v{i} |\n" for i in range(40))
+          + f"\n## Code\n\n```\n" + "".join(f"line {i} of code\n" for i in range(10)) + "```\n\n"
+          f"## Long\n\n{para(260, 'z')}\n")
+    text, chunks = _chunks(md, 100)
+    covered = "\n".join(text[c.start:c.end] for c in chunks)
     for c in chunks:
-        assert text[c.start:c.end] == c.text
-        assert c.sha256 == hashlib.sha256(c.text.encode()).hexdigest()
-    assert chunks[0].text.split()[-40:] == chunks[1].text.split()[:40]
-    covered = set()
+        assert text[c.start:c.end] == c.text and c.sha256 == hashlib.sha256(c.text.encode()).hexdigest()
+        assert c.title == "Manual"
+        assert not c.text.rstrip().endswith(("Install", "Linux", "Tables", "Code", "Long"))  # no dangling heading
+    assert set(covered.split()) == set(text.split())  # every word of the document is in a chunk
+    assert all(a.end <= b.start for a, b in zip(chunks, chunks[1:]))  # in order, no overlap
+    # a heading starts its section's chunk and names it
+    heads: dict[str, str] = {}
     for c in chunks:
-        covered.update(c.text.split())
-    assert covered == set(text.split())
-    assert chunk_text(Document("r", "c", "f", "short doc"), 200, 40)[0].text == "short doc"
+        heads.setdefault(c.heading, c.text.split("\n", 1)[0])
+    assert heads["Install"] == "Install" and heads["Tables"] == "Tables" and heads["Code"] == "Code"
+    # the table is cut between rows only; the code block (under the size) stays whole
+    table_rows = [ln for c in chunks for ln in c.text.splitlines() if ln.startswith(("k", "key |"))]
+    assert len(table_rows) == 41 and all(ln.count(" | ") == 1 for ln in table_rows)
+    code = [c for c in chunks if "line 0 of code" in c.text]
+    assert len(code) == 1 and "line 9 of code" in code[0].text
+    # the long section is cut between sentences, every piece within the size
+    long = [c for c in chunks if "z0" in c.text or "z259" in c.text or c.heading == "Long"]
+    assert len(long) >= 3 and all(len(c.text.split()) <= 100 for c in long)
+    assert all(c.text.rstrip().endswith(".") or c.text.rstrip().endswith("z259") for c in long[:-1])
+    # a larger size merges small sections: fewer chunks, headings still at chunk starts or inside
+    _, big = _chunks(md, 400)
+    assert len(big) < len(chunks) and big[0].heading in ("Manual", "")
+    assert _chunks("short doc", 400)[1][0].text == "short doc"
 
 
 def test_example_taxonomy_documents(example_taxonomy):
     chunks = chunks_for({"repo": "../build/doc-repos/solar_system", "commit": "ba82826c31b3073f80213f54e606f5b0d528898c",
-                         "patterns": ["*.md"]}, example_taxonomy, chunk_tokens=200, overlap=40)
+                         "patterns": ["*.md"]}, example_taxonomy, chunk_words=400)
     assert len(chunks) >= 3 and all(c.file == "solar_system.md" for c in chunks)
     assert "Solar System" in chunks[0].text

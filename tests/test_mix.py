@@ -12,7 +12,7 @@ import yaml
 
 from compiler.errors import BuildError, ConfigError
 from compiler.mix import MixConfig, build_mixes, phase2_counts, rebuild_mix
-from compiler.records import Record, Sample, Seed
+from compiler.records import Chunk, Record, Sample, Seed
 from compiler.taxonomy import load_taxonomy
 
 PLANETS = "knowledge/science/planets"
@@ -70,25 +70,76 @@ def read(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
-def build(tmp_path, taxonomy, acc=None, seeds=None, **mix) -> tuple[Path, dict]:
+def build(tmp_path, taxonomy, acc=None, seeds=None, chunks=None, **mix) -> tuple[Path, dict]:
     cfg = MixConfig.from_settings({"seed": 7, "mix": mix})
     section = build_mixes(tmp_path, taxonomy, acc if acc is not None else accepted(),
-                          seeds if seeds is not None else SEEDS, cfg)
+                          seeds if seeds is not None else SEEDS, cfg, chunks)
     return tmp_path / "mixes", section
 
 
 # ------------------------------------------------------------------ phases ---------------------------
+CHUNKS = {PLANETS: [Chunk("r", "c", "planets.md", 0, 30, "Jupiter is the largest planet.", "h1", "Planets", "Giants")],
+          GIT: [Chunk("r", "c", "git.md", 0, 26, "A commit points to a tree.", "h2", "Git", "Objects > Commits")]}
+
+
 def test_phase1_is_knowledge_with_its_context(tmp_path, taxonomy):
-    mixes, section = build(tmp_path, taxonomy)
+    mixes, section = build(tmp_path, taxonomy, chunks=CHUNKS)
     rows = read(mixes / "phase1_knowledge.jsonl")
-    assert len(rows) == 12 and section["phase1_knowledge"]["rows"] == 12
+    # per leaf: 1 content, 6 closed-book, 6 RAFT, 6 open-book candidates; the smallest total with
+    # every row at least once at shares .25/.3/.25/.2 is 30: 8 + 9 + 8 + 6 (round half to even)
+    per_leaf = {"content": 8, "closed_book": 9, "raft": 8, "open_book": 6}
+    assert len(rows) == 62 and section["phase1_knowledge"]["rows"] == 62
+    assert section["phase1_knowledge"]["nodes"][PLANETS] == {"available": 6, "rows": 31, "row_kinds": per_leaf}
     assert {r["metadata"]["node_id"] for r in rows} == {PLANETS, GIT}
     assert {r["metadata"]["source"] for r in rows} == {"synthetic"}
+    kinds = Counter(r["metadata"]["row_kind"] for r in rows)
+    assert kinds == {k: 2 * v for k, v in per_leaf.items()}
     for r in rows:
+        assert set(r) == {"messages", "metadata"} and set(r["metadata"]) == {"node_id", "source", "id", "row_kind"}
         user = next(m for m in r["messages"] if m["role"] == "user")["content"]
-        assert ("Jupiter is the largest planet." in user) or ("A commit points to a tree." in user)
-        assert set(r) == {"messages", "metadata"} and set(r["metadata"]) == {"node_id", "source", "id"}
-    assert section["phase1_knowledge"]["by_source"] == {"synthetic": 12}
+        answer = r["messages"][-1]["content"]
+        own, other = (("Jupiter is the largest planet.", "A commit points to a tree.")
+                      if r["metadata"]["node_id"] == PLANETS else
+                      ("A commit points to a tree.", "Jupiter is the largest planet."))
+        kind = r["metadata"]["row_kind"]
+        if kind == "content":  # the document's own text is the target, the question names the section
+            assert answer == own and user in ("What does Planets say about Giants?",
+                                              "What does Git say about Objects > Commits?")
+        elif kind == "closed_book":
+            assert own not in user and other not in user and user.startswith("Question ")
+            assert r["metadata"]["id"].endswith(":closed_book")
+        elif kind == "raft":  # a distractor from the other document, the gold one most of the time
+            assert other in user and "<excerpt 1>" in user and user.rstrip().endswith("?")
+        else:
+            assert user.startswith(own + "\n\n")
+    assert sum(own in next(m["content"] for m in r["messages"] if m["role"] == "user")
+               for r in rows if r["metadata"]["row_kind"] == "raft"
+               for own in ("Jupiter is the largest planet.", "A commit points to a tree.")) >= 2 * 8
+    assert len({r["metadata"]["id"] for r in rows}) == 2 * (1 + 6 + 6 + 6)  # distinct ids; repeats are upsampling
+    assert section["phase1_knowledge"]["row_kinds"] == {k: round(2 * v / 62, 4) for k, v in sorted(per_leaf.items())}
+
+
+def test_raft_without_the_gold_and_without_other_documents(tmp_path, taxonomy):
+    mixes, _ = build(tmp_path, taxonomy, chunks=CHUNKS, raft_gold_share=0.0)
+    for r in read(mixes / "phase1_knowledge.jsonl"):
+        if r["metadata"]["row_kind"] == "raft":
+            user = r["messages"][-2]["content"]
+            assert ("Jupiter" in user) != ("commit" in user)  # only the other document's excerpt
+    acc = {PLANETS: accepted()[PLANETS]}
+    mixes, section = build(tmp_path / "one", taxonomy, acc=acc, chunks={PLANETS: CHUNKS[PLANETS]})
+    kinds = section["phase1_knowledge"]["nodes"][PLANETS]["row_kinds"]
+    assert "raft" not in kinds and set(kinds) == {"content", "closed_book", "open_book"}
+
+
+@pytest.mark.parametrize("shares,fragment", [
+    ({"content": 0.5, "closed_book": 0.5, "raft": 0.05}, "from 0.1 to 1"),
+    ({"content": 0.5, "closed_book": 0.4}, "add up to 1"),
+    ({"summary": 1.0}, "unknown row kind"),
+])
+def test_bad_knowledge_shares(shares, fragment):
+    with pytest.raises(ConfigError) as err:
+        MixConfig.from_settings({"mix": {"knowledge_shares": shares}})
+    assert fragment in err.value.message and "content: 0.25" in err.value.hint
 
 
 def test_phase2_is_skills_plus_replay_plus_seeds(tmp_path, taxonomy):
@@ -134,7 +185,9 @@ def test_shares_are_configurable(tmp_path, taxonomy):
 def test_replay_never_repeats_phase1(tmp_path, taxonomy):
     mixes, _ = build(tmp_path, taxonomy, acc=accepted(n_knowledge=1, n_skill=30), replay_share=0.5, seed_share=0.1)
     rows = read(mixes / "phase2_skills.jsonl")
-    assert Counter(r["metadata"]["source"] for r in rows)["replay"] == 2  # all of phase 1, once
+    p1 = read(mixes / "phase1_knowledge.jsonl")
+    assert len(p1) == 8  # per leaf: 1 content, 2 closed-book, 1 open-book (no other document for RAFT)
+    assert Counter(r["metadata"]["source"] for r in rows)["replay"] == len(p1)  # all of phase 1, once
 
 
 def test_phase2_counts():
@@ -162,7 +215,7 @@ def test_per_node_cap_and_floor(tmp_path, taxonomy):
     assert section["phase2_skills"]["nodes"] == {HAIKU: {"available": 25, "rows": 8},
                                                  NOTES: {"available": 2, "rows": 5}}
     p1 = Counter(r["metadata"]["node_id"] for r in read(mixes / "phase1_knowledge.jsonl"))
-    assert p1 == {PLANETS: 6, GIT: 6}
+    assert p1 == {PLANETS: 8, GIT: 8}  # the cap bounds a knowledge leaf's rows of all kinds together
 
 
 def test_a_leaf_without_samples_gets_no_rows(tmp_path, taxonomy):
