@@ -333,16 +333,20 @@ class EvalReport:
 
 def evaluate(build_dir: str | Path, model: str, *, base: str | None = None, judge: Judge | None = None,
              max_new_tokens: int = 256, batch_size: int = 4, limit: int | None = None, dtype: str = "auto",
-             mode: str = "closed-book", forgetting: bool = True, out: str | Path | None = None,
+             mode: str = "closed-book", forgetting: bool = True, kinds: tuple[str, ...] | None = None,
+             out: str | Path | None = None,
              log: Log | None = None) -> EvalReport:
     """Answer, score and (optionally) judge every held-out seed; write the report as JSON to `out`
     (default BUILD_DIR/eval.json). `base` defaults to the student the model was trained from; `mode`
-    is how knowledge leaves are asked (MODES)."""
+    is how knowledge leaves are asked (MODES); `kinds` keeps only nodes of those kinds."""
     if mode not in MODES:
         raise ConfigError(f"eval mode must be one of {', '.join(MODES)}, got {mode!r}")
     say = log or (lambda _m: None)
     build = Path(build_dir)
     manifest, items_by_node, styles = load_eval_set(build)
+    if kinds is not None:
+        items_by_node = {n: v for n, v in items_by_node.items()
+                         if ((manifest.get("nodes") or {}).get(n) or {}).get("kind") in kinds}
     model_path = resolve_student(model)
     phase1_path = _phase1_model(model) if forgetting else None
     base_path = resolve_student(base) if base else _trained_from(model_path)
