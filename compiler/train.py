@@ -66,16 +66,13 @@ class DeviceDefaults:
 
 def device_defaults(cuda: bool | None = None) -> DeviceDefaults:
     """GPU: 2 x 4 sequences of 1,024 tokens (8k tokens a step), bf16 where supported. CPU: 2 x 1 of 512
-    (at most 1k tokens a step, ~10 s for the embedded student on two cores), bf16 autocast where the CPU
-    has native bf16 (AVX512-BF16/AMX: about 3x fp32's speed there), else fp32. A CPU step at the GPU shape
-    took 225 s."""
+    (at most 1k tokens a step), fp32: a CPU step at the GPU shape took 225 s. bf16 autocast on a CPU with
+    AMX was not faster in a loaded measurement (benchmarks/bench_train.py --bf16 on), so it stays opt-in."""
     import torch
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if cuda:
         return DeviceDefaults(2, 4, 1024, torch.cuda.is_bf16_supported())
-    native = any(getattr(torch.cpu, f, lambda: False)() for f in ("_is_avx512_bf16_supported",
-                                                                    "_is_amx_tile_supported"))
-    return DeviceDefaults(2, 1, 512, bool(native))
+    return DeviceDefaults(2, 1, 512, False)
 
 
 def resolve_settings(config: "TrainConfig", n: int) -> tuple[PhaseConfig, int, bool]:
