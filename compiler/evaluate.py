@@ -9,7 +9,14 @@ when both orders agree (position bias becomes a tie).
 
 The prompt a student sees is built the way the node's training samples were: the system message and
 the layout of question and context are read off the node's own train.jsonl, so eval asks in the form
-the student was taught.
+the student was taught. Knowledge leaves are asked in one of three modes: `closed-book` (the question
+alone: does the student *know* the documents? the default), `open-book` (the seed's context, then the
+question) or `raft` (the gold context among contexts of other knowledge leaves, the knowledge mix's RAFT
+layout). Skills are always asked as they were taught.
+
+Forgetting: with a `kdc train` run whose phase 1 (knowledge) produced a model, the skills' held-out seeds
+are also answered by that phase-1 model, so eval.json shows what the knowledge phase cost the skills
+(base -> after knowledge) beside the final result.
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from compiler.fsutil import read_jsonl, write_json
-from compiler.errors import BuildError, TeacherError
+from compiler.errors import BuildError, ConfigError, TeacherError
 from compiler.resources import data_dir
 from compiler.student import load_model, load_tokenizer, resolve_student, set_stop_tokens
 
 JUDGE_TEMPLATE = "eval_judge.j2"
+MODES = ("closed-book", "open-book", "raft")
+RAFT_DISTRACTORS = 3
 Log = Callable[[str], None]
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -144,6 +153,26 @@ def _split_once(part: Any, value: str, name: str) -> list[Any]:
         return [part]
     before, after = part.split(value, 1)
     return [before, ("slot", name), after]
+
+
+def knowledge_messages(style: PromptStyle, item: EvalItem, mode: str, pool: list[tuple[str, str]]) -> list[dict]:
+    """A knowledge item asked in `mode`; `pool` holds (node id, context) of every knowledge leaf."""
+    system = [{"role": "system", "content": style.system}] if style.system else []
+    if mode == "open-book":
+        return style.messages(item)
+    if mode == "closed-book" or not item.context:
+        return system + [{"role": "user", "content": item.question}]
+    others = sorted({c for n, c in pool if n != item.node_id and c.strip() != item.context.strip()},
+                    key=lambda c: _h("pick", item.node_id, str(item.seed_index), c))[:RAFT_DISTRACTORS]
+    texts = sorted(others + [item.context.strip()], key=lambda t: _h("order", item.node_id, t))
+    excerpts = "\n\n".join(f"<excerpt {i}>\n{t.strip()}\n</excerpt {i}>" for i, t in enumerate(texts, 1))
+    return system + [{"role": "user", "content": f"{excerpts}\n\nSome of the excerpts above may be irrelevant. "
+                                                 f"{item.question}"}]
+
+
+def _h(*parts: str) -> str:
+    import hashlib
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
 def load_eval_set(build_dir: Path) -> tuple[dict, dict[str, list[EvalItem]], dict[str, PromptStyle]]:
@@ -298,53 +327,81 @@ class EvalReport:
     nodes: list[dict[str, Any]] = field(default_factory=list)  # one row per node
     overall: dict[str, Any] = field(default_factory=dict)
     items: list[dict[str, Any]] = field(default_factory=list)
+    forgetting: dict[str, Any] | None = None  # skills: base vs after the knowledge phase
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": 1, **asdict(self)}
+        return {"format": 2, **asdict(self)}
 
 
 def evaluate(build_dir: str | Path, model: str, *, base: str | None = None, judge: Judge | None = None,
              max_new_tokens: int = 256, batch_size: int = 4, limit: int | None = None, dtype: str = "auto",
-             out: str | Path | None = None, log: Log | None = None) -> EvalReport:
+             mode: str = "closed-book", forgetting: bool = True, kinds: tuple[str, ...] | None = None,
+             out: str | Path | None = None,
+             log: Log | None = None) -> EvalReport:
     """Answer, score and (optionally) judge every held-out seed; write the report as JSON to `out`
-    (default BUILD_DIR/eval.json). `base` defaults to the student the model was trained from."""
+    (default BUILD_DIR/eval.json). `base` defaults to the student the model was trained from; `mode`
+    is how knowledge leaves are asked (MODES); `kinds` keeps only nodes of those kinds."""
+    if mode not in MODES:
+        raise ConfigError(f"eval mode must be one of {', '.join(MODES)}, got {mode!r}")
     say = log or (lambda _m: None)
     build = Path(build_dir)
     manifest, items_by_node, styles = load_eval_set(build)
+    if kinds is not None:
+        items_by_node = {n: v for n, v in items_by_node.items()
+                         if ((manifest.get("nodes") or {}).get(n) or {}).get("kind") in kinds}
     model_path = resolve_student(model)
+    phase1_path = _phase1_model(model) if forgetting else None
     base_path = resolve_student(base) if base else _trained_from(model_path)
     items = [it for node in items_by_node.values() for it in (node[:limit] if limit else node)]
     settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "limit": limit, "dtype": dtype,
-                "decoding": "greedy"}
-    conversations = [styles[it.node_id].messages(it) for it in items]
+                "decoding": "greedy", "mode": mode}
+    kinds = {node_id: node.get("kind") for node_id, node in (manifest.get("nodes") or {}).items()}
+    pool = [(it.node_id, it.context) for it in items if kinds.get(it.node_id) == "knowledge" and it.context]
+    conversations = [knowledge_messages(styles[it.node_id], it, mode, pool) if kinds.get(it.node_id) == "knowledge"
+                     else styles[it.node_id].messages(it) for it in items]
 
     answers: dict[str, list[str]] = {}
-    for label, path in (("model", model_path), ("base", base_path)):
+    for label, path in (("tuned", model_path), ("base", base_path)):
         if path is not None and items:
             say(f"generating {len(items)} answers with the {label} ({path})")
             answers[label] = generate(path, conversations, max_new_tokens=max_new_tokens,
                                       batch_size=batch_size, dtype=dtype)
+    skill_idx = [i for i, it in enumerate(items) if kinds.get(it.node_id) != "knowledge"]
+    if phase1_path is not None and "base" in answers and skill_idx:
+        if phase1_path == model_path:
+            after = [answers["tuned"][i] for i in skill_idx]
+        else:
+            say(f"generating {len(skill_idx)} skill answers with the phase-1 model ({phase1_path})")
+            after = generate(phase1_path, [conversations[i] for i in skill_idx], max_new_tokens=max_new_tokens,
+                             batch_size=batch_size, dtype=dtype)
+        answers["after_knowledge"] = [""] * len(items)
+        for i, text in zip(skill_idx, after):
+            answers["after_knowledge"][i] = text
     rows = []
     for i, it in enumerate(items):
         row: dict[str, Any] = {"node_id": it.node_id, "seed_index": it.seed_index, "question": it.question,
-                               "reference": it.answer}
+                               "reference": it.answer, "prompt": conversations[i][-1]["content"]}
         for label in answers:
+            if label == "after_knowledge" and i not in skill_idx:
+                continue
             raw = answers[label][i]
             final = styles[it.node_id].final_answer(raw)
             row[f"{label}_output"] = raw
             row[label] = {"answer": final, "rouge_l": round(rouge_l(final, it.answer), 4),
                           "f1": round(token_f1(final, it.answer), 4)}
         if judge is not None and "base" in answers:
-            row["judge"] = judge_pair(judge, it, answers["model"][i], answers["base"][i])
+            row["judge"] = judge_pair(judge, it, answers["tuned"][i], answers["base"][i])
         rows.append(row)
 
     report = EvalReport(build=str(build), model=str(model_path), base=str(base_path) if base_path else None,
                         judge=judge.model if judge else None, settings=settings, items=rows)
-    kinds = {node_id: node.get("kind") for node_id, node in (manifest.get("nodes") or {}).items()}
     for node_id in items_by_node:
         report.nodes.append({"node_id": node_id, "kind": kinds.get(node_id),
+                             "mode": mode if kinds.get(node_id) == "knowledge" else "as-trained",
                              **_summary([r for r in rows if r["node_id"] == node_id])})
     report.overall = _overall(report.nodes, rows)
+    if "after_knowledge" in answers:
+        report.forgetting = _forgetting(str(phase1_path), rows, kinds)
     target = Path(out) if out else build / "eval.json"
     write_json(target, report.to_json())
     return report
@@ -352,12 +409,10 @@ def evaluate(build_dir: str | Path, model: str, *, base: str | None = None, judg
 
 def _summary(rows: list[dict]) -> dict[str, Any]:
     out: dict[str, Any] = {"n": len(rows)}
-    for label in ("model", "base"):
-        scored = [r[label] for r in rows if label in r]
-        out[label] = ({m: round(sum(s[m] for s in scored) / len(scored), 4) for m in ("rouge_l", "f1")}
-                      if scored else None)
-    if out["model"] and out["base"]:
-        out["delta"] = {m: round(out["model"][m] - out["base"][m], 4) for m in ("rouge_l", "f1")}
+    for label in ("tuned", "base"):
+        out[label] = _mean(rows, label)
+    if out["tuned"] and out["base"]:
+        out["delta"] = {m: round(out["tuned"][m] - out["base"][m], 4) for m in ("rouge_l", "f1")}
     else:
         out["delta"] = None
     verdicts = [r["judge"] for r in rows if "judge" in r]
@@ -377,13 +432,43 @@ def _overall(nodes: list[dict], rows: list[dict]) -> dict[str, Any]:
     over all items."""
     scored = [n for n in nodes if n["n"]]
     out: dict[str, Any] = {"nodes": len(scored), "n": len(rows)}
-    for label in ("model", "base", "delta"):
+    for label in ("tuned", "base", "delta"):
         vals = [n[label] for n in scored if n.get(label)]
         out[label] = ({m: round(sum(v[m] for v in vals) / len(vals), 4) for m in ("rouge_l", "f1")}
                       if vals else None)
     verdicts = [r["judge"] for r in rows if "judge" in r]
     out["judge"] = _win_rate(verdicts) if verdicts else None
     return out
+
+
+def _mean(rows: list[dict], label: str) -> dict[str, float] | None:
+    scored = [r[label] for r in rows if label in r]
+    return ({m: round(sum(s[m] for s in scored) / len(scored), 4) for m in ("rouge_l", "f1")}
+            if scored else None)
+
+
+def _forgetting(phase1: str, rows: list[dict], kinds: dict) -> dict[str, Any]:
+    """Skills' held-out seeds: base vs the phase-1 (knowledge) model: what learning the documents cost."""
+    nodes = []
+    for node_id in sorted({r["node_id"] for r in rows if kinds.get(r["node_id"]) != "knowledge"}):
+        mine = [r for r in rows if r["node_id"] == node_id]
+        base, after = _mean(mine, "base"), _mean(mine, "after_knowledge")
+        nodes.append({"node_id": node_id, "n": len(mine), "base": base, "after_knowledge": after,
+                      "delta": {m: round(after[m] - base[m], 4) for m in base} if base and after else None})
+    deltas = [n["delta"] for n in nodes if n["delta"]]
+    return {"phase1_model": phase1, "nodes": nodes,
+            "delta": {m: round(sum(d[m] for d in deltas) / len(deltas), 4) for m in ("rouge_l", "f1")}
+            if deltas else None}
+
+
+def _phase1_model(model: str) -> Path | None:
+    """The model phase 1 (knowledge) produced, when `model` is a `kdc train --out` folder that ran it."""
+    done = Path(model).expanduser() / "phase1" / "phase.json"
+    if not done.is_file():
+        return None
+    p1 = json.loads(done.read_text(encoding="utf-8"))
+    found = p1.get("model_dir") or p1.get("adapter_dir")
+    return resolve_student(found) if found and Path(found).is_dir() else None
 
 
 def _trained_from(model_path: Path) -> Path | None:

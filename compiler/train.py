@@ -32,6 +32,7 @@ from typing import Any, Callable, Literal
 from compiler.fsutil import jsonl_rows, write_json
 from compiler import __version__
 from compiler.errors import BuildError, ConfigError, TrainError
+from compiler.lmhead import compact_lm_head
 from compiler.student import (EMBEDDED_NAME, EMBEDDED_ORIGIN, ensure_chat_template, fingerprint,
                               load_model, load_tokenizer, resolve_student, set_stop_tokens)
 
@@ -46,11 +47,41 @@ class PhaseConfig:
 
     epochs: float
     learning_rate: float
-    batch_size: int = 2
-    grad_accum: int = 4
+    batch_size: int | None = None  # None: device_defaults()
+    grad_accum: int | None = None
     warmup: float = 0.1  # fraction of the phase's steps (or a step count when >= 1)
     scheduler: str = "cosine"
     weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class DeviceDefaults:
+    """Batch shape and precision a run gets when it does not choose them, by device."""
+
+    batch_size: int
+    grad_accum: int
+    max_length: int
+    bf16: bool
+
+
+def device_defaults(cuda: bool | None = None) -> DeviceDefaults:
+    """GPU: 2 x 4 sequences of 1,024 tokens (8k tokens a step), bf16 where supported. CPU: 2 x 1 of 512
+    (at most 1k tokens a step), fp32: a CPU step at the GPU shape took 225 s. bf16 autocast on a CPU with
+    AMX was not faster in a loaded measurement (benchmarks/bench_train.py --bf16 on), so it stays opt-in."""
+    import torch
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if cuda:
+        return DeviceDefaults(2, 4, 1024, torch.cuda.is_bf16_supported())
+    return DeviceDefaults(2, 1, 512, False)
+
+
+def resolve_settings(config: "TrainConfig", n: int) -> tuple[PhaseConfig, int, bool]:
+    """(phase settings, max length, bf16) with the device's defaults filled in."""
+    from dataclasses import replace
+    dev = device_defaults()
+    pc = config.phase(n)
+    pc = replace(pc, batch_size=pc.batch_size or dev.batch_size, grad_accum=pc.grad_accum or dev.grad_accum)
+    return pc, config.max_length or dev.max_length, dev.bf16 if config.bf16 is None else config.bf16
 
 
 def default_phases(method: Method) -> dict[int, PhaseConfig]:
@@ -77,7 +108,7 @@ class TrainConfig:
     phases: tuple[int, ...] = (1, 2)
     phase_settings: dict[int, PhaseConfig] = field(default_factory=dict)  # missing: default_phases(method)
     max_steps: int | None = None  # per phase; overrides epochs (quick runs, tests)
-    max_length: int = 1024  # tokens per (packed) sequence
+    max_length: int | None = None  # tokens per (packed) sequence; None: device_defaults()
     packing: bool = True
     lora_r: int = 16
     lora_alpha: int = 32
@@ -91,8 +122,9 @@ class TrainConfig:
     seed: int = 42
     logging_steps: int = 1
     gradient_checkpointing: bool = False  # small students fit without it; it costs ~30% speed
-    bf16: bool | None = None  # None: on where a GPU supports it, off on CPU (fp32)
+    bf16: bool | None = None  # None: device_defaults() (GPU with bf16, CPU with native bf16)
     report_to: str = "none"  # or "tensorboard", "wandb", ... (Trainer integrations)
+    compact_head: bool = True  # score the LM head only at labelled positions (compiler/lmhead.py)
 
     def phase(self, n: int) -> PhaseConfig:
         return self.phase_settings.get(n) or default_phases(self.method)[n]
@@ -110,6 +142,7 @@ class PhaseResult:
     model_dir: str | None  # merged / fully fine-tuned model (None: adapter only)
     adapter_dir: str | None
     settings: dict[str, Any]
+    max_length: int
     chat_template: str  # which template shaped the data (student.ensure_chat_template)
     global_step: int
     steps_run: int  # steps of this invocation (fewer than global_step after a resume)
@@ -201,7 +234,7 @@ def make_trainer(n: int, rows: list[dict], start: Path, student: Path, out: Path
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    pc = config.phase(n)
+    pc, max_length, bf16 = resolve_settings(config, n)
     continue_adapter = (config.method == "lora" and not config.merge and n > 1
                         and (start / "adapter_config.json").is_file())
     tokenizer = load_tokenizer(start)
@@ -222,7 +255,6 @@ def make_trainer(n: int, rows: list[dict], start: Path, student: Path, out: Path
                                  target_modules=targets, task_type="CAUSAL_LM")
 
     cuda = torch.cuda.is_available()
-    bf16 = config.bf16 if config.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
     args = SFTConfig(
         output_dir=str(out / f"phase{n}" / "checkpoints"),
         num_train_epochs=pc.epochs,
@@ -233,7 +265,7 @@ def make_trainer(n: int, rows: list[dict], start: Path, student: Path, out: Path
         warmup_steps=pc.warmup,
         lr_scheduler_type=pc.scheduler,
         weight_decay=pc.weight_decay,
-        max_length=config.max_length,
+        max_length=max_length,
         packing=config.packing,
         assistant_only_loss=True,
         activation_checkpointing=config.gradient_checkpointing,
@@ -250,7 +282,7 @@ def make_trainer(n: int, rows: list[dict], start: Path, student: Path, out: Path
         dataloader_num_workers=0,
     )
     truncated = sum(len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
-                    > config.max_length for r in rows)
+                    > max_length for r in rows)
     if _can_mask_assistant(tokenizer):
         dataset = Dataset.from_list([{"messages": r["messages"]} for r in rows])
     else:
@@ -266,6 +298,10 @@ def make_trainer(n: int, rows: list[dict], start: Path, student: Path, out: Path
     except (ValueError, RuntimeError) as exc:  # e.g. a chat template TRL cannot render or mask
         raise TrainError(f"phase {n}: cannot set up training: {exc}",
                          hint="check the model's chat template (tokenizer_config.json / chat_template.jinja)") from exc
+    if config.compact_head:
+        from peft import PeftModel
+        inner = trainer.model
+        compact_lm_head(inner.get_base_model() if isinstance(inner, PeftModel) else inner)
     return _Phase(trainer, tokenizer, template, start_fp, continue_adapter, truncated)
 
 
@@ -285,7 +321,7 @@ def _run_phase(n: int, rows: list[dict], start: Path, student: Path, out: Path, 
     import torch
     from transformers.trainer_utils import get_last_checkpoint
 
-    pc = config.phase(n)
+    pc, max_length, _bf16 = resolve_settings(config, n)
     phase_dir = out / f"phase{n}"
     ckpt_dir = phase_dir / "checkpoints"
     say(f"phase {n}: {len(rows)} rows of {MIXES[n]}, {config.method} from {start}")
@@ -294,7 +330,7 @@ def _run_phase(n: int, rows: list[dict], start: Path, student: Path, out: Path, 
     continue_adapter, start_fp, truncated = prepared.continue_adapter, prepared.start_fingerprint, prepared.truncated
     if truncated:
         say(f"phase {n}: warning: {truncated} of {len(rows)} rows are longer than max length "
-            f"{config.max_length} tokens; their ends (answers included) are cut off: raise --max-length")
+            f"{max_length} tokens; their ends (answers included) are cut off: raise --max-length")
     cuda = torch.cuda.is_available()
 
     resume_from = get_last_checkpoint(str(ckpt_dir)) if config.resume and ckpt_dir.is_dir() else None
@@ -351,7 +387,8 @@ def _run_phase(n: int, rows: list[dict], start: Path, student: Path, out: Path, 
         phase=n, mix=MIXES[n], rows=len(rows), truncated_rows=truncated, start_model=str(start),
         start_fingerprint=start_fp,
         end_fingerprint=end_fp, model_dir=str(model_dir) if model_dir else None,
-        adapter_dir=str(adapter_dir) if adapter_dir else None, settings=asdict(pc), chat_template=template,
+        adapter_dir=str(adapter_dir) if adapter_dir else None, settings=asdict(pc), max_length=max_length,
+        chat_template=template,
         global_step=state.global_step,
         steps_run=steps_run, resumed_from=resume_from, losses=losses, tokens=tokens, runtime_s=round(runtime, 3),
         seconds_per_step=round(runtime / max(steps_run, 1), 4),
@@ -458,7 +495,7 @@ def model_card(result: TrainResult, config: TrainConfig) -> str:
         "## Settings", "",
         f"- student: `{result.student}`" + (f" (from the packaged GGUF of `{EMBEDDED_ORIGIN}`)" if embedded else ""),
         f"- chat template: {result.chat_template}; loss on assistant tokens only; "
-        f"packing {'on' if config.packing else 'off'}; max length {config.max_length}",
+        f"packing {'on' if config.packing else 'off'}; max length {result.phases[-1].max_length}",
         (f"- LoRA r={config.lora_r}, alpha={config.lora_alpha}, dropout={config.lora_dropout}, "
          f"targets={config.lora_targets}" if config.method == "lora" else "- full fine-tuning"),
         f"- seed {config.seed}" + (f"; max steps per phase {config.max_steps}" if config.max_steps else ""),
@@ -519,4 +556,4 @@ def _wait() -> None:
 
 
 __all__ = ["PhaseConfig", "TrainConfig", "PhaseResult", "TrainResult", "train", "make_trainer",
-           "default_phases", "model_card", "MIXES"]
+           "default_phases", "device_defaults", "model_card", "MIXES"]

@@ -70,6 +70,6 @@ def test_embedded_compile_train_reload_generate_eval(example_taxonomy, tmp_path)
     assert [n["node_id"] for n in report["nodes"]] == sorted(manifest["nodes"])
     for node in report["nodes"]:
         assert node["n"] == 1 and node["node_id"] in shown.stdout
-        for label in ("model", "base"):
+        for label in ("tuned", "base"):
             assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in node[label].values())
     assert report["base"].endswith("gemma3-270m") and report["overall"]["nodes"] == len(manifest["nodes"])

@@ -100,18 +100,18 @@ def test_eval_table_has_a_row_per_node_and_tuned_beats_base(trained, tmp_path):
     assert [n["node_id"] for n in saved["nodes"]] == sorted(NODES)
     for node in saved["nodes"]:
         assert node["n"] == len(NODES[node["node_id"]][2])
-        for label in ("model", "base"):
+        for label in ("tuned", "base"):
             assert set(node[label]) == {"rouge_l", "f1"}
             assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in node[label].values())
     assert len(saved["items"]) == sum(len(v[2]) for v in NODES.values())
     for item in saved["items"]:
-        assert item["model"]["f1"] == pytest.approx(token_f1(item["model"]["answer"], item["reference"]), abs=1e-4)
-        assert item["model"]["rouge_l"] == pytest.approx(rouge_l(item["model"]["answer"], item["reference"]),
+        assert item["tuned"]["f1"] == pytest.approx(token_f1(item["tuned"]["answer"], item["reference"]), abs=1e-4)
+        assert item["tuned"]["rouge_l"] == pytest.approx(rouge_l(item["tuned"]["answer"], item["reference"]),
                                                          abs=1e-4)
     # the student learnt the answers' form ("... Answer: <fact>") and some of the facts: it beats its base
     assert saved["overall"]["delta"]["f1"] > 0.05, saved["overall"]
-    assert saved["overall"]["model"]["f1"] > saved["overall"]["base"]["f1"]
-    assert any("Answer:" in item["model_output"] for item in saved["items"])
+    assert saved["overall"]["tuned"]["f1"] > saved["overall"]["base"]["f1"]
+    assert any("Answer:" in item["tuned_output"] for item in saved["items"])
 
 
 def test_pairwise_judge_over_http(trained, tmp_path):
@@ -130,7 +130,7 @@ def test_pairwise_judge_over_http(trained, tmp_path):
                           out=tmp_path / "eval.json")
         assert srv.chat_requests == 2 * len(report.items)  # both orders for every question
     for item in report.items:
-        mine, theirs = len(item["model_output"]), len(item["base_output"])
+        mine, theirs = len(item["tuned_output"]), len(item["base_output"])
         assert item["judge"] == ("model" if mine > theirs else "base" if theirs > mine else "tie")
     wins = sum(i["judge"] == "model" for i in report.items)
     ties = sum(i["judge"] == "tie" for i in report.items)
@@ -174,7 +174,7 @@ def test_eval_of_an_adapter_without_base_flag(trained, tmp_path):
     assert [n["node_id"] for n in report.nodes] == sorted(NODES) and all(n["n"] == 1 for n in report.nodes)
     alone = evaluate(build, str(student), max_new_tokens=4, limit=1, out=tmp_path / "alone.json")
     assert alone.base is None and all(n["base"] is None and n["delta"] is None for n in alone.nodes)
-    assert all(isinstance(n["model"]["f1"], float) for n in alone.nodes)
+    assert all(isinstance(n["tuned"]["f1"], float) for n in alone.nodes)
 
 
 def test_cli_eval(trained, tmp_path):
@@ -191,3 +191,80 @@ def test_cli_eval(trained, tmp_path):
     data = json.loads(out.read_text())
     assert len(data["items"]) == len(NODES)  # --limit 1: one question per node
     assert all(i["question"] and i["reference"] for i in data["items"])
+
+
+# ----------------------------------------------------------------------- knowledge modes, forgetting
+
+def test_knowledge_modes_shape_the_prompt():
+    from compiler.evaluate import knowledge_messages
+    style = PromptStyle(system="Be brief.", user="Context:\n{context}\n\nQ: {question}")
+    item = EvalItem("knowledge/a", "How many moons?", "Two.", "Mars has two moons.", 5)
+    pool = [("knowledge/a", "Mars has two moons."), ("knowledge/b", "Bread rises."), ("knowledge/c", "Git stores blobs.")]
+    closed = knowledge_messages(style, item, "closed-book", pool)
+    assert closed == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How many moons?"}]
+    assert knowledge_messages(style, item, "open-book", pool)[-1]["content"] == \
+        "Context:\nMars has two moons.\n\nQ: How many moons?"
+    raft = knowledge_messages(style, item, "raft", pool)[-1]["content"]
+    assert raft.endswith("Some of the excerpts above may be irrelevant. How many moons?")
+    for text in ("Mars has two moons.", "Bread rises.", "Git stores blobs."):
+        assert raft.count(f"\n{text}\n</excerpt") == 1  # the gold and both other leaves' contexts, once each
+    assert raft == knowledge_messages(style, item, "raft", pool)[-1]["content"]  # seeded: same order every run
+    lone = EvalItem("knowledge/a", "Q?", "A", None, 1)  # no context: RAFT falls back to the question alone
+    assert knowledge_messages(style, lone, "raft", pool)[-1]["content"] == "Q?"
+
+
+@pytest.mark.parametrize("mode", ["closed-book", "open-book", "raft"])
+def test_eval_mode_is_recorded_and_used(trained, tmp_path, mode):
+    from train_fixtures import CONTEXTS
+    build, student, run = trained
+    report = evaluate(build, str(run), max_new_tokens=4, mode=mode, out=tmp_path / "e.json")
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert saved["settings"]["mode"] == mode and saved["format"] == 2
+    for node in saved["nodes"]:
+        knowledge = NODES[node["node_id"]][0] == "knowledge"
+        assert node["mode"] == (mode if knowledge else "as-trained")
+        assert set(node["tuned"]) == set(node["base"]) == {"rouge_l", "f1"}
+    for item in report.items:
+        ctx = CONTEXTS.get(item["node_id"])
+        if ctx is None:
+            assert item["prompt"] == item["question"]  # skills: as taught (these seeds have no context)
+        elif mode == "closed-book":
+            assert item["prompt"] == item["question"]
+        elif mode == "open-book":
+            assert ctx in item["prompt"] and item["question"] in item["prompt"]
+        else:
+            others = [c for n, c in CONTEXTS.items() if n != item["node_id"]]
+            assert ctx in item["prompt"] and all(o in item["prompt"] for o in others)
+
+
+def test_forgetting_check_scores_skills_after_the_knowledge_phase(trained, tmp_path):
+    build, student, run = trained
+    report = evaluate(build, str(run), max_new_tokens=12, out=tmp_path / "e.json")
+    f = json.loads((tmp_path / "e.json").read_text())["forgetting"]
+    assert f["phase1_model"] == str(run / "phase1" / "model")
+    skills = sorted(n for n, v in NODES.items() if v[0] != "knowledge")
+    assert [n["node_id"] for n in f["nodes"]] == skills
+    for node in f["nodes"]:
+        mine = [i for i in report.items if i["node_id"] == node["node_id"]]
+        assert all("after_knowledge" in i for i in mine)
+        mean = sum(i["after_knowledge"]["f1"] for i in mine) / len(mine)
+        assert node["after_knowledge"]["f1"] == pytest.approx(mean, abs=1e-4)
+        assert node["delta"]["f1"] == pytest.approx(node["after_knowledge"]["f1"] - node["base"]["f1"], abs=1e-4)
+    # the phase-1 model gave those answers: the same greedy outputs as asking it directly
+    from compiler.evaluate import generate
+    asked = [i for i in report.items if "after_knowledge" in i]
+    from train_fixtures import SYSTEM
+    direct = generate(run / "phase1" / "model", [[{"role": "system", "content": SYSTEM},
+                                                  {"role": "user", "content": i["prompt"]}] for i in asked],
+                      max_new_tokens=12)
+    assert [i["after_knowledge_output"] for i in asked] == direct
+    assert all("after_knowledge" not in i for i in report.items if NODES[i["node_id"]][0] == "knowledge")
+    off = evaluate(build, str(run), max_new_tokens=4, limit=1, forgetting=False, out=tmp_path / "off.json")
+    assert off.forgetting is None
+
+
+def test_bad_mode_is_a_config_error(trained):
+    from compiler.errors import ConfigError
+    with pytest.raises(ConfigError) as err:
+        evaluate(trained[0], str(trained[2]), mode="book")
+    assert "closed-book" in err.value.message

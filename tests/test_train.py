@@ -285,3 +285,95 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# ------------------------------------------------------------------ label masks per row kind, the LM head
+
+SECTION = "## Phobos\n\nPhobos orbits Mars three times a day.\n\n| moon | period |\n|---|---|\n| Phobos | 7.6 h |"
+ROW_KINDS = {  # the knowledge mix's row contract: messages + metadata.row_kind; loss on the assistant only
+    "content": ("What does Moons of Mars say about Phobos?", SECTION),
+    "closed_book": ("How many moons does Mars have?", assistant_text("Mars has two moons.")),
+    "raft": ("<excerpt 1>\nTitan is large.\n</excerpt 1>\n\n<excerpt 2>\nMars has two moons.\n</excerpt 2>\n\n"
+             "Some of the excerpts above may be irrelevant. How many moons does Mars have?",
+             assistant_text("Two.")),
+    "open_book": ("Mars has two moons.\n\nHow many moons does Mars have?", assistant_text("Two.")),
+    "skill": ("Write a haiku about rain.", "Soft rain on the roof\nwhispers to the sleeping town\nmorning earth"),
+    "seed": ("What is two plus three?", "Two plus three is five."),
+}
+
+
+def kind_row(kind: str) -> dict:
+    user, answer = ROW_KINDS[kind]
+    return {"messages": [{"role": "system", "content": "You are a careful assistant."},
+                         {"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+            "metadata": {"node_id": "knowledge/astronomy/moons", "source": "synthetic", "id": kind,
+                         "row_kind": kind}}
+
+
+@pytest.mark.parametrize("kind", sorted(ROW_KINDS))
+def test_labels_cover_exactly_the_assistant_content(tiny, tmp_path, kind):
+    row = kind_row(kind)
+    phase = make_trainer(1, [row], tiny, tiny, tmp_path, config(tiny, packing=False))
+    tok = phase.tokenizer
+    batch = next(iter(phase.trainer.get_train_dataloader()))
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    labelled = [i for i, lab in enumerate(labels) if lab != -100]
+    assert labelled == list(range(labelled[0], labelled[-1] + 1))  # one contiguous span
+    assert all(labels[i] == ids[i] for i in labelled)
+    # the span is the assistant's content (and the EOS that teaches stopping), token for token
+    expected = tok(row["messages"][-1]["content"].strip() + tok.eos_token, add_special_tokens=False)["input_ids"]
+    assert [ids[i] for i in labelled] == expected
+    # everything before it is the prompt, rendered exactly as generation would prompt the model
+    prompt = tok.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=True,
+                                     return_dict=True)["input_ids"]
+    assert ids[:labelled[0]] == prompt
+
+
+def test_compact_head_gives_the_models_own_loss_and_gradients(build, tiny, tmp_path):
+    """The LM head scored only at labelled positions (compiler/lmhead.py) is the model's plain
+    cross-entropy over the assistant tokens, loss and gradients, in full fine-tuning (head trained)."""
+    import torch
+    rows = [kind_row(k) for k in sorted(ROW_KINDS)]
+    phase = make_trainer(1, rows, tiny, tiny, tmp_path, config(tiny, method="full", packing=True, bf16=False))
+    trainer = phase.trainer
+    assert getattr(trainer.model, "kdc_compact_head", False)
+    batch = next(iter(trainer.get_train_dataloader()))
+    model = trainer.model
+    loss = trainer.compute_loss(model, dict(batch))
+    loss.backward()
+    fused = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits[0, :-1]  # the original forward: full logits
+    target = batch["labels"][0, 1:]
+    plain = torch.nn.functional.cross_entropy(logits.float(), target, ignore_index=-100)
+    plain.backward()
+    assert loss.item() == pytest.approx(plain.item(), rel=1e-5)
+    for name, p in model.named_parameters():
+        assert torch.allclose(fused[name], p.grad, atol=1e-5, rtol=1e-4), name
+    assert (target != -100).sum() < target.numel() / 2  # the prompts were really left out
+
+
+def test_warmup_is_a_share_of_the_phase(build, tiny, tmp_path):
+    """PhaseConfig.warmup=0.1 means 10% of the phase's steps with the installed transformers (>= 5: a
+    float below 1 is a ratio); before 5 it was silently zero warm-up."""
+    rows = [json.loads(line) for line in (build / "mixes" / "phase1_knowledge.jsonl").read_text().splitlines()]
+    phase = make_trainer(1, rows, tiny, tiny, tmp_path, config(tiny))
+    trainer = phase.trainer
+    trainer.create_optimizer_and_scheduler(num_training_steps=100)
+    sched = trainer.lr_scheduler
+    lrs = []
+    for _ in range(12):
+        lrs.append(sched.get_last_lr()[0])
+        trainer.optimizer.step()
+        sched.step()
+    peak = FAST[1].learning_rate
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(peak / 2) and lrs[10] == pytest.approx(peak, rel=1e-3)
+
+
+def test_device_defaults():
+    from compiler.train import device_defaults
+    gpu, cpu = device_defaults(cuda=True), device_defaults(cuda=False)
+    assert (gpu.batch_size, gpu.grad_accum, gpu.max_length) == (2, 4, 1024)
+    # a CPU step holds at most 1k tokens: the embedded student's step stays a few seconds, not minutes
+    assert cpu.batch_size * cpu.grad_accum * cpu.max_length <= 1024

@@ -33,6 +33,10 @@ NODES = {
     ], [("What is one plus one?", "One plus one is two."), ("What is two plus two?", "Two plus two is four.")]),
 }
 
+# the seed context of each knowledge leaf's held-out items (what open-book and RAFT eval show)
+CONTEXTS = {"knowledge/astronomy/moons": "Mars has two small moons, Phobos and Deimos.",
+            "knowledge/cooking/bread": "Yeast eats sugar in the dough and gives off gas, so the bread rises."}
+
 
 def assistant_text(answer: str) -> str:
     return f"Reasoning:\n1. Read the question.\n2. Recall the facts.\n\nAnswer: {answer}"
@@ -60,8 +64,9 @@ def write_build(out: Path, repeat: int = 4) -> Path:
                             "metadata": {"node_id": node_id, "kind": kind, "leaf_path": node_id.split("/")}})
         _jsonl(nd / "train.jsonl", samples)
         _jsonl(nd / "rejected.jsonl", [])
-        _jsonl(nd / "eval.jsonl", [{"node_id": node_id, "question": q, "answer": a, "context": None,
-                                    "seed_index": 5 + i} for i, (q, a) in enumerate(held_out)])
+        _jsonl(nd / "eval.jsonl", [{"node_id": node_id, "question": q, "answer": a,
+                                    "context": CONTEXTS.get(node_id), "seed_index": 5 + i}
+                                   for i, (q, a) in enumerate(held_out)])
         mix = "phase1_knowledge" if kind == "knowledge" else "phase2_skills"
         for _ in range(repeat):
             for s in samples:

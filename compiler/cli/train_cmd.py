@@ -33,10 +33,12 @@ def _phases(value: str) -> tuple[int, ...]:
               help="Epochs; once for every phase or twice (phase 1, phase 2). Default: 3 and 3.")
 @click.option("--lr", "learning_rates", type=float, multiple=True, metavar="LR",
               help="Learning rate; once or twice. Default: LoRA 2e-4 then 7e-5; full 5e-5 then 1.5e-5.")
-@click.option("--batch-size", type=int, default=2, show_default=True, help="Per device.")
-@click.option("--grad-accum", type=int, default=4, show_default=True, help="Gradient accumulation steps.")
+@click.option("--batch-size", type=int, default=None, help="Per device. Default: 2.")
+@click.option("--grad-accum", type=int, default=None,
+              help="Gradient accumulation steps. Default: 4 on a GPU, 1 on CPU.")
 @click.option("--max-steps", type=int, default=None, help="Stop each phase after N steps (quick runs).")
-@click.option("--max-length", type=int, default=1024, show_default=True, help="Tokens per packed sequence.")
+@click.option("--max-length", type=int, default=None,
+              help="Tokens per packed sequence. Default: 1024 on a GPU, 512 on CPU.")
 @click.option("--packing/--no-packing", default=True, show_default=True)
 @click.option("--lora-r", type=int, default=16, show_default=True)
 @click.option("--lora-alpha", type=int, default=32, show_default=True)
@@ -110,7 +112,13 @@ def _pick(values: tuple, index: int, default: float, flag: str) -> float:
 @click.option("--limit", type=int, default=None, help="At most N held-out questions per node.")
 @click.option("--dtype", type=click.Choice(["auto", "bfloat16", "float32", "float16"]), default="auto",
               show_default=True, help="auto: bf16 on CPU and on GPUs that support it.")
-def eval_(build_dir, model, base, judge, judge_api_base, out, max_new_tokens, batch_size, limit, dtype):
+@click.option("--mode", type=click.Choice(["closed-book", "open-book", "raft"]), default="closed-book",
+              show_default=True, help="How knowledge leaves are asked: the question alone, with its context, "
+                                      "or its context among other leaves' contexts. Skills: as trained.")
+@click.option("--forgetting/--no-forgetting", default=True, show_default=True,
+              help="Also score the skills with the phase-1 (knowledge) model of a `kdc train` run.")
+def eval_(build_dir, model, base, judge, judge_api_base, out, max_new_tokens, batch_size, limit, dtype, mode,
+          forgetting):
     """Answer BUILD_DIR's held-out seeds with the base and the tuned model; score them per node.
 
     \b
@@ -120,7 +128,8 @@ def eval_(build_dir, model, base, judge, judge_api_base, out, max_new_tokens, ba
     from compiler.evaluate import Judge, evaluate
 
     report = evaluate(build_dir, model, base=base, judge=Judge(judge, judge_api_base) if judge else None,
-                      max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, dtype=dtype, out=out,
+                      max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, dtype=dtype, mode=mode,
+                      forgetting=forgetting, out=out,
                       log=lambda m: click.echo(m, err=True))
     _print_table(report)
     click.echo(f"report: {out or Path(build_dir) / 'eval.json'}")
@@ -139,12 +148,16 @@ def _print_table(report) -> None:
         v = block[metric]
         return f"[green]{v:+.3f}[/]" if v > 0 else f"[red]{v:+.3f}[/]" if v < 0 else f"{v:+.3f}"
 
-    table = Table(title="held-out seeds: tuned vs base (ROUGE-L, token F1)")
+    table = Table(title=f"held-out seeds: tuned vs base (ROUGE-L, token F1); knowledge {report.settings['mode']}")
     for col in ("node", "n", "ROUGE-L base", "ROUGE-L tuned", "Δ", "F1 base", "F1 tuned", "Δ", "judge win"):
         table.add_column(col, justify="left" if col == "node" else "right")
     for row in [*report.nodes, {"node_id": "[bold]overall (macro)[/]", **report.overall}]:
         j = row.get("judge")
-        table.add_row(row["node_id"], str(row["n"]), fmt(row["base"], "rouge_l"), fmt(row["model"], "rouge_l"),
-                      delta(row["delta"], "rouge_l"), fmt(row["base"], "f1"), fmt(row["model"], "f1"),
+        table.add_row(row["node_id"], str(row["n"]), fmt(row["base"], "rouge_l"), fmt(row["tuned"], "rouge_l"),
+                      delta(row["delta"], "rouge_l"), fmt(row["base"], "f1"), fmt(row["tuned"], "f1"),
                       delta(row["delta"], "f1"), "-" if not j else f"{j['win_rate']:.2f}")
     Console().print(table)
+    f = report.forgetting
+    if f and f["delta"]:
+        Console().print(f"forgetting (skills, base -> after the knowledge phase): ROUGE-L "
+                        f"{delta(f['delta'], 'rouge_l')}, F1 {delta(f['delta'], 'f1')}")
