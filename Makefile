@@ -15,12 +15,17 @@ export CMAKE_BUILD_PARALLEL_LEVEL = 2
 # constraints.txt pins every package to the versions the suite last passed with, so a new
 # upstream release cannot turn a fresh machine's CI red unnoticed; `make lock` refreshes it.
 LOCK   ?= constraints.txt
+LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade -c $(LOCK) pip
 	# torch first, pinned: this takes the CPU wheel (an unpinned torch pulls a multi-GB CUDA build).
 	$(PY) -m pip install --quiet -c $(LOCK) torch==2.13.0
+	# llama-cpp-python builds from source. -march=native turns on ggml's AMX kernels wherever the CPU
+	# reports AMX, and they segfault on VMs that report it without enabling it: build for portable
+	# x86-64 (AVX2/FMA) instead, bypassing pip's cache so a natively built wheel is never reused.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet --no-cache-dir -c $(LOCK) llama-cpp-python
 	$(PY) -m pip install --quiet -c $(LOCK) -e '.[all,test]'
 	touch $@
 

@@ -88,6 +88,8 @@ class NodeState:
     stopped: str | None = None
     teacher_calls: int = 0  # answers fetched from the teacher in this run
     cache_hits: int = 0
+    hits_gated: int = 0  # cache hits of this run already decided by _gate (see Builder._ask)
+    gated: asyncio.Event = field(default_factory=asyncio.Event)
     scores: dict[str, list] = field(default_factory=lambda: {"grounding": [], "judge": []})
     reviewed: Counter = field(default_factory=Counter)
 
@@ -284,6 +286,10 @@ class Builder:
                     req, fut = pending.popleft()
                     answer, screened = await fut
                     self._gate(req, answer, screened)
+                    if isinstance(answer, Completion) and answer.cached:
+                        st = self.nodes[req.task.node_id]
+                        st.hits_gated += 1
+                        st.gated.set()
                     fill()
             except BaseException:
                 for _, fut in pending:
@@ -324,6 +330,14 @@ class Builder:
         if hit is not None:
             st.cache_hits += 1
             return Completion.from_cache(hit)
+        # Before paying for a miss, let the node's earlier cache hits be decided: they may fill the
+        # quota. Without this, a re-run (all hits) would race past the quota and ask the teacher for
+        # requests the first run never needed. Only earlier hits are waited for (they are gated
+        # before this request), so live requests still run ahead of the gate.
+        earlier = st.cache_hits
+        while st.hits_gated < earlier and st.need > 0:
+            st.gated.clear()
+            await st.gated.wait()
         if st.need <= 0:
             return None
         reserve = 0.0

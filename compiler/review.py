@@ -631,7 +631,7 @@ def _apply_sheet(build_dir: str | Path, sheet_path: str | Path, reviewer: str | 
         *(view.root / m for m in mixes), *(view.root / "hf" / n for n in nodes),
         *(node_path(view.root, n, f) for n in nodes for f in ("train.jsonl", "rejected.jsonl")))])
     try:
-        _write_apply(view, path, verdicts, stats, mixes, write_hf, vpath, applied, result)
+        _write_apply(view, path, verdicts, stats, mixes, write_hf, vpath, applied, result, judged)
     except Exception:
         journal.recover(view.root)  # all or nothing; a kill -9 is undone by the next apply
         raise
@@ -641,7 +641,7 @@ def _apply_sheet(build_dir: str | Path, sheet_path: str | Path, reviewer: str | 
 
 
 def _write_apply(view: BuildView, path: Path, verdicts: list[Verdict], stats: dict, mixes: list[str],
-                 write_hf, vpath: Path, applied: Path, result: ApplyResult) -> None:
+                 write_hf, vpath: Path, applied: Path, result: ApplyResult, judged: dict) -> None:
     """Every write of an apply (inside the journal)."""
     prior = vpath.read_text(encoding="utf-8") if vpath.is_file() else ""
     atomic_write(vpath, prior + ("\n" if prior and not prior.endswith("\n") else "")

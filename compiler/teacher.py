@@ -84,6 +84,7 @@ class Completion:
     model: str
     latency_s: float = 0.0
     logprobs: list[float] | None = None  # per token, for the low-confidence gate
+    cached: bool = False  # read back from the build's cache, not asked in this run
 
     def to_cache(self) -> dict[str, Any]:
         d = {"text": self.text, "finish_reason": self.finish_reason, "prompt_tokens": self.prompt_tokens,
@@ -97,7 +98,7 @@ class Completion:
     def from_cache(cls, d: dict[str, Any]) -> "Completion":
         return cls(d["text"], d.get("finish_reason"), int(d.get("prompt_tokens") or 0),
                    int(d.get("completion_tokens") or 0), d.get("cost_usd"), int(d.get("attempts") or 1),
-                   d.get("model") or "", logprobs=d.get("logprobs") or None)
+                   d.get("model") or "", logprobs=d.get("logprobs") or None, cached=True)
 
 
 class TeacherFailure(Exception):

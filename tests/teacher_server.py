@@ -77,8 +77,9 @@ def default_responder(request: dict, number: int) -> dict:
         return {"faithfulness": 5, "relevance": 5, "format": 5, "standalone": 5, "rationale": "default judge"}
     schema = fmt.get("schema") or {}
     props = schema.get("properties", {})
-    if not schema and '- "context":' in prompt:  # json_object mode: the keys the prompt asks for
-        props = {"context": {}}
+    if not schema:  # json_object mode: the keys the prompt asks for (its key list and shown shape)
+        props = {k: {} for k in ("question", "answer", "context", "reasoning")
+                 if k in ("question", "answer") or f'- "{k}":' in prompt or f'"{k}": [' in prompt}
     doc = _document(prompt)
     if doc:
         sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", doc) if len(s.split()) >= 5]

@@ -221,7 +221,7 @@ def test_a_config_the_maintainer_names_is_trusted_and_urls_are_redacted(example,
     own.write_text("samples_per_node: 1\ngates:\n  judge_api_base: http://user:pa55word@127.0.0.1:9/v1\n")
     with TeacherServer() as srv:
         code, _, err = kdc("compile", example, "--config", own, "--out", tmp_path / "out", "--teacher",
-                           "openai/teacher-test", "--api-base", srv.url)
+                           "openai/teacher-test", "--api-base", srv.url, "--no-judge")  # the endpoint is only recorded
     assert code == 0, err
     manifest = (tmp_path / "out" / "manifest.json").read_text()
     assert "pa55word" not in manifest and "http://***@127.0.0.1:9/v1" in manifest
