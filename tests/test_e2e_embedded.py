@@ -29,13 +29,18 @@ def test_embedded_compile_train_reload_generate_eval(example_taxonomy, tmp_path)
            "LITELLM_LOCAL_MODEL_COST_MAP": "True", "COLUMNS": "200"}
     build, run = tmp_path / "build", tmp_path / "run"
 
-    kdc("compile", str(example_taxonomy), "--out", str(build), "--samples-per-node", "1", "--quiet", env=env)
+    # the example's settings, with the knowledge mix capped: the training below runs one row per step
+    config = tmp_path / "kdc.yaml"
+    config.write_text((example_taxonomy / "kdc.yaml").read_text() + "\nmix: {per_node_cap: 4}\n")
+    kdc("compile", str(example_taxonomy), "--out", str(build), "--samples-per-node", "1", "--config", str(config),
+        "--quiet", env=env)
     manifest = json.loads((build / "manifest.json").read_text())
     assert manifest["mixes"]["phase1_knowledge"]["rows"] > 0 and manifest["mixes"]["phase2_skills"]["rows"] > 0
 
     # one row per step, unpacked: epoch 2 revisits epoch 1's rows, so its mean loss must be lower
     r1 = manifest["mixes"]["phase1_knowledge"]["rows"]
-    trained = kdc("train", str(build), "--out", str(run), "--max-steps", str(2 * r1), "--max-length", "512",
+    assert r1 <= 8  # two knowledge leaves, capped at 4 rows each (RAFT rows run to ~1,600 tokens)
+    trained = kdc("train", str(build), "--out", str(run), "--max-steps", str(2 * r1), "--max-length", "2048",
                   "--no-packing", "--batch-size", "1", "--grad-accum", "1", env=env)
     assert "model: " in trained.stdout
     result = json.loads((run / "train_result.json").read_text())
