@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.cli import main
+from test_compile import kdc  # noqa: F401 (the in-process CLI fixture)
 from teacher_server import TeacherServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,17 +61,6 @@ def point_leaf(tax: Path, repo: str, commit: str) -> Path:
     return q
 
 
-@pytest.fixture
-def kdc(capsys, monkeypatch):
-    def run(*args) -> tuple[int, str, str]:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["kdc", *map(str, args)])
-        with pytest.raises(SystemExit) as exc:
-            main()
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return exc.value.code, out, err
-    return run
 
 
 # --------------------------------------------------------------------------- 1. git runs no command
