@@ -79,7 +79,7 @@ def warm_up(args, work: Path) -> float:
     """One small compile on its own server, so that the measured run is the steady state: the
     one-time imports (litellm, datasets, datasketch/scipy, networkx) are paid here. Returns the
     CPU seconds it took (a fresh `kdc compile` pays them once per run)."""
-    from compiler.build import compile_taxonomy
+    from compiler.compile.build import compile_taxonomy
     from compiler.config import load_config
 
     make_taxonomy(work / "warm", 1)
@@ -96,13 +96,13 @@ def warm_up(args, work: Path) -> float:
 
 
 def bench_server(args) -> dict:
-    from compiler.build import compile_taxonomy
+    from compiler.compile.build import compile_taxonomy
     from compiler.config import load_config
 
     work = Path(tempfile.mkdtemp(prefix="kdc-bench-"))
     os.environ.setdefault("OPENAI_API_KEY", "sk-bench-not-a-secret")
     c0 = cpu()
-    import compiler.build  # noqa: F401
+    import compiler.compile.build  # noqa: F401
     warm_cpu = warm_up(args, work) + cpu() - c0
     make_taxonomy(work / "tax", args.leaves)
     server, port = start_server(args)
@@ -148,7 +148,7 @@ def bench_transport_floor(args) -> dict:
 
     import aiohttp
 
-    from compiler.teacher import Teacher, response_format
+    from compiler.llm.teacher import Teacher, response_format
 
     server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "teacher_server.py"), "--latency",
                                str(args.latency), "--capacity", str(args.capacity)],
@@ -198,7 +198,7 @@ def bench_transport_floor(args) -> dict:
 
 
 def bench_embedded(args) -> dict:
-    from compiler.build import compile_taxonomy
+    from compiler.compile.build import compile_taxonomy
     from compiler.config import load_config
 
     work = Path(tempfile.mkdtemp(prefix="kdc-bench-emb-"))

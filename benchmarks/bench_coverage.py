@@ -45,7 +45,7 @@ def row_text(row: dict) -> str:
 
 
 def compile_once(taxonomy: Path, out: Path, teacher: str, samples: int, per_chunk: int | None) -> dict:
-    from compiler.build import compile_taxonomy
+    from compiler.compile.build import compile_taxonomy
     from compiler.config import load_config
 
     cli = {"out": out, "samples_per_node": samples}
@@ -61,8 +61,8 @@ def compile_once(taxonomy: Path, out: Path, teacher: str, samples: int, per_chun
 
 
 def measure(taxonomy: Path, out: Path, manifest: dict) -> dict:
-    from compiler.documents import load_documents
-    from compiler.taxonomy import load_taxonomy
+    from compiler.taxonomy.documents import load_documents
+    from compiler.taxonomy.tree import load_taxonomy
 
     rows = [json.loads(line) for line in (out / "mixes" / "phase1_knowledge.jsonl").read_text().splitlines()]
     tax = load_taxonomy(taxonomy)

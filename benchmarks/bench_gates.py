@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from compiler.gates import GateConfig, Gatekeeper  # noqa: E402
+from compiler.gates.chain import GateConfig, Gatekeeper  # noqa: E402
 from compiler.records import Record, Sample  # noqa: E402
-from compiler.taxonomy import load_taxonomy  # noqa: E402
+from compiler.taxonomy.tree import load_taxonomy  # noqa: E402
 
 NODES = 20
 _SYL = "ka lo mi ne ru sa te vo bi da fe gu hi jo ly po qu re si tu".split()

@@ -48,7 +48,7 @@ def stats(base: str) -> dict:
 
 
 def compile_once(args, work: Path, name: str, teacher: str, judge: str | None, leaves: int, samples: int) -> dict:
-    from compiler.build import compile_taxonomy
+    from compiler.compile.build import compile_taxonomy
     from compiler.config import load_config
 
     cli = {"out": work / name, "teacher": "openai/teacher-bench", "api_base": (teacher,),

@@ -51,8 +51,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
 
-    from compiler.evaluate import evaluate
-    from compiler.train import PhaseConfig, TrainConfig, default_phases, train
+    from compiler.train.evaluate import evaluate
+    from compiler.train.trainer import PhaseConfig, TrainConfig, default_phases, train
 
     build, compile_s = a.build, None
     if build is None:

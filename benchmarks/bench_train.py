@@ -31,7 +31,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def seed_rows(taxonomy: Path) -> list[dict]:
-    from compiler.taxonomy import load_taxonomy
+    from compiler.taxonomy.tree import load_taxonomy
     rows = []
     tax = load_taxonomy(taxonomy)
     for leaf in tax.leaves():
@@ -50,8 +50,8 @@ def run_one(method: str, steps: int, batch: int, length: int, packing: bool, thr
     import torch
     from transformers import TrainerCallback
 
-    from compiler.student import resolve_student
-    from compiler.train import PhaseConfig, TrainConfig, make_trainer
+    from compiler.train.student import resolve_student
+    from compiler.train.trainer import PhaseConfig, TrainConfig, make_trainer
 
     load_start = round(os.getloadavg()[0], 2)
     if threads:
@@ -111,7 +111,7 @@ def main() -> None:
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one method in this process
     a = ap.parse_args()
     if a.one:
-        from compiler.train import device_defaults
+        from compiler.train.trainer import device_defaults
         dev = device_defaults()
         bf16 = dev.bf16 if a.bf16 == "auto" else a.bf16 == "on"
         print("RESULT " + json.dumps(run_one(a.one, a.steps, a.batch or dev.batch_size, a.max_length or dev.max_length,

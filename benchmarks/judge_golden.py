@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from compiler.judge import DEFAULT_THRESHOLDS, Judge  # noqa: E402
+from compiler.gates.judge import DEFAULT_THRESHOLDS, Judge  # noqa: E402
 from compiler.records import Record  # noqa: E402
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.errors import ConfigError
-from compiler.yamlload import YamlLoadError, load_file, mark_of, node_at
+from compiler.io.yamlload import YamlLoadError, load_file, mark_of, node_at
 
 log = logging.getLogger("kdc.config")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from compiler.errors import ConfigError
-from compiler.yamlload import mark_of, node_at
+from compiler.io.yamlload import mark_of, node_at
 
 # top-level key -> the command-line flag that gives the same setting
 TOP_LEVEL = {"out": "--out", "allow_repos": "--allow-repo", "fetch_documents": "--fetch", "api_base": "--api-base",

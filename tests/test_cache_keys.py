@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 
-import compiler.judge
+import compiler.gates.judge
 from compiler.resources import data_dir
 from teacher_server import TeacherServer
 from test_compile import _env, compile_args, kdc, read_jsonl, tax  # noqa: F401 (fixtures)
@@ -55,7 +55,7 @@ def test_each_input_is_in_the_right_key(tax, tmp_path, kdc, monkeypatch):  # noq
         shutil.copytree(data_dir("templates"), templates)
         (templates / "judge_system.j2").write_text((templates / "judge_system.j2").read_text() + "\nBe strict.\n")
         with monkeypatch.context() as mp:
-            mp.setattr(compiler.judge, "data_dir", lambda name: templates)
+            mp.setattr(compiler.gates.judge, "data_dir", lambda name: templates)
             judge.reset_log()
             asked, judged, _ = run()
         assert asked == 0 and judged > 0

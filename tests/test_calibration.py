@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compiler.calibration import calibrate, judge_scores
+from compiler.review.calibration import calibrate, judge_scores
 
 
 def _row(sid: str, faith: int, standalone: int = 5) -> dict:

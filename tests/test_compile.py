@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from compiler.cache import request_key
+from compiler.llm.cache import request_key
 from compiler.cli import main
-from compiler.documents import chunks_for
-from compiler.teacher import response_schema
+from compiler.taxonomy.documents import chunks_for
+from compiler.llm.teacher import response_schema
 from teacher_server import FaultPlan, TeacherServer
 
 ROOT = Path(__file__).resolve().parent.parent

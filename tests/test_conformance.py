@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler import schemacheck
-from compiler.validate import validate_paths
-from compiler.yamlload import YamlLoadError, load_bytes
+from compiler.validate import schemacheck
+from compiler.validate.api import validate_paths
+from compiler.io.yamlload import YamlLoadError, load_bytes
 
 CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus" / "taxonomy-history"
 

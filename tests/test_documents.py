@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.chunking import section_chunks
-from compiler.documents import (Document, chunks_for, list_files, load_documents, markdown_blocks, markdown_to_text,
+from compiler.taxonomy.chunking import section_chunks
+from compiler.taxonomy.documents import (Document, chunks_for, list_files, load_documents, markdown_blocks, markdown_to_text,
                                 resolve_repo)
 from compiler.errors import DocumentError
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 from jsonschema import Draft202012Validator
 
-from compiler.teacher import response_format, response_schema
+from compiler.llm.teacher import response_format, response_schema
 
 LEAF = "compositional_skills/summarization/grounded/incident_report"
 
@@ -32,7 +32,7 @@ def offline(monkeypatch):
 
 @pytest.mark.slow
 def test_litellm_reaches_the_embedded_provider_and_gets_schema_valid_json(offline):
-    from compiler.teacher import Teacher
+    from compiler.llm.teacher import Teacher
 
     teacher = Teacher("kdc/gemma3-270m", max_retries=0, timeout=300, sampling={"temperature": 0.7, "max_tokens": 256})
     messages = [{"role": "system", "content": "You write training data."},
@@ -76,10 +76,10 @@ def test_compile_with_the_embedded_default_teacher(tmp_path, example_taxonomy, o
 
 def test_few_shot_prompt_recasts_the_chat_prompt_for_a_base_model(example_taxonomy):
     from compiler.config import load_config
-    from compiler.embedded import few_shot_prompt
-    from compiler.plan import make_plan, task_for
-    from compiler.prompts import Prompts
-    from compiler.taxonomy import load_taxonomy
+    from compiler.llm.embedded import few_shot_prompt
+    from compiler.compile.plan import make_plan, task_for
+    from compiler.compile.prompts import Prompts
+    from compiler.taxonomy.tree import load_taxonomy
 
     cfg = load_config(example_taxonomy, None, {})
     plans = {lp.node_id: lp for lp in make_plan(load_taxonomy(example_taxonomy), cfg)}
@@ -100,7 +100,7 @@ def test_few_shot_prompt_recasts_the_chat_prompt_for_a_base_model(example_taxono
 def test_grammar_is_accepted_by_llama_cpp_and_forbids_raw_newlines():
     from llama_cpp import LlamaGrammar
 
-    from compiler.embedded import grammar_for
+    from compiler.llm.embedded import grammar_for
 
     for kind in ("freeform_skill", "grounded_skill", "knowledge"):
         gbnf = grammar_for(response_schema(kind))

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from compiler.errors import BuildError, TeacherError
-from compiler.evaluate import (EvalItem, Judge, PromptStyle, evaluate, judge_pair, parse_verdict, prompt_style,
+from compiler.train.evaluate import (EvalItem, Judge, PromptStyle, evaluate, judge_pair, parse_verdict, prompt_style,
                                rouge_l, token_f1)
-from compiler.train import PhaseConfig, TrainConfig, train
+from compiler.train.trainer import PhaseConfig, TrainConfig, train
 from teacher_server import TeacherServer
 from train_fixtures import NODES, one_thread, tiny_model, write_build  # noqa: F401 (fixtures)
 
@@ -196,7 +196,7 @@ def test_cli_eval(trained, tmp_path):
 # ----------------------------------------------------------------------- knowledge modes, forgetting
 
 def test_knowledge_modes_shape_the_prompt():
-    from compiler.evaluate import knowledge_messages
+    from compiler.train.evaluate import knowledge_messages
     style = PromptStyle(system="Be brief.", user="Context:\n{context}\n\nQ: {question}")
     item = EvalItem("knowledge/a", "How many moons?", "Two.", "Mars has two moons.", 5)
     pool = [("knowledge/a", "Mars has two moons."), ("knowledge/b", "Bread rises."), ("knowledge/c", "Git stores blobs.")]
@@ -251,7 +251,7 @@ def test_forgetting_check_scores_skills_after_the_knowledge_phase(trained, tmp_p
         assert node["after_knowledge"]["f1"] == pytest.approx(mean, abs=1e-4)
         assert node["delta"]["f1"] == pytest.approx(node["after_knowledge"]["f1"] - node["base"]["f1"], abs=1e-4)
     # the phase-1 model gave those answers: the same greedy outputs as asking it directly
-    from compiler.evaluate import generate
+    from compiler.train.evaluate import generate
     asked = [i for i in report.items if "after_knowledge" in i]
     from train_fixtures import SYSTEM
     direct = generate(run / "phase1" / "model", [[{"role": "system", "content": SYSTEM},

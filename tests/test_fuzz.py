@@ -15,10 +15,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from compiler.cli import main
-from compiler.generate import parse
-from compiler.names import COMPONENT_MAX
+from compiler.compile.generate import parse
+from compiler.io.names import COMPONENT_MAX
 from compiler.records import Record, Sample
-from compiler.validate import validate_paths
+from compiler.validate.api import validate_paths
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_gates import HAIKU, NOTES, PLANETS, keeper, taxonomy  # noqa: E402,F401
@@ -160,8 +160,8 @@ token = st.sampled_from("the a sun moon star red blue one two three ünïcode �
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.lists(token, min_size=1, max_size=30), min_size=1, max_size=8), st.floats(0.05, 1.0))
 def test_pure_python_minhash_and_similarity_match_the_numpy_path(lists, threshold):
-    """compiler/smallhash.py stands in for numpy on small files: the same bytes, the same pairs."""
-    from compiler import checks, smallhash
+    """compiler/validate/smallhash.py stands in for numpy on small files: the same bytes, the same pairs."""
+    from compiler.validate import checks, smallhash
 
     np_sigs = [s.astype("<u4").tobytes() for s in checks._minhash_rows(*checks._bigram_rows(lists))]
     a, b = checks._permutations()

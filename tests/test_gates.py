@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from compiler.errors import ConfigError
-from compiler.gates import GateConfig, Gatekeeper, support_score
+from compiler.gates.chain import GateConfig, Gatekeeper, support_score
 from compiler.records import Record, Sample, Seed
-from compiler.taxonomy import load_taxonomy
+from compiler.taxonomy.tree import load_taxonomy
 
 HAIKU = "compositional_skills/writing/freeform/haiku"
 LIMERICK = "compositional_skills/writing/freeform/limerick"  # sibling of HAIKU
@@ -464,7 +464,7 @@ def test_gates_section_must_be_a_mapping():
 
 # ------------------------------------------------------------------ near-dup index and diversity -----
 def test_near_index_finds_close_copies_and_only_those():
-    from compiler.diversity import Fingerprint, NearIndex, jaccard
+    from compiler.gates.diversity import Fingerprint, NearIndex, jaccard
 
     rng = random.Random(5)
     vocab = [f"{a}{b}{c}" for a in "bdfgklmnprst" for b in "aeiou" for c in "lnrst"]
@@ -491,7 +491,7 @@ def test_near_index_finds_close_copies_and_only_those():
 
 
 def test_node_diversity_figures():
-    from compiler.diversity import node_diversity
+    from compiler.gates.diversity import node_diversity
 
     def s(q, a):
         return sample(HAIKU, q, a)

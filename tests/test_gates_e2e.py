@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.plan import split_seeds
-from compiler.taxonomy import load_taxonomy
+from compiler.compile.plan import split_seeds
+from compiler.taxonomy.tree import load_taxonomy
 from teacher_server import TeacherServer, default_responder
 
 RATES = [("clean", 0.37), ("dup", 0.15), ("seed", 0.10), ("eval", 0.10), ("ungrounded", 0.10),

@@ -20,11 +20,11 @@ import jsonschema
 import pytest
 import yaml
 
-from compiler.gates import GateConfig, Gatekeeper
-from compiler.judge import Judge, JudgeError, parse_scores, render_messages, template_hashes
+from compiler.gates.chain import GateConfig, Gatekeeper
+from compiler.gates.judge import Judge, JudgeError, parse_scores, render_messages, template_hashes
 from compiler.records import Record, Sample
 from compiler.resources import load_schema
-from compiler.taxonomy import load_taxonomy
+from compiler.taxonomy.tree import load_taxonomy
 from teacher_server import TeacherServer
 
 GOLDEN = yaml.safe_load((Path(__file__).parent / "golden" / "judge_cases.yaml").read_text(encoding="utf-8"))

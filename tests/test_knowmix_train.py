@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler.knowmix import closed_book_rows, content_rows
+from compiler.mix.knowledge import closed_book_rows, content_rows
 from compiler.records import Chunk, Record, Sample
-from compiler.train import PhaseConfig, TrainConfig, make_trainer
+from compiler.train.trainer import PhaseConfig, TrainConfig, make_trainer
 from train_fixtures import one_thread, tiny_model  # noqa: F401 (fixtures)
 
 SECTION = ("Packfiles\n\nGit gathers loose objects into packfiles, where similar objects are stored as deltas. "

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from compiler.errors import BuildError, ConfigError
-from compiler.mix import MixConfig, build_mixes, phase2_counts, rebuild_mix
+from compiler.mix.phases import MixConfig, build_mixes, phase2_counts, rebuild_mix
 from compiler.records import Chunk, Record, Sample, Seed
-from compiler.taxonomy import load_taxonomy
+from compiler.taxonomy.tree import load_taxonomy
 
 PLANETS = "knowledge/science/planets"
 GIT = "knowledge/tech/git"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.pii import KINDS, PLACEHOLDER, find_pii, iban_ok, luhn_ok, redact, scrub
+from compiler.gates.pii import KINDS, PLACEHOLDER, find_pii, iban_ok, luhn_ok, redact, scrub
 
 FOUND = [
     ("email", "Write to jane.doe+news@corp.example.org today."),

@@ -9,10 +9,10 @@ import pytest
 
 from compiler.config import load_config
 from compiler.errors import ConfigError, KdcError
-from compiler.generate import prepare
-from compiler.plan import draw_diversity, make_plan, split_seeds, task_for
-from compiler.prompts import Prompts
-from compiler.taxonomy import load_taxonomy
+from compiler.compile.generate import prepare
+from compiler.compile.plan import draw_diversity, make_plan, split_seeds, task_for
+from compiler.compile.prompts import Prompts
+from compiler.taxonomy.tree import load_taxonomy
 
 HAIKU = "compositional_skills/writing/freeform/haiku"
 SOLAR = "knowledge/science/astronomy/solar_system"
@@ -177,7 +177,7 @@ def test_reasoning_per_kind_and_leaf(tmp_path):
     """Reasoning where it belongs: knowledge, grounded skills and reasoning-like freeform leaves by
     default, never a haiku; kdc.yaml `reasoning:` per kind and `nodes:` per leaf override that."""
     from compiler.config import load_config
-    from compiler.plan import reasoning_for
+    from compiler.compile.plan import reasoning_for
     from compiler.records import Leaf
     from compiler.errors import ConfigError
 

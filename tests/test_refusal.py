@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from compiler.generate import parse
-from compiler.refusal import find_refusal
+from compiler.compile.generate import parse
+from compiler.gates.refusal import find_refusal
 
 REFUSALS = [
     "I can't help with that.",

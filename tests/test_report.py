@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler.card import write_card
+from compiler.report.card import write_card
 from compiler.errors import BuildError
-from compiler.report import load_build, node_stats, write_report
+from compiler.report.html import load_build, node_stats, write_report
 
 HOSTILE = "<script>alert(1)</script>"
 HOSTILE_NODE = 'compositional_skills/writing/<img src=x onerror="alert(2)">'
@@ -119,10 +119,10 @@ def make_build(root: Path, *, hostile: bool = False, taxonomy: Path | None = Non
         rows = [{"messages": s["messages"], "metadata": {"node_id": node_id, "source": "synthetic", "id": s["id"]}}
                 for s in samples]
         phase = "phase1_knowledge" if kind == "knowledge" else "phase2_skills"
-        if rows:  # like compiler/mix.py: a source file per node, the mix drawn from the sources
+        if rows:  # like compiler/mix/phases.py: a source file per node, the mix drawn from the sources
             _write_jsonl(root / "mixes" / "sources" / phase / f"{node_id}.jsonl", rows)
         (mix1 if kind == "knowledge" else mix2).extend(rows)
-        if hf and samples:  # like compiler/build.py: metadata as JSON text, fixed features
+        if hf and samples:  # like compiler/compile/build.py: metadata as JSON text, fixed features
             from datasets import Dataset, Features, Sequence, Value
             feats = Features({"id": Value("string"), "node_id": Value("string"),
                               "messages": [{"role": Value("string"), "content": Value("string")}],

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from compiler.errors import ReviewError
-from compiler.review import COLUMNS, apply_sheet, draw_sheet, load_verdicts, sample_size
+from compiler.review.sheet import COLUMNS, apply_sheet, draw_sheet, load_verdicts, sample_size
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the build-directory helper, any import mode
 from test_report import NODES, make_build  # noqa: E402
@@ -445,10 +445,10 @@ def test_csv_cells_never_start_a_formula(build: Path) -> None:
 
 
 def test_edit_messages_follows_compiles_chat_layout() -> None:
-    from compiler import generate
-    from compiler.plan import LeafPlan
+    from compiler.compile import generate
+    from compiler.compile.plan import LeafPlan
     from compiler.records import Leaf, Record
-    from compiler.review import edit_messages
+    from compiler.review.sheet import edit_messages
 
     leaf = Leaf(node_id=SOLAR, file=f"{SOLAR}/qna.yaml", kind="knowledge", version=3,
                 content={"domain": "Astronomy"}, content_hash="0")
@@ -479,7 +479,7 @@ class _Crash(BaseException):
 
 
 def test_apply_interrupted_at_any_write_then_reapplied_gives_the_same_bytes(tmp_path: Path, monkeypatch) -> None:
-    import compiler.review as review
+    import compiler.review.sheet as review
 
     ref = make_build(tmp_path / "b")  # every run in the same folder: the report names it
     sheet = draw_sheet(ref, seed=5)
@@ -518,7 +518,7 @@ def test_apply_interrupted_at_any_write_then_reapplied_gives_the_same_bytes(tmp_
 
 
 def test_apply_that_fails_rolls_back_at_once(build: Path, monkeypatch) -> None:
-    import compiler.review as review
+    import compiler.review.sheet as review
 
     sheet = draw_sheet(build, seed=5)
     rows = read_csv(sheet)

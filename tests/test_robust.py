@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.validate import validate_paths
+from compiler.validate.api import validate_paths
 from teacher_server import TeacherServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -120,7 +120,7 @@ def test_a_full_disk_is_one_line_and_a_rerun_reuses_what_was_paid(tax, tmp_path,
 def test_disk_full_inside_a_write_is_one_line(tax, tmp_path, kdc, monkeypatch):
     import errno
 
-    import compiler.fsutil as fsutil
+    import compiler.io.fsutil as fsutil
 
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -132,7 +132,7 @@ def test_disk_full_inside_a_write_is_one_line(tax, tmp_path, kdc, monkeypatch):
 
 
 # --------------------------------------------------------------------------- one writer per --out
-HOLD = "import sys, time; from compiler.outlock import hold\nwith hold(sys.argv[1], 'compile'):\n" \
+HOLD = "import sys, time; from compiler.io.outlock import hold\nwith hold(sys.argv[1], 'compile'):\n" \
        "    print('held', flush=True); time.sleep(600)\n"
 
 
@@ -238,7 +238,7 @@ def test_a_datasets_error_is_one_located_line(tax, tmp_path, kdc, monkeypatch):
     line = _one_error(err)
     assert code == 1 and "arrow says no" in line and str(tmp_path / "out" / "hf") in line
     assert paid > 0 and not (tmp_path / "out" / "manifest.json").exists()
-    from compiler.cache import Cache
+    from compiler.llm.cache import Cache
 
     assert len(Cache(tmp_path / "out" / ".kdc" / "cache.sqlite")) >= paid - 2  # what was paid is kept
 
@@ -246,7 +246,7 @@ def test_a_datasets_error_is_one_located_line(tax, tmp_path, kdc, monkeypatch):
 def test_compile_after_a_crashed_review_apply_undoes_it_first(tax, tmp_path, kdc, monkeypatch):
     import csv
 
-    import compiler.review as review
+    import compiler.review.sheet as review
 
     out = tmp_path / "out"
     with TeacherServer() as srv:

@@ -271,7 +271,7 @@ def test_compile_fetch_clones_allowed_remotes_only_when_asked(tmp_path, kdc, mon
 # --------------------------------------------------------------------------- 4. errors scrubbed
 def test_an_eval_judge_401_echoing_the_key_does_not_print_it(recorder, monkeypatch):
     from compiler.errors import TeacherError
-    from compiler.evaluate import EvalItem, Judge, judge_pair
+    from compiler.train.evaluate import EvalItem, Judge, judge_pair
 
     url, seen = recorder
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)

@@ -1,4 +1,4 @@
-"""compiler.taxonomy: the tree model (networkx), kinds, the walk and its symlink safety."""
+"""compiler.taxonomy.tree: the tree model (networkx), kinds, the walk and its symlink safety."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from compiler.errors import TaxonomyError
-from compiler.taxonomy import is_qna_like, kind_of, load_taxonomy, walk
+from compiler.taxonomy.tree import is_qna_like, kind_of, load_taxonomy, walk
 
 SKILL = textwrap.dedent("""\
     version: 3

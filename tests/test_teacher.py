@@ -1,6 +1,6 @@
 """The teacher client against a real OpenAI-protocol HTTP server on 127.0.0.1 (through litellm),
 and the answer parser. Every teacher test runs twice: litellm in this process, and litellm in
-two forked worker processes (compiler/transport.py) - the behaviour must not differ."""
+two forked worker processes (compiler/llm/transport.py) - the behaviour must not differ."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from compiler.errors import TeacherError
-from compiler.generate import parse
-from compiler.teacher import Teacher, TeacherFailure, response_format, response_schema, scrub
+from compiler.compile.generate import parse
+from compiler.llm.teacher import Teacher, TeacherFailure, response_format, response_schema, scrub
 from teacher_server import FaultPlan, TeacherServer
 
 MESSAGES = [{"role": "system", "content": "You write data."}, {"role": "user", "content": "Write one example."}]

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from compiler.errors import BuildError, TrainError
-from compiler.student import DEFAULT_CHAT_TEMPLATE, ensure_chat_template, fingerprint, load_model
-from compiler.train import MIXES, PhaseConfig, TrainConfig, make_trainer, train
+from compiler.train.student import DEFAULT_CHAT_TEMPLATE, ensure_chat_template, fingerprint, load_model
+from compiler.train.trainer import MIXES, PhaseConfig, TrainConfig, make_trainer, train
 from train_fixtures import assistant_text, one_thread, tiny_model, write_build  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -330,7 +330,7 @@ def test_labels_cover_exactly_the_assistant_content(tiny, tmp_path, kind):
 
 
 def test_compact_head_gives_the_models_own_loss_and_gradients(build, tiny, tmp_path):
-    """The LM head scored only at labelled positions (compiler/lmhead.py) is the model's plain
+    """The LM head scored only at labelled positions (compiler/train/lmhead.py) is the model's plain
     cross-entropy over the assistant tokens, loss and gradients, in full fine-tuning (head trained)."""
     import torch
     rows = [kind_row(k) for k in sorted(ROW_KINDS)]
@@ -372,7 +372,7 @@ def test_warmup_is_a_share_of_the_phase(build, tiny, tmp_path):
 
 
 def test_device_defaults():
-    from compiler.train import device_defaults
+    from compiler.train.trainer import device_defaults
     gpu, cpu = device_defaults(cuda=True), device_defaults(cuda=False)
     assert (gpu.batch_size, gpu.grad_accum, gpu.max_length) == (2, 4, 1024)
     # a CPU step holds at most 1k tokens: the embedded student's step stays a few seconds, not minutes

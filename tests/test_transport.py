@@ -1,4 +1,4 @@
-"""Teacher worker processes (compiler/transport.py) against a real OpenAI-protocol server on
+"""Teacher worker processes (compiler/llm/transport.py) against a real OpenAI-protocol server on
 127.0.0.1: the calls really run in the workers, a dead worker is routed around, a killed parent
 leaves no orphan, big messages cross the pipes whole, and a compile writes the same bytes with
 or without workers."""
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.teacher import Completion, Teacher, response_format
-from compiler.transport import InProcess, WorkerPool
+from compiler.llm.teacher import Completion, Teacher, response_format
+from compiler.llm.transport import InProcess, WorkerPool
 from teacher_server import TeacherServer
 
 ROOT = Path(__file__).resolve().parent.parent

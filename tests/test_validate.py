@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from compiler.cli import cli
-from compiler.validate import Stats, validate_paths, validate_tree
+from compiler.validate.api import Stats, validate_paths, validate_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 LINE = re.compile(r"^(?P<path>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<sev>error|warning) "
@@ -622,7 +622,7 @@ def test_batched_minhash_is_datasketch_bit_for_bit(tmp_path, monkeypatch):
 
     from datasketch import MinHash
 
-    from compiler import checks
+    from compiler.validate import checks
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     checks._permutations.cache_clear()

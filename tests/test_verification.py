@@ -151,8 +151,8 @@ def test_a_real_teacher_judges_its_own_samples_unless_told_not_to(example_taxono
 def test_the_embedded_teacher_keeps_the_judge_off_and_says_why():
     from types import SimpleNamespace
 
-    from compiler.gates import GateConfig
-    from compiler.judging import default_judge
+    from compiler.gates.chain import GateConfig
+    from compiler.gates.judging import default_judge
 
     gates = GateConfig()
     why = default_judge(SimpleNamespace(judge=None, teacher="kdc/gemma-3-270m", api_base=()), gates)
@@ -163,7 +163,7 @@ def test_the_embedded_teacher_keeps_the_judge_off_and_says_why():
 
 
 def test_the_judge_endpoint_is_redacted_in_the_manifest_settings():
-    from compiler.gates import GateConfig
+    from compiler.gates.chain import GateConfig
 
     cfg = GateConfig.from_settings({"gates": {"judge_api_base": "http://user:s3cret@judge.local:8000/v1"}})
     assert cfg.to_dict()["judge_api_base"] == "http://***@judge.local:8000/v1"

@@ -1,4 +1,4 @@
-"""compiler.yamlload: safe, bounded loading with marks; every bad input is a located YamlIssue."""
+"""compiler.io.yamlload: safe, bounded loading with marks; every bad input is a located YamlIssue."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler.yamlload import (MAX_DEPTH, YamlLoadError, key_node_at, load_bytes, loads, mark_of, node_at,
+from compiler.io.yamlload import (MAX_DEPTH, YamlLoadError, key_node_at, load_bytes, loads, mark_of, node_at,
                                read_bytes, read_text)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,7 +96,7 @@ def test_nesting_verdict_and_location_do_not_depend_on_the_libyaml_version(text,
 def test_very_deep_nesting_does_not_crash_the_interpreter():
     # libyaml's composer recurses in C: 500k levels would overflow the stack (a segfault).
     code = ("import sys; sys.path.insert(0, sys.argv[1]);"
-            "from compiler.yamlload import loads, YamlLoadError\n"
+            "from compiler.io.yamlload import loads, YamlLoadError\n"
             "try:\n    loads('[' * 500000 + ']' * 500000)\n"
             "except YamlLoadError as e:\n    print(e.issue.rule)\n")
     out = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=120)

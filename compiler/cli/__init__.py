@@ -90,7 +90,7 @@ def main() -> None:
     except Exception as exc:  # an OS, SQLite or library error: one located line, never a traceback
         if os.environ.get("KDC_DEBUG"):
             raise
-        from compiler.oserrors import describe
+        from compiler.io.oserrors import describe
 
         message, hint = describe(exc)
         click.secho(f"error: {message}", fg="red", err=True)

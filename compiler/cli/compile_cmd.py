@@ -1,4 +1,4 @@
-"""`kdc compile`: options -> CompileConfig -> compiler.build; progress on the terminal."""
+"""`kdc compile`: options -> CompileConfig -> compiler.compile.build; progress on the terminal."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from compiler.build import NodeProgress, Progress
+from compiler.compile.build import NodeProgress, Progress
 
 
 @click.command("compile")
@@ -51,7 +51,7 @@ def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, t
              seed, timeout, max_retries, max_cost, judge, no_judge, fetch, allow_repo, trust_config, dry_run, fail_on_shortfall,
              keep_going, as_json, quiet):
     """Compile TAXONOMY into per-node datasets, SFT mixes and a manifest in --out."""
-    from compiler.build import compile_taxonomy
+    from compiler.compile.build import compile_taxonomy
     from compiler.config import load_config
 
     _setup_logging()

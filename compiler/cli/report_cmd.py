@@ -1,4 +1,4 @@
-"""`kdc report` and `kdc review`: thin wrappers over compiler.card, compiler.report, compiler.review."""
+"""`kdc report` and `kdc review`: thin wrappers over compiler.report.card, compiler.report.html, compiler.review.sheet."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ BUILD_DIR = click.Path(exists=True, file_okay=False, path_type=Path)
 def report(build_dir: Path) -> None:
     """Write BUILD_DIR/report.html (plots, the taxonomy tree, samples) and BUILD_DIR/README.md
     (the dataset card) from a build directory."""
-    from compiler.card import write_card
-    from compiler.report import write_report
+    from compiler.report.card import write_card
+    from compiler.report.html import write_report
 
     click.echo(f"wrote {write_card(build_dir)}")
     click.echo(f"wrote {write_report(build_dir)}")
@@ -37,7 +37,7 @@ def review(build_dir: Path, apply_file: Path | None, share: float, seed: int | N
            out: Path | None, reviewer: str | None) -> None:
     """Human spot checks: draw a seeded sample of every node into a review sheet, or --apply a
     filled one (verdict: accept, reject or edit; blank rows are not reviewed)."""
-    from compiler.review import apply_sheet, draw_sheet
+    from compiler.review.sheet import apply_sheet, draw_sheet
 
     if apply_file is None:
         path = draw_sheet(build_dir, share=share, seed=seed, reviewer=reviewer, fmt=fmt, out=out)

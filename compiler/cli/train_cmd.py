@@ -1,4 +1,4 @@
-"""`kdc train` and `kdc eval`: thin click wrappers over compiler.train and compiler.evaluate."""
+"""`kdc train` and `kdc eval`: thin click wrappers over compiler.train.trainer and compiler.train.evaluate."""
 
 from __future__ import annotations
 
@@ -62,8 +62,8 @@ def train(build_dir, out_dir, model, method, phases, epochs, learning_rates, bat
       kdc train build/demo --out build/student --method full --epochs 2 --lr 3e-5
       accelerate launch --config_file examples/accelerate_fsdp.yaml -m compiler train build/demo --out runs/x
     """
-    from compiler.train import PhaseConfig, TrainConfig, default_phases
-    from compiler.train import train as run_train
+    from compiler.train.trainer import PhaseConfig, TrainConfig, default_phases
+    from compiler.train.trainer import train as run_train
 
     chosen = _phases(phases)
     defaults = default_phases(method)
@@ -125,7 +125,7 @@ def eval_(build_dir, model, base, judge, judge_api_base, out, max_new_tokens, ba
     Example:
       kdc eval build/demo --model build/student
     """
-    from compiler.evaluate import Judge, evaluate
+    from compiler.train.evaluate import Judge, evaluate
 
     report = evaluate(build_dir, model, base=base, judge=Judge(judge, judge_api_base) if judge else None,
                       max_new_tokens=max_new_tokens, batch_size=batch_size, limit=limit, dtype=dtype, mode=mode,

@@ -1,4 +1,4 @@
-"""`kdc validate`: options and output only; the checks live in compiler.validate."""
+"""`kdc validate`: options and output only; the checks live in compiler.validate.api."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from compiler.checks import Limits
+from compiler.validate.checks import Limits
 from compiler.errors import KdcError
-from compiler.validate import FileResult, Stats, default_cache_dir, summarize, validate_paths
+from compiler.validate.api import FileResult, Stats, default_cache_dir, summarize, validate_paths
 
 
 def _default_root() -> Path:
@@ -74,7 +74,7 @@ def validate(paths, root, strict, fmt, changed_since, fetch, allow_repo, no_cach
 
 
 def _run(paths, root, strict, fmt, changed_since, fetch, no_cache, jobs, limits: Limits, allow_repo=()) -> int:
-    from compiler import validate_output as out
+    from compiler.validate import output as out
 
     started = time.perf_counter()
     if root is None:
@@ -85,7 +85,7 @@ def _run(paths, root, strict, fmt, changed_since, fetch, no_cache, jobs, limits:
             root = paths[0]
     targets = list(paths) or [root]
     if changed_since:
-        from compiler.changed import changed_files
+        from compiler.validate.changed import changed_files
 
         changed, base = changed_files(changed_since, root)
         wanted = [Path(os.path.abspath(t)) for t in targets]

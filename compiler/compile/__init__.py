@@ -1,0 +1,1 @@
+"""`kdc compile`: plan, prompts, generation requests and the build that drives them."""

@@ -1,0 +1,1 @@
+"""Quality gates between generation and mixing: sanity, refusal, grounding, dedup, PII, the judge."""

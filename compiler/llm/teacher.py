@@ -1,0 +1,397 @@
+"""The teacher: every generation request goes through litellm (async), whatever the provider.
+
+Why our own retry loop instead of litellm's: we need Retry-After honoured, exponential backoff
+with jitter, a per-request deadline, an attempt count for provenance, and a reason code when a
+request finally fails — and none of it may hide a failure. Why our own endpoint balancing
+instead of litellm's Router: one `acompletion(api_base=...)` per call to the least busy
+endpoint (a retry moves to another endpoint) is a few lines, adds no cool-down state that
+would fight Retry-After, and keeps the per-request CPU low.
+
+API keys are read by litellm from each provider's usual environment variable; kdc never
+receives, logs or stores them, and scrubs anything key-like from error details. The litellm call
+itself runs in this process or in forked workers (compiler/llm/transport.py: why and how); use the
+Teacher as a context manager (`with teacher:`) to start and stop them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from compiler.errors import TeacherError
+from compiler.resources import load_schema
+from compiler.llm.schemafallback import JSON_OBJECT, schema_feature, schema_refusal
+from compiler.llm.transport import KEY_VARS, InProcess, Outcome, WorkerPool, can_fork, scrub
+
+__all__ = ["Completion", "Teacher", "TeacherFailure", "TeacherStats", "response_format", "response_schema", "scrub"]
+
+log = logging.getLogger("kdc.teacher")
+
+BACKOFF_BASE = 0.5  # seconds; attempt n waits ~base * 2**n (jittered), capped below
+BACKOFF_CAP = 30.0
+RETRY_AFTER_CAP = 120.0
+_ZERO_PRICED: set[str] = set()  # models kdc registered with litellm at price 0 (their cost is unknown)
+
+
+@lru_cache(maxsize=None)
+def _response_schema(kind: str, reasoning: bool = True) -> dict:
+    """The JSON schema the teacher must fill for a leaf kind, derived from schemas/record.json:
+    grounded skills must invent a context; for knowledge kdc supplies the chunk as the context,
+    so the teacher is not asked for one; freeform skills have none. Without reasoning (a leaf
+    whose answers need no steps, e.g. a haiku) the `reasoning` key is not asked for at all."""
+    schema = copy.deepcopy(load_schema("record.json"))
+    if not reasoning:
+        schema["properties"].pop("reasoning")
+        schema["required"] = [k for k in schema["required"] if k != "reasoning"]
+    for key in ("$schema", "$id", "title", "description"):
+        schema.pop(key, None)
+    if kind == "grounded_skill":
+        schema["required"] = ["context", *schema["required"]]
+    else:
+        schema["properties"].pop("context")
+    return schema
+
+
+def response_schema(kind: str, reasoning: bool = True) -> dict:
+    return copy.deepcopy(_response_schema(kind, reasoning))
+
+
+@lru_cache(maxsize=None)
+def response_format(kind: str, reasoning: bool = True) -> dict:
+    """The response_format sent with every request of a kind (shared: callers must not mutate it)."""
+    name = f"kdc_{kind}_record" if reasoning else f"kdc_{kind}_answer"
+    return {"type": "json_schema",
+            "json_schema": {"name": name, "schema": _response_schema(kind, reasoning), "strict": True}}
+
+
+@dataclass
+class Completion:
+    """A teacher answer: the raw text plus what provenance and the manifest need."""
+
+    text: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None  # None: litellm has no price for this model
+    attempts: int
+    model: str
+    latency_s: float = 0.0
+    logprobs: list[float] | None = None  # per token, for the low-confidence gate
+    cached: bool = False  # read back from the build's cache, not asked in this run
+
+    def to_cache(self) -> dict[str, Any]:
+        d = {"text": self.text, "finish_reason": self.finish_reason, "prompt_tokens": self.prompt_tokens,
+             "completion_tokens": self.completion_tokens, "cost_usd": self.cost_usd,
+             "attempts": self.attempts, "model": self.model}
+        if self.logprobs:
+            d["logprobs"] = self.logprobs
+        return d
+
+    @classmethod
+    def from_cache(cls, d: dict[str, Any]) -> "Completion":
+        return cls(d["text"], d.get("finish_reason"), int(d.get("prompt_tokens") or 0),
+                   int(d.get("completion_tokens") or 0), d.get("cost_usd"), int(d.get("attempts") or 1),
+                   d.get("model") or "", logprobs=d.get("logprobs") or None, cached=True)
+
+
+class TeacherFailure(Exception):
+    """A request that failed for good after its retries: becomes a Rejection with `reason`."""
+
+    def __init__(self, reason: str, detail: str, attempts: int, transport: bool = True):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.attempts = attempts
+        self.transport = transport  # True: the endpoint misbehaved (not cached, counts for the breaker)
+
+
+@dataclass
+class TeacherStats:
+    """Counters of one run; in-flight is time-weighted from the first request to the last answer."""
+
+    calls: int = 0  # HTTP attempts made
+    retries: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    _area: float = 0.0
+    _first: float | None = None
+    _last: float = 0.0
+
+    def change(self, delta: int) -> None:
+        now = time.monotonic()
+        if self._first is None:
+            self._first = self._last = now
+        self._area += self.in_flight * (now - self._last)
+        self._last = now
+        self.in_flight += delta
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    @property
+    def mean_in_flight(self) -> float:
+        span = self._last - self._first if self._first is not None else 0.0
+        return self._area / span if span > 0 else 0.0
+
+
+class Teacher:
+    """Async, bounded-concurrency client for one litellm model on one or more endpoints."""
+
+    def __init__(self, model: str, *, api_bases: list[str] | None = None, timeout: float = 120.0,
+                 max_retries: int = 4, concurrency: int = 8, sampling: dict[str, Any] | None = None,
+                 workers: int | None = 1, logprobs: bool = False):
+        self.model = model
+        self.api_bases = list(api_bases or [])
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.concurrency = concurrency
+        self.sampling = dict(sampling or {})
+        self.logprobs = logprobs  # ask for token logprobs (the low-confidence gate needs them)
+        self.stats = TeacherStats()
+        # circuit breaker: after this many requests in a row failed for good, stop asking
+        self.breaker = max(8, 2 * concurrency)
+        self._consecutive_failures = 0
+        self.unavailable = False
+        self.schema_fallback: str | None = None  # why the provider refused json_schema (then: json_object)
+        self._busy = [0] * max(1, len(self.api_bases))
+        self._next = 0
+        self._sem: asyncio.Semaphore | None = None
+        self._sem_loop: asyncio.AbstractEventLoop | None = None
+        self._jitter = random.Random()
+        self._litellm = _import_litellm()
+        if model.startswith("kdc/"):
+            from compiler.llm.embedded import check_available, register
+
+            check_available()  # a missing package or model file is a clear error now, not retries later
+            register(self._litellm)
+            self.concurrency = 1  # one in-process model: more requests would only queue on it
+        self._api_key = self._check_environment()
+        self.price_known = self._register_price()
+        self.workers = self._worker_count(workers)
+        self._transport: InProcess | WorkerPool = InProcess(self._litellm)
+
+    def _worker_count(self, asked: int | None) -> int:
+        """None means auto: one worker per 16 requests in flight, up to the cores (1 = no workers).
+        The embedded model lives in this process, and workers need fork."""
+        if self.model.startswith("kdc/") or not can_fork():
+            return 1
+        if asked is None:
+            asked = min(os.cpu_count() or 1, 8, self.concurrency // 16)
+        return max(1, min(asked, self.concurrency))
+
+    def __enter__(self) -> "Teacher":
+        """Start the worker processes (before any event loop runs: they are forked)."""
+        if self.workers > 1 and isinstance(self._transport, InProcess):
+            self._transport = WorkerPool(self._litellm, self.workers)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._transport.close()
+        self._transport = InProcess(self._litellm)
+
+    def _check_environment(self) -> str | None:
+        """Fail early, with the variable's name, when the provider needs a key that is not set.
+        Local OpenAI-compatible servers (an --api-base) get a placeholder key instead."""
+        if self.model.startswith("kdc/"):
+            return None
+        try:
+            env = self._litellm.validate_environment(model=self.model)
+        except Exception:  # unknown provider shapes: let the first call say what is wrong
+            return None
+        missing = [k for k in env.get("missing_keys") or [] if KEY_VARS.search(k)]
+        if not missing:
+            return None
+        if self.api_bases:
+            return "no-key"  # vLLM, llama.cpp, LM Studio...: any key is accepted
+        raise TeacherError(f"teacher {self.model} needs {', '.join(missing)} in the environment",
+                           hint=f"export {missing[0]}=..., or point --api-base at a local server")
+
+    def _register_price(self) -> bool:
+        """Whether litellm's offline price map knows the model. If not, it is registered at price
+        zero: litellm then stops searching its map on every response (~2 ms of CPU per call),
+        and kdc reports the cost as unknown (None), never as zero."""
+        if self.model.startswith("kdc/"):
+            return True
+        if self.model in _ZERO_PRICED:
+            return False
+        try:
+            self._litellm.cost_per_token(model=self.model, prompt_tokens=1, completion_tokens=1)
+            return True
+        except Exception:
+            pass
+        _ZERO_PRICED.add(self.model)
+        provider = self.model.split("/", 1)[0]
+        try:
+            self._litellm.register_model({self.model: {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
+                                                       "litellm_provider": provider, "mode": "chat"}})
+        except Exception:
+            pass
+        return False
+
+    def _pick_base(self, avoid: int | None) -> int | None:
+        if not self.api_bases:
+            return None
+        n = len(self.api_bases)
+        order = [(self._next + i) % n for i in range(n)]
+        self._next = (self._next + 1) % n
+        candidates = [i for i in order if i != avoid] or order
+        return min(candidates, key=lambda i: self._busy[i])
+
+    async def complete(self, messages: list[dict[str, str]], response_format: dict, *, seed: int | None = None,
+                       label: str = "", should_run=None) -> Completion | None:
+        """One answer, retried on 429/5xx/timeouts/connection errors; raises TeacherFailure when it
+        fails for good and TeacherError when the teacher cannot be used at all (auth, unknown model).
+        Returns None without asking when `should_run()` turns false before the request starts."""
+        try:
+            done = await self._complete(messages, response_format, seed, label, should_run)
+        except TeacherFailure as failure:
+            if failure.transport and failure.reason != "teacher-unavailable":
+                self._consecutive_failures += 1
+                if self._consecutive_failures >= self.breaker and not self.unavailable:
+                    self.unavailable = True
+                    log.warning("teacher unavailable: %d requests in a row failed (%s); stopping",
+                                self._consecutive_failures, failure.detail)
+            raise
+        if done is not None:
+            self._consecutive_failures = 0
+        return done
+
+    async def _complete(self, messages, response_format, seed, label, should_run) -> Completion | None:
+        loop = asyncio.get_running_loop()
+        if self._sem is None or self._sem_loop is not loop:  # a semaphore belongs to one event loop
+            self._sem, self._sem_loop = asyncio.Semaphore(self.concurrency), loop
+        attempt = 0
+        avoid: int | None = None
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "response_format": response_format,
+                                  "timeout": self.timeout, "max_retries": 0, "drop_params": True,
+                                  **self.sampling}
+        if seed is not None:
+            kwargs["seed"] = seed
+        if self.logprobs:
+            kwargs["logprobs"] = True  # dropped by litellm (drop_params) where a provider has none
+        if self._api_key:
+            kwargs["api_key"] = self._api_key
+        started = time.monotonic()
+        while True:
+            attempt += 1
+            base = self._pick_base(avoid)
+            if base is not None:
+                kwargs["api_base"] = self.api_bases[base]
+            delay: float | None = None
+            async with self._sem:
+                if self.unavailable:
+                    raise TeacherFailure("teacher-unavailable", "the teacher stopped answering", attempt - 1)
+                if attempt == 1 and should_run is not None and not should_run():
+                    return None
+                if self.schema_fallback and response_format.get("type") == "json_schema":
+                    kwargs["response_format"] = JSON_OBJECT  # decided while this request waited
+                self.stats.calls += 1
+                self.stats.change(+1)
+                if base is not None:
+                    self._busy[base] += 1
+                try:
+                    out = await self._transport.call(kwargs, self.timeout * 1.5 + 5)
+                    if out.kind == "ok":
+                        return self._completion(out, attempt, started)
+                    if kwargs["response_format"].get("type") == "json_schema" and schema_refusal(out):
+                        self._fall_back(out.message)
+                        kwargs["response_format"] = JSON_OBJECT
+                        continue  # at once, in json_object mode; kdc validates the schema itself
+                    failure, delay = self._failure(out, messages, label, attempt)
+                finally:
+                    self.stats.change(-1)
+                    if base is not None:
+                        self._busy[base] -= 1
+            # failed attempt: the slot is released while we wait
+            self.stats.failures[failure[0]] = self.stats.failures.get(failure[0], 0) + 1
+            if attempt > self.max_retries:
+                raise TeacherFailure(failure[0], f"{failure[1]} (gave up after {attempt} attempts)", attempt)
+            self.stats.retries += 1
+            avoid = base
+            if delay is None:
+                delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)) * (0.5 + self._jitter.random())
+            else:
+                delay = min(delay, RETRY_AFTER_CAP) * (1 + 0.1 * self._jitter.random())
+            log.debug("%s: attempt %d failed (%s); retrying in %.2fs", label, attempt, failure[0], delay)
+            await asyncio.sleep(delay)
+
+    def _fall_back(self, message: str) -> None:
+        if self.schema_fallback is None:
+            self.schema_fallback = message[:300] or "400 on response_format"
+            log.warning("the teacher refused the JSON schema in response_format (%s: %s); falling back to "
+                        "response_format json_object, every answer still checked against the schema by kdc",
+                        schema_feature(message), self.schema_fallback)
+
+    def _failure(self, out: Outcome, messages, label: str, attempt: int) -> tuple[tuple[str, str], float | None]:
+        """A failed attempt: raises when it is final, else returns (reason, detail) and the delay
+        the server asked for (None: back off exponentially)."""
+        msg = out.message
+        if out.kind == "auth":
+            raise TeacherError(f"the teacher rejected the credentials: {msg}",
+                               hint="check the provider's API key variable (e.g. OPENAI_API_KEY)")
+        if out.kind == "not-found":
+            raise TeacherError(f"teacher model {self.model} not found: {msg}", hint="check --teacher and --api-base")
+        if out.kind == "context-window":
+            chars = sum(len(m["content"]) for m in messages)
+            raise TeacherFailure("context-window", f"{label}: prompt of {chars} characters is over the "
+                                 f"model's context window: {msg}", attempt, False)
+        if out.kind == "refusal":
+            raise TeacherFailure("refusal", f"content policy: {msg}", attempt, False)
+        if out.kind == "bad-request":
+            raise TeacherFailure("http-error", f"bad request: {msg}", attempt)
+        if out.kind == "timeout":
+            return ("timeout", f"no answer within {self.timeout:g}s" + (f" ({msg})" if msg else "")), None
+        if out.kind == "rate-limit":
+            return ("http-error", f"429 rate limited: {msg}"), out.retry_after
+        return ("http-error", f"{out.status or out.error_type}: {msg}"), out.retry_after
+
+    def _completion(self, out: Outcome, attempts: int, started: float) -> Completion:
+        cost = None
+        if self.model.startswith("kdc/"):
+            cost = 0.0  # runs on this machine
+        elif self.price_known:
+            cost = out.cost_usd
+        return Completion(text=out.text, finish_reason=out.finish_reason, prompt_tokens=out.prompt_tokens,
+                          completion_tokens=out.completion_tokens, cost_usd=cost, attempts=attempts,
+                          model=self.model, latency_s=time.monotonic() - started, logprobs=out.logprobs)
+
+    # -- estimates for --dry-run and --max-cost --------------------------------------------
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        try:
+            return int(self._litellm.token_counter(model=self.model, messages=messages))
+        except Exception:
+            return sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)
+
+    def price(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """USD for a request of that size from litellm's offline price map; None when unknown."""
+        if self.model.startswith("kdc/"):
+            return 0.0
+        if not self.price_known:
+            return None
+        try:
+            p, c = self._litellm.cost_per_token(model=self.model, prompt_tokens=prompt_tokens,
+                                                completion_tokens=completion_tokens)
+            return float(p) + float(c)
+        except Exception:
+            return None
+
+
+def _import_litellm():
+    """litellm, imported offline: the local cost map, no telemetry, quiet loggers."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_TELEMETRY", "False")
+    try:
+        import litellm
+    except ImportError as exc:
+        raise TeacherError("litellm is not installed", hint="pip install 'kdc[compile]'") from exc
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx", "openai"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    return litellm

@@ -1,0 +1,1 @@
+"""Multiphase SFT mixes and the knowledge phase's row kinds."""

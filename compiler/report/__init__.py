@@ -1,0 +1,1 @@
+"""`kdc report` and the dataset card."""

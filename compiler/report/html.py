@@ -1,0 +1,583 @@
+"""`kdc report`: the build as one self-contained HTML page.
+
+People would rather look at a plot than read a manifest, and the page must open anywhere (an
+air-gapped laptop, a CI artefact): so the plots are SVG drawn here, inline, with no script, no
+font, no link to fetch. Taxonomy text is untrusted, so every piece of it goes through
+`html.escape` and a Content-Security-Policy forbids scripts outright.
+
+Reading the build directory (docs/build-layout.md) also lives here; the card and the review
+sheet read through the same `load_build` so the three views agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable
+
+from compiler.io.fsutil import atomic_write, read_jsonl
+from compiler import __version__
+from compiler.errors import BuildError
+
+# ---------------------------------------------------------------------------------------------
+# Reading and writing the build directory
+
+
+def node_path(root: Path, node_id: str, name: str) -> Path:
+    """nodes/<node_id>/<name>, refusing ids that would leave the build directory."""
+    parts = PurePosixPath(node_id).parts
+    if (not node_id or node_id.startswith("/") or "\\" in node_id
+            or any(p in ("", ".", "..") for p in parts) or "\x00" in node_id):
+        raise BuildError(f"bad node id {node_id!r} in manifest.json", path=str(root / "manifest.json"),
+                         hint="node ids are '/'-separated folder paths relative to the taxonomy root")
+    return root / "nodes" / Path(*parts) / name
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    path = root / "manifest.json"
+    if not path.is_file():
+        raise BuildError(f"{root} is not a kdc build directory (no manifest.json)",
+                         hint="pass the folder given to `kdc compile --out`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BuildError(f"manifest.json is not valid JSON: {exc.msg}", path=str(path), line=exc.lineno,
+                         column=exc.colno, hint="re-run kdc compile") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("nodes", {}), dict):
+        raise BuildError("manifest.json must be an object with a `nodes` object", path=str(path))
+    return manifest
+
+
+@dataclass
+class BuildView:
+    """A build directory read into memory: the manifest and each node's JSONL files."""
+
+    root: Path
+    manifest: dict[str, Any]
+    train: dict[str, list[dict[str, Any]]]
+    rejected: dict[str, list[dict[str, Any]]]
+    evals: dict[str, list[dict[str, Any]]]
+
+    @property
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        return self.manifest.get("nodes") or {}
+
+
+def load_build(build_dir: str | Path) -> BuildView:
+    root = Path(build_dir)
+    manifest = read_manifest(root)
+    train, rejected, evals = {}, {}, {}
+    for node_id in sorted(manifest.get("nodes") or {}):
+        train[node_id] = read_jsonl(node_path(root, node_id, "train.jsonl"))
+        rejected[node_id] = read_jsonl(node_path(root, node_id, "rejected.jsonl"))
+        evals[node_id] = read_jsonl(node_path(root, node_id, "eval.jsonl"))
+    return BuildView(root, manifest, train, rejected, evals)
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-node numbers: manifest first (the compiler's own summary), the JSONL files where a key is
+# absent (older builds).
+
+
+def _num(v: Any, default: float = 0) -> float:
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else default
+
+
+def _nums(v: Any) -> list[float]:
+    return [x for x in v if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)] \
+        if isinstance(v, list) else []
+
+
+def _words(text: Any) -> int:
+    return len(str(text or "").split())
+
+
+def _distinct(texts: list[str], n: int) -> float | None:
+    grams, total = set(), 0
+    for t in texts:
+        toks = t.lower().split()
+        for i in range(len(toks) - n + 1):
+            grams.add(tuple(toks[i:i + n]))
+            total += 1
+    return len(grams) / total if total else None
+
+
+def _judge_mean(j: Any) -> float | None:
+    if isinstance(j, dict):
+        vals = _nums(list(j.values()))
+        return sum(vals) / len(vals) if vals else None
+    return _num(j, None) if j is not None else None
+
+
+@dataclass
+class NodeStat:
+    node_id: str
+    kind: str
+    target: int
+    accepted: int
+    shortfall: int
+    rejected: dict[str, int]
+    eval_seeds: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None  # None: the teacher's price is unknown
+    diversity: dict[str, float]
+    grounding: list[float]
+    judge: list[float]
+    question_words: list[int]
+    answer_words: list[int]
+    review: dict[str, Any] = field(default_factory=dict)
+    coverage: dict[str, Any] = field(default_factory=dict)  # knowledge: chunks, covered, share
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.review.get("flagged"))
+
+
+def node_stats(view: BuildView) -> list[NodeStat]:
+    out = []
+    for node_id, m in sorted(view.nodes.items()):
+        m = m if isinstance(m, dict) else {}
+        samples = view.train.get(node_id, [])
+        records = [s.get("record") or {} for s in samples]
+        metas = [s.get("metadata") or {} for s in samples]
+        accepted = int(_num(m.get("accepted"), len(samples)))
+        target = int(_num(m.get("target"), accepted))
+        rejected = m.get("rejected")
+        if not isinstance(rejected, dict):
+            rejected = Counter(str(r.get("reason", "unknown")) for r in view.rejected.get(node_id, []))
+        rejected = {str(k): int(_num(v)) for k, v in sorted(rejected.items()) if _num(v) > 0}
+        tokens = m.get("tokens") if isinstance(m.get("tokens"), dict) else None
+        if tokens is None:
+            usage = [md.get("usage") or {} for md in metas]
+            tokens = {"prompt": sum(_num(u.get("prompt_tokens")) for u in usage),
+                      "completion": sum(_num(u.get("completion_tokens")) for u in usage)}
+        div = m.get("diversity") if isinstance(m.get("diversity"), dict) else None
+        if div is None:
+            answers = [str(r.get("question", "")) + " " + str(r.get("answer", "")) for r in records]
+            div = {k: v for k, v in (("distinct_1", _distinct(answers, 1)),
+                                     ("distinct_2", _distinct(answers, 2))) if v is not None}
+        scores = m.get("scores") if isinstance(m.get("scores"), dict) else {}
+        gates = [md.get("gates") or {} for md in metas]
+        grounding = _nums(scores.get("grounding")) if "grounding" in scores else \
+            _nums([g.get("grounding") for g in gates])
+        judge = _nums(scores.get("judge")) if "judge" in scores else \
+            _nums([_judge_mean(g.get("judge")) for g in gates])
+        lengths = m.get("lengths") if isinstance(m.get("lengths"), dict) else {}
+        qw = [_words(r.get("question")) for r in records] if samples else _nums(lengths.get("question_words"))
+        aw = [_words(r.get("answer")) for r in records] if samples else _nums(lengths.get("answer_words"))
+        rv = m.get("review") if isinstance(m.get("review"), dict) else {}
+        review = {"reviewed": int(_num(rv.get("reviewed"))), "rejected": int(_num(rv.get("rejected"))),
+                  "flagged": rv.get("flagged") is True}
+        out.append(NodeStat(
+            node_id=node_id, kind=str(m.get("kind") or (metas[0].get("kind") if metas else "") or "?"),
+            target=target, accepted=accepted,
+            shortfall=int(_num(m.get("shortfall"), max(0, target - accepted))),
+            rejected=rejected, eval_seeds=int(_num(m.get("eval_seeds"), len(view.evals.get(node_id, [])))),
+            prompt_tokens=int(_num(tokens.get("prompt"))), completion_tokens=int(_num(tokens.get("completion"))),
+            cost_usd=None if "cost_usd" in m and m["cost_usd"] is None else float(_num(m.get("cost_usd"))),
+            diversity={str(k): float(v) for k, v in div.items() if _num(v, None) is not None},
+            grounding=grounding, judge=judge, question_words=[int(x) for x in qw],
+            answer_words=[int(x) for x in aw], review=review,
+            coverage=m["coverage"] if isinstance(m.get("coverage"), dict) else {}))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# SVG plots. Every data mark carries class="mark" and a <title> tooltip.
+
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#8C6D1F", "#7F7F7F",
+           "#1B9E77", "#7570B3", "#E7298A", "#66A61E", "#A6761D", "#444444"]
+WIDTH = 700
+LABEL_W = 250
+FONT = 11
+
+
+def _fmt(v: float) -> str:
+    if v == int(v):
+        return f"{int(v):,}"
+    return f"{v:.2f}" if abs(v) < 100 else f"{v:,.0f}"
+
+
+def _short(node_id: str, n: int = 38) -> str:
+    """The tail of a node id that fits n characters, cut at a folder boundary where possible."""
+    if len(node_id) <= n:
+        return node_id
+    parts = node_id.split("/")
+    tail = parts[-1]
+    for p in reversed(parts[:-1]):
+        if len(tail) + len(p) + 3 > n:
+            break
+        tail = f"{p}/{tail}"
+    return "…/" + tail if len(tail) + 2 <= n else "…" + node_id[-(n - 1):]
+
+
+def _nice_max(v: float) -> float:
+    if v <= 0:
+        return 1.0
+    mag = 10 ** math.floor(math.log10(v))
+    for step in (1, 2, 2.5, 5, 10):
+        if step * mag >= v:
+            return step * mag
+    return 10 * mag
+
+
+def _svg(width: int, height: int, body: list[str], label: str) -> str:
+    return (f'<svg class="chart" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+            f'role="img" aria-label="{escape(label)}">' + "".join(body) + "</svg>")
+
+
+def _legend(series: list[tuple[str, str]], y: int = 12, x0: int = LABEL_W) -> list[str]:
+    out, x = [], x0
+    for name, color in series:
+        out.append(f'<rect x="{x}" y="{y - 9}" width="10" height="10" fill="{color}"/>'
+                   f'<text x="{x + 14}" y="{y}" class="legend">{escape(name)}</text>')
+        x += 24 + int(len(name) * FONT * 0.6)
+    return out
+
+
+def _empty(label: str, message: str) -> str:
+    return _svg(WIDTH, 40, [f'<text x="8" y="24" class="empty">{escape(message)}</text>'], label)
+
+
+def hbar_chart(rows: list[tuple[str, list[tuple[str, float]]]], colors: dict[str, str], *, stacked: bool,
+               label: str, value_fmt: Callable[[float], str] = _fmt, notes: dict[str, str] | None = None) -> str:
+    """Horizontal bars, one row per node: grouped (a bar per series) or stacked."""
+    series = [s for s in colors if any(v > 0 or not stacked for r in rows for name, v in r[1] if name == s)]
+    if not rows or not series:
+        return _empty(label, "no data in this build")
+    longest = max((len((notes or {}).get(name, value_fmt(0))) for name, _ in rows), default=4)
+    plot_w = WIDTH - LABEL_W - max(40, int(longest * FONT * 0.6) + 12)
+    top = 24
+    bar_h = 14 if stacked else 9
+    row_h = 22 if stacked else len(series) * (bar_h + 1) + 8
+    vmax = _nice_max(max((sum(v for _, v in vals) if stacked else max((v for _, v in vals), default=0))
+                         for _, vals in rows))
+    height = top + row_h * len(rows) + 22
+    body = _legend([(s, colors[s]) for s in series])
+    for i, (name, vals) in enumerate(rows):
+        y = top + i * row_h
+        body.append(f'<text x="{LABEL_W - 6}" y="{y + row_h / 2 + 4:.1f}" class="label" text-anchor="end">'
+                    f'<title>{escape(name)}</title>{escape(_short(name))}</text>')
+        x = float(LABEL_W)
+        for j, (s, v) in enumerate((s, v) for s, v in vals if s in series):
+            w = max(0.0, v) / vmax * plot_w
+            by = y + 4 if stacked else y + 4 + j * (bar_h + 1)
+            bx = x if stacked else LABEL_W
+            body.append(f'<rect class="mark" x="{bx:.1f}" y="{by:.1f}" width="{max(w, 0.0):.1f}" '
+                        f'height="{bar_h}" fill="{colors[s]}"><title>{escape(name)} — {escape(s)}: '
+                        f'{escape(value_fmt(v))}</title></rect>')
+            if stacked:
+                x += w
+        total = sum(v for s, v in vals if s in series) if stacked else max((v for s, v in vals), default=0)
+        note = (notes or {}).get(name, value_fmt(total))
+        end = x if stacked else LABEL_W + max(0.0, total) / vmax * plot_w
+        body.append(f'<text x="{end + 4:.1f}" y="{y + row_h / 2 + 4:.1f}" class="value">{escape(note)}</text>')
+    axis_y = top + row_h * len(rows)
+    body.append(f'<path class="axis" d="M{LABEL_W} {top} V{axis_y} H{LABEL_W + plot_w}"/>')
+    for t in (0, vmax / 2, vmax):
+        tx = LABEL_W + t / vmax * plot_w
+        body.append(f'<text x="{tx:.1f}" y="{axis_y + 14}" class="tick" text-anchor="middle">'
+                    f'{escape(value_fmt(t))}</text>')
+    return _svg(WIDTH, height, body, label)
+
+
+def histogram(values: list[float], lo: float, hi: float, bins: int, color: str, *, label: str,
+              xlabel: str, empty: str = "no data in this build") -> str:
+    """Counts of values in equal bins over [lo, hi] (the last bin closed)."""
+    if not values:
+        return _empty(label, empty)
+    hi = hi if hi > lo else lo + 1
+    counts = [0] * bins
+    for v in values:
+        k = int((min(max(v, lo), hi) - lo) / (hi - lo) * bins)
+        counts[min(k, bins - 1)] += 1
+    left, top, plot_w, plot_h = 50, 10, WIDTH - 80, 150
+    cmax = _nice_max(max(counts))
+    bw = plot_w / bins
+    body = []
+    for k, c in enumerate(counts):
+        a, b = lo + k * (hi - lo) / bins, lo + (k + 1) * (hi - lo) / bins
+        h = c / cmax * plot_h
+        body.append(f'<rect class="mark" x="{left + k * bw + 1:.1f}" y="{top + plot_h - h:.1f}" '
+                    f'width="{bw - 2:.1f}" height="{h:.1f}" fill="{color}">'
+                    f'<title>{_fmt(a)}–{_fmt(b)}: {c}</title></rect>')
+    body.append(f'<path class="axis" d="M{left} {top} V{top + plot_h} H{left + plot_w}"/>')
+    for k in range(0, bins + 1, max(1, bins // 5)):
+        x = left + k * bw
+        body.append(f'<text x="{x:.1f}" y="{top + plot_h + 14}" class="tick" text-anchor="middle">'
+                    f'{_fmt(round(lo + k * (hi - lo) / bins, 2))}</text>')
+    for c in (0, cmax / 2, cmax):
+        y = top + plot_h - c / cmax * plot_h
+        body.append(f'<text x="{left - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">{_fmt(c)}</text>')
+    body.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h + 30}" class="tick" '
+                f'text-anchor="middle">{escape(xlabel)} (n = {len(values)})</text>')
+    return _svg(WIDTH, top + plot_h + 38, body, label)
+
+
+def tree_svg(stats: list[NodeStat]) -> str:
+    """The taxonomy as an indented tree: folders, then leaves with accepted / target."""
+    by_id = {s.node_id: s for s in stats}
+    paths = set()
+    for node_id in by_id:
+        parts = node_id.split("/")
+        for i in range(1, len(parts) + 1):
+            paths.add(tuple(parts[:i]))
+    rows = sorted(paths)
+    if not rows:
+        return _empty("taxonomy tree", "no nodes in this build")
+    row_h, indent, top = 20, 18, 10
+    index = {p: i for i, p in enumerate(rows)}
+    bx = int(max(12 + (len(p) - 1) * indent + 9 + (len(p[-1]) + 1) * FONT * 0.62 for p in rows)) + 16
+    width = max(WIDTH, bx + 100 + 260)
+    body = []
+    for p, i in index.items():
+        x, y = 12 + (len(p) - 1) * indent, top + i * row_h + 8
+        if len(p) > 1:
+            px, py = 12 + (len(p) - 2) * indent, top + index[p[:-1]] * row_h + 8
+            body.append(f'<path class="edge" d="M{px} {py + 5} V{y} H{x - 5}"/>')
+    for p, i in index.items():
+        x, y = 12 + (len(p) - 1) * indent, top + i * row_h + 8
+        node_id = "/".join(p)
+        s = by_id.get(node_id)
+        if s is None:
+            body.append(f'<circle class="mark" cx="{x}" cy="{y}" r="4" fill="#bbbbbb"><title>'
+                        f'{escape(node_id)}</title></circle>'
+                        f'<text x="{x + 9}" y="{y + 4}" class="label">{escape(p[-1])}/</text>')
+            continue
+        color = "#D55E00" if s.flagged or s.shortfall else "#009E73"
+        body.append(f'<circle class="mark" cx="{x}" cy="{y}" r="5" fill="{color}"><title>{escape(node_id)}: '
+                    f'{s.accepted} / {s.target} accepted</title></circle>'
+                    f'<text x="{x + 9}" y="{y + 4}" class="label leaf">{escape(p[-1])}</text>')
+        frac = min(1.0, s.accepted / s.target) if s.target else (1.0 if s.accepted else 0.0)
+        flag = " ⚑ review flagged" if s.flagged else ""
+        body.append(f'<rect x="{bx}" y="{y - 5}" width="100" height="10" fill="#eeeeee"/>'
+                    f'<rect class="mark" x="{bx}" y="{y - 5}" width="{100 * frac:.1f}" height="10" '
+                    f'fill="{color}"><title>{s.accepted} of {s.target}</title></rect>'
+                    f'<text x="{bx + 106}" y="{y + 4}" class="value">{s.accepted}/{s.target} '
+                    f'{escape(s.kind)}{flag}</text>')
+    return _svg(width, top + len(rows) * row_h + 6, body, "taxonomy tree")
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#222;background:#fafafa}
+header,main{max-width:1480px;margin:0 auto;padding:0 24px}
+header{padding-top:18px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:26px 0 8px}
+.meta{color:#555;margin:2px 0}.meta code{font-size:12px}
+.cards{display:flex;flex-wrap:wrap;gap:10px;margin:14px 0}
+.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px 14px;min-width:96px}
+.card b{display:block;font-size:20px}.card span{color:#666;font-size:12px}
+.flag{background:#fdecea;border:1px solid #D55E00;border-radius:6px;padding:8px 12px;margin:12px 0}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:14px}
+figure.plot{background:#fff;border:1px solid #ddd;border-radius:6px;margin:0;padding:10px;overflow-x:auto}
+figcaption{font-weight:600;margin-bottom:6px}figcaption small{font-weight:400;color:#666}
+.grid svg.chart{width:100%;height:auto}
+svg.chart text{font-size:11px;fill:#333}svg.chart .tick{fill:#666;font-size:10px}
+svg.chart .axis,svg.chart .edge{stroke:#999;fill:none;stroke-width:1}
+svg.chart .empty{fill:#999;font-style:italic}svg.chart .leaf{font-weight:600}
+table{border-collapse:collapse;background:#fff;font-size:13px}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:right;vertical-align:top}
+th{background:#f0f0f0}td.id,th.id{text-align:left;font-family:ui-monospace,monospace;font-size:12px}
+tr.flagged td{background:#fdecea}
+details{background:#fff;border:1px solid #ddd;border-radius:6px;margin:6px 0;padding:6px 10px}
+summary{cursor:pointer;font-family:ui-monospace,monospace;font-size:12px}
+.sample{border-top:1px solid #eee;padding:6px 0}.sample p{margin:3px 0;white-space:pre-wrap}
+.sample ol{margin:3px 0}.small{color:#666;font-size:12px}
+footer{max-width:1480px;margin:30px auto;padding:0 24px;color:#888;font-size:12px}
+"""
+
+REASON_HELP = {
+    "invalid-json": "the teacher's answer was not JSON", "schema": "JSON that broke the record schema",
+    "empty": "an empty field", "refusal": "the teacher refused", "http-error": "the teacher call failed",
+    "timeout": "the teacher call timed out", "sanity-length": "too short or too long",
+    "sanity-markup": "template or markup debris", "dup-exact": "an exact duplicate",
+    "dup-near": "a near duplicate (MinHash)", "dup-seed": "a copy of a seed example",
+    "dup-sibling": "a duplicate of a sibling node's sample", "contaminated": "overlaps held-out eval seeds",
+    "ungrounded": "not supported by its source chunk", "judge": "scored low by the judge",
+    "pii": "personal data found", "low-confidence": "low teacher confidence",
+    "review-rejected": "rejected by a human reviewer (kdc review)",
+}
+
+
+def _plot(key: str, title: str, svg: str, note: str = "") -> str:
+    small = f" <small>{escape(note)}</small>" if note else ""
+    return (f'<figure class="plot" data-plot="{escape(key)}"><figcaption>{escape(title)}{small}'
+            f"</figcaption>{svg}</figure>")
+
+
+def plots(stats: list[NodeStat], judge_model: str | None = "?") -> list[tuple[str, str, str, str]]:
+    """(key, title, svg, note) for every plot of the page, tree first."""
+    ids = [s.node_id for s in stats]
+    reasons = sorted({r for s in stats for r in s.rejected})
+    rcolors = {r: PALETTE[i % len(PALETTE)] for i, r in enumerate(reasons)}
+    qw = [w for s in stats for w in s.question_words]
+    aw = [w for s in stats for w in s.answer_words]
+    div_keys = [k for k in ("distinct_1", "distinct_2", "near_dup_rate") if any(k in s.diversity for s in stats)]
+    div_keys += sorted({k for s in stats for k in s.diversity} - set(div_keys))
+    judge = [v for s in stats for v in s.judge]
+    return [
+        ("taxonomy-tree", "Taxonomy tree", tree_svg(stats), "leaves: accepted / target"),
+        ("target-vs-accepted", "Target vs accepted per node",
+         hbar_chart([(s.node_id, [("target", s.target), ("accepted", s.accepted)]) for s in stats],
+                    {"target": "#BBBBBB", "accepted": "#0072B2"}, stacked=False, label="target vs accepted",
+                    notes={s.node_id: f"{s.accepted}/{s.target}" + (f" (short {s.shortfall})" if s.shortfall
+                                                                    else "") for s in stats}), ""),
+        ("rejections", "Rejection reasons per node",
+         hbar_chart([(s.node_id, [(r, s.rejected.get(r, 0)) for r in reasons]) for s in stats], rcolors,
+                    stacked=True, label="rejection reasons"), "candidates the gates or reviewers turned down"),
+        ("question-lengths", "Question length", histogram(qw, 0, _nice_max(max(qw, default=1)), 10, "#56B4E9",
+                                                          label="question lengths", xlabel="words"),
+         "accepted samples, all nodes"),
+        ("answer-lengths", "Answer length", histogram(aw, 0, _nice_max(max(aw, default=1)), 10, "#009E73",
+                                                      label="answer lengths", xlabel="words"),
+         "accepted samples, all nodes"),
+        ("grounding-scores", "Grounding scores",
+         histogram([v for s in stats for v in s.grounding], 0, 1, 10, "#E69F00", label="grounding scores",
+                   xlabel="grounding (share of the answer supported by its source)"), "grounded and knowledge nodes"),
+        ("judge-scores", "Judge scores",
+         histogram(judge, 1, 5, 8, "#CC79A7", label="judge scores", xlabel="mean judge score (1–5)",
+                   empty="no judge scores: this build ran without a judge model"
+                   if not judge_model else "no data in this build"), ""),
+        ("diversity", "Diversity per node",
+         hbar_chart([(i, [(k, s.diversity.get(k, 0.0)) for k in div_keys]) for i, s in zip(ids, stats)],
+                    {k: PALETTE[j % len(PALETTE)] for j, k in enumerate(div_keys)}, stacked=False,
+                    label="diversity", notes={s.node_id: "" for s in stats}),
+         "distinct-n: unique n-grams / all n-grams; near_dup_rate: share of near duplicates"),
+        ("tokens-cost", "Teacher tokens and cost per node",
+         hbar_chart([(s.node_id, [("prompt", s.prompt_tokens), ("completion", s.completion_tokens)])
+                     for s in stats], {"prompt": "#56B4E9", "completion": "#0072B2"}, stacked=True,
+                    label="tokens and cost",
+                    notes={s.node_id: f"{s.prompt_tokens + s.completion_tokens:,} tok · {_usd(s.cost_usd)}"
+                           for s in stats}), ""),
+    ]
+
+
+def _usd(v: float | None) -> str:
+    return "cost unknown" if v is None else f"${v:.4f}"
+
+
+def total_usd(stats: list[NodeStat]) -> str:
+    costs = [s.cost_usd for s in stats]
+    return "unknown" if any(c is None for c in costs) else f"{sum(costs):.4f}"
+
+
+def _cell(v: Any, cls: str = "") -> str:
+    c = f' class="{cls}"' if cls else ""
+    return f"<td{c}>{escape(str(v))}</td>"
+
+
+def _node_table(stats: list[NodeStat]) -> str:
+    head = ("<tr><th class=id>node</th><th>kind</th><th>target</th><th>accepted</th><th>shortfall</th>"
+            "<th class=id>rejected</th><th>eval seeds</th><th>tokens</th><th>cost $</th>"
+            "<th>reviewed</th><th>review-rejected</th><th>flagged</th></tr>")
+    rows = []
+    for s in stats:
+        rej = ", ".join(f"{k}: {v}" for k, v in s.rejected.items()) or "—"
+        rows.append(f'<tr class="{"flagged" if s.flagged else ""}">' + _cell(s.node_id, "id") + _cell(s.kind)
+                    + _cell(s.target) + _cell(s.accepted) + _cell(s.shortfall) + _cell(rej, "id")
+                    + _cell(s.eval_seeds) + _cell(f"{s.prompt_tokens + s.completion_tokens:,}")
+                    + _cell(_usd(s.cost_usd).lstrip("$")) + _cell(s.review.get("reviewed", 0))
+                    + _cell(s.review.get("rejected", 0)) + _cell("yes" if s.flagged else "no") + "</tr>")
+    cov = [s for s in stats if s.coverage]
+    if cov:
+        rows.append("</table><h3>Knowledge coverage</h3><p class=small>Chunks of the leaf's documents that "
+                    "ground at least one accepted Q&amp;A (content rows carry every chunk).</p><table>"
+                    "<tr><th class=id>node</th><th>chunks</th><th>covered</th><th>share</th></tr>")
+        rows += ["<tr>" + _cell(s.node_id, "id") + _cell(s.coverage.get("chunks", 0))
+                 + _cell(s.coverage.get("covered", 0)) + _cell(f"{100 * _num(s.coverage.get('share')):.0f} %")
+                 + "</tr>" for s in cov]
+    return "<table>" + head + "".join(rows) + "</table>"
+
+
+def _sample_html(s: dict[str, Any]) -> str:
+    rec = s.get("record") or {}
+    md = s.get("metadata") or {}
+    steps = rec.get("reasoning") or []
+    steps = steps if isinstance(steps, list) else [steps]
+    review = md.get("review")
+    rv = (f' · review: {escape(str(review.get("verdict")))} by {escape(str(review.get("by")))}'
+          if isinstance(review, dict) else "")
+    ctx = rec.get("context")
+    return ('<div class="sample">'
+            f'<p class="small">{escape(str(s.get("id", "")))}{rv}</p>'
+            f"<p><b>Q:</b> {escape(str(rec.get('question', '')))}</p>"
+            + ("<ol>" + "".join(f"<li>{escape(str(x))}</li>" for x in steps) + "</ol>" if steps else "")
+            + f"<p><b>A:</b> {escape(str(rec.get('answer', '')))}</p>"
+            + (f'<p class="small">context: {escape(str(ctx)[:400])}</p>' if ctx else "") + "</div>")
+
+
+def render_report(view: BuildView, per_node: int = 3) -> str:
+    stats = node_stats(view)
+    m = view.manifest
+    tax = m.get("taxonomy") if isinstance(m.get("taxonomy"), dict) else {}
+    teacher = m.get("teacher") if isinstance(m.get("teacher"), dict) else {}
+    judge = m.get("judge") if isinstance(m.get("judge"), dict) else {}
+    templates = m.get("templates") if isinstance(m.get("templates"), dict) else {}
+    totals = {
+        "nodes": len(stats), "target": sum(s.target for s in stats), "accepted": sum(s.accepted for s in stats),
+        "shortfall": sum(s.shortfall for s in stats), "rejected": sum(sum(s.rejected.values()) for s in stats),
+        "tokens": sum(s.prompt_tokens + s.completion_tokens for s in stats),
+        "cost $": total_usd(stats),
+        "reviewed": sum(int(_num(s.review.get("reviewed"))) for s in stats)}
+    cards = "".join(f'<div class="card"><b>{escape(_fmt(v) if isinstance(v, (int, float)) else str(v))}</b>'
+                    f"<span>{escape(k)}</span></div>" for k, v in totals.items())
+    flagged = [s for s in stats if s.flagged]
+    banner = ""
+    if flagged:
+        banner = ('<div class="flag" data-flagged="' + str(len(flagged)) + '"><b>Review flagged '
+                  + str(len(flagged)) + " node(s)</b>: most of their reviewed sample was rejected — "
+                  + ", ".join(f"<code>{escape(s.node_id)}</code> ({s.review.get('rejected', 0)} of "
+                              f"{s.review.get('reviewed', 0)} rejected)" for s in flagged) + "</div>")
+    figs = plots(stats, judge.get("model"))
+    tree, rest = figs[0], figs[1:]
+    samples = []
+    for s in stats:
+        rows = view.train.get(s.node_id, [])[:per_node]
+        rej = view.rejected.get(s.node_id, [])[:per_node]
+        rej_html = "".join(f'<p class="small">rejected <b>{escape(str(r.get("reason", "")))}</b>: '
+                           f'{escape(str(r.get("detail", ""))[:300])}</p>' for r in rej)
+        samples.append(f"<details><summary>{escape(s.node_id)} — {s.accepted} accepted</summary>"
+                       + ("".join(_sample_html(x) for x in rows) or '<p class="small">no accepted samples</p>')
+                       + rej_html + "</details>")
+    tmpl = ", ".join(f"{escape(str(k))} <code>{escape(str(v)[:12])}</code>" for k, v in sorted(templates.items()))
+    sampling = teacher.get("sampling")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>kdc report — {escape(str(tax.get("root") or view.root.name))}</title>
+<style>{CSS}</style></head>
+<body><header>
+<h1>kdc build report</h1>
+<p class="meta">taxonomy <code>{escape(str(tax.get("root", "?")))}</code> · content sha256
+ <code>{escape(str(tax.get("content_hash", "?")))}</code></p>
+<p class="meta">teacher <code>{escape(str(teacher.get("model", "?")))}</code>
+ {escape(json.dumps(sampling, sort_keys=True)) if isinstance(sampling, dict) else ""} · judge
+ <code>{escape(str(judge.get("model") or "none"))}</code> · kdc {escape(str(m.get("kdc_version", "?")))}</p>
+<p class="meta">templates: {tmpl or "—"}</p>
+<div class="cards">{cards}</div>{banner}
+</header><main>
+<h2>Taxonomy</h2>{_plot(tree[0], tree[1], tree[2], tree[3])}
+<h2>Plots</h2><div class="grid">{"".join(_plot(*f) for f in rest)}</div>
+<h2>Nodes</h2>{_node_table(stats)}
+<h2>Samples</h2><p class="small">the first {per_node} accepted samples and rejections of each node</p>
+{"".join(samples)}
+</main><footer>written by kdc {escape(__version__)} from {escape(str(view.root))} · no scripts, no network</footer>
+</body></html>
+"""
+
+
+def write_report(build_dir: str | Path) -> Path:
+    """Write BUILD_DIR/report.html from the build directory; returns its path."""
+    view = load_build(build_dir)
+    path = view.root / "report.html"
+    atomic_write(path, render_report(view))
+    return path

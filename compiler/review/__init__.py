@@ -1,0 +1,1 @@
+"""`kdc review`: human spot checks, applied back to the build."""

@@ -1,0 +1,1 @@
+"""The taxonomy tree and its knowledge documents, read and chunked."""

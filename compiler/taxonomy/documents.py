@@ -1,0 +1,210 @@
+"""Knowledge documents: read from a git repository at a commit with real git, turned from
+markdown into text, cut into overlapping token chunks with provenance.
+
+Why real git and a pinned commit: the sample's provenance (repo, commit, file, span, hash) must
+point at bytes anyone can check out again. The git work is compiler/io/gitrepo.py (shared with
+`kdc validate`): files come from the object store at the commit, never from the working tree, so
+uncommitted edits and symlinks cannot leak in, and no pattern can name a path outside the
+repository. This module stops at the first problem with a located DocumentError.
+
+Tokens are whitespace-separated words (`\\S+`): tokenizer-free, deterministic and the same for
+every teacher; a chunk of 400 such words is roughly 520 tokens of a BPE tokenizer. Chunks follow
+the markdown structure (compiler/taxonomy/chunking.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from compiler.io import gitrepo
+from compiler.errors import DocumentError
+from compiler.io.gitrepo import RefError
+from compiler.taxonomy.chunking import Block, section_chunks, text_blocks
+from compiler.records import Chunk
+
+MAX_DOC_BYTES = 5_000_000
+_TOKEN = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class Document:
+    repo: str  # as written in qna.yaml
+    commit: str  # full sha
+    file: str  # path inside the repository
+    text: str  # plain text (markdown converted)
+    blocks: tuple[Block, ...] = ()  # its structure, for chunking
+
+
+def _located(exc: RefError, where: str | None) -> DocumentError:
+    return DocumentError(exc.message, path=where, hint=exc.hint or None)
+
+
+def resolve_repo(repo: str, taxonomy_root: Path, *, fetch: bool = False, where: str | None = None,
+                 allow: tuple[str, ...] = ()) -> Path:
+    """The local git repository for a qna.yaml `document.repo`: a path (relative to the taxonomy
+    root) or a URL, read from the shared clone cache and fetched only when fetching is allowed."""
+    try:
+        path = gitrepo.open_repo(repo, taxonomy_root, fetch_remote=fetch, allow=allow)
+    except RefError as exc:
+        raise _located(exc, where) from None
+    if path is None:
+        raise DocumentError(f"document repo {repo} is remote and fetching is off", path=where,
+                            hint="pass --fetch (or `fetch_documents: true` in a trusted config), or clone it and use a local path")
+    return path
+
+
+def resolve_commit(repo_path: Path, commit: str, *, where: str | None = None, fetch: bool = False) -> str:
+    """The full sha of `commit`, which must be a commit that exists in the repository."""
+    try:
+        return gitrepo.resolve_commit(repo_path, commit, fetch_missing=fetch)
+    except RefError as exc:
+        raise _located(exc, where) from None
+
+
+def list_files(repo_path: Path, commit: str, patterns: list[str], *, where: str | None = None) -> list[str]:
+    """Regular files at `commit` whose path matches a pattern (fnmatch on the full path, so
+    `*.md` matches at any depth). Symlinks and submodules are skipped: they could point outside."""
+    if not patterns or not all(isinstance(p, str) and p.strip() for p in patterns):
+        raise DocumentError("document.patterns must list at least one file pattern", path=where,
+                            hint='e.g. patterns: ["*.md"]')
+    for p in patterns:
+        if gitrepo.unsafe_pattern(p):
+            raise DocumentError(f"document pattern {p!r} escapes the repository", path=where,
+                                hint="patterns are paths inside the repository, e.g. docs/*.md")
+    try:
+        names = gitrepo.regular_files(repo_path, commit)
+    except RefError as exc:
+        raise _located(exc, where) from None
+    out = sorted({n for p in patterns for n in gitrepo.matching(names, p)})
+    if not out:
+        raise DocumentError(f"no file at commit {commit[:12]} matches {patterns}", path=where,
+                            hint="check document.patterns against `git ls-tree -r --name-only COMMIT`")
+    return out
+
+
+def read_file(repo_path: Path, commit: str, name: str, *, where: str | None = None) -> str:
+    """A document's text at `commit`: refused when huge (asked before reading), binary or not UTF-8."""
+    try:
+        size = gitrepo.blob_size(repo_path, commit, name)
+        if size > MAX_DOC_BYTES:
+            raise DocumentError(f"document {name} is {size:,} bytes, over {MAX_DOC_BYTES:,}", path=where,
+                                hint="split it, or point the patterns at smaller files")
+        data = gitrepo.read_blob(repo_path, commit, name)
+    except RefError as exc:
+        raise _located(exc, where) from None
+    if b"\0" in data:
+        raise DocumentError(f"document {name} is binary", path=where, hint="use markdown or text documents")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DocumentError(f"document {name} is not UTF-8", path=where) from None
+
+
+def markdown_to_text(md: str) -> str:
+    """Plain text of a markdown document: markup dropped, block structure kept as blank lines,
+    list items as "- ", table rows as "a | b". Parsed with markdown-it (CommonMark + tables)."""
+    return "\n\n".join(b.text for b in markdown_blocks(md)).strip() + "\n"
+
+
+def markdown_blocks(md: str) -> list[Block]:
+    """The blocks of a markdown document with their kind (heading level, table row, code...):
+    what markdown_to_text joins and what chunking.section_chunks cuts along."""
+    from markdown_it import MarkdownIt
+
+    md = md.replace("\r\n", "\n").replace("\r", "\n")
+    if md.startswith("---\n"):  # YAML front matter
+        end = md.find("\n---", 4)
+        if end != -1:
+            md = md[end + 4:].lstrip("\n")
+    tokens = MarkdownIt("commonmark").enable("table").parse(md)
+    blocks: list[Block] = []
+    lists: list[list] = []  # [marker kind, next number] per open list
+    row: list[str] | None = None
+    for i, tok in enumerate(tokens):
+        if tok.type == "bullet_list_open":
+            lists.append(["-", 0])
+        elif tok.type == "ordered_list_open":
+            lists.append(["1", int(tok.attrGet("start") or 1)])
+        elif tok.type in ("bullet_list_close", "ordered_list_close"):
+            lists.pop()
+        elif tok.type == "tr_open":
+            row = []
+        elif tok.type == "tr_close":
+            blocks.append(Block(" | ".join(row or []), "row"))
+            row = None
+        elif tok.type == "inline":
+            text = _inline_text(tok).strip()
+            if row is not None:
+                row.append(text)
+            elif text:
+                lead, kind, level = "", "para", 0
+                if i >= 1 and tokens[i - 1].type == "heading_open":
+                    kind, level = "heading", int(tokens[i - 1].tag[1:] or 1)
+                if lists and i >= 2 and tokens[i - 2].type == "list_item_open":
+                    kind, n = lists[-1]
+                    lead = "- " if kind == "-" else f"{n}. "
+                    lists[-1][1] = n + 1
+                    kind = "item"
+                blocks.append(Block(lead + text, kind, level))
+        elif tok.type in ("fence", "code_block"):
+            blocks.append(Block(tok.content.rstrip("\n"), "code"))
+        elif tok.type == "html_block":
+            text = re.sub(r"<!--.*?-->|<[^>]+>", " ", tok.content, flags=re.S)
+            text = re.sub(r"[ \t]+", " ", text).strip()
+            if text:
+                blocks.append(Block(text, "html"))
+    return blocks
+
+
+def _inline_text(tok) -> str:
+    parts: list[str] = []
+    for child in tok.children or []:
+        if child.type in ("text", "code_inline"):
+            parts.append(child.content)
+        elif child.type == "softbreak":
+            parts.append(" ")
+        elif child.type == "hardbreak":
+            parts.append("\n")
+        elif child.type == "image":
+            parts.append(child.content or "")
+    return "".join(parts)
+
+
+def load_documents(document: dict, taxonomy_root: Path, *, fetch: bool = False,
+                   where: str | None = None, allow: tuple[str, ...] = ()) -> list[Document]:
+    """Every document a knowledge leaf names (its `document:` mapping), as plain text."""
+    if not isinstance(document, dict):
+        raise DocumentError("knowledge leaf has no `document:` mapping", path=where,
+                            hint="add document: {repo, commit, patterns}")
+    repo = document.get("repo")
+    repo_path = resolve_repo(repo, taxonomy_root, fetch=fetch, where=where, allow=allow)
+    commit = resolve_commit(repo_path, document.get("commit"), where=where, fetch=fetch)
+    patterns = document.get("patterns")
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    names = list_files(repo_path, commit, patterns or [], where=where)
+    docs = []
+    for name in names:
+        raw = read_file(repo_path, commit, name, where=where)
+        if name.lower().endswith((".md", ".markdown")):
+            blocks = markdown_blocks(raw)
+            text = "\n\n".join(b.text for b in blocks).strip() + "\n"
+        else:
+            text, blocks = raw, text_blocks(raw)
+        docs.append(Document(gitrepo.redact(str(repo).strip()), commit, name, text, tuple(blocks)))  # provenance: no user:pass@
+    return docs
+
+
+def chunks_for(document: dict, taxonomy_root: Path, *, chunk_words: int,
+               fetch: bool = False, where: str | None = None, allow: tuple[str, ...] = ()) -> list[Chunk]:
+    """Every chunk of every matched document, in file order (plan.py permutes them)."""
+    out: list[Chunk] = []
+    for doc in load_documents(document, taxonomy_root, fetch=fetch, where=where, allow=allow):
+        blocks = list(doc.blocks) or text_blocks(doc.text)
+        out.extend(section_chunks(doc.repo, doc.commit, doc.file, doc.text, blocks, chunk_words))
+    if not out:
+        raise DocumentError("the knowledge documents are empty", path=where)
+    return out

@@ -1,0 +1,1 @@
+"""`kdc train` and `kdc eval`: the student, TRL fine-tuning, base-vs-tuned evaluation."""
