@@ -89,6 +89,8 @@ class NodeState:
     teacher_calls: int = 0  # answers fetched from the teacher in this run
     cache_hits: int = 0
     hits_gated: int = 0  # cache hits of this run already decided by _gate (see Builder._ask)
+    sent: int = 0  # this node's requests put in flight this run (each gets its place in gate order)
+    decided: int = 0  # ... of which _gate has seen; sent - decided are ahead of the next in line
     gated: asyncio.Event = field(default_factory=asyncio.Event)
     scores: dict[str, list] = field(default_factory=lambda: {"grounding": [], "judge": []})
     reviewed: Counter = field(default_factory=Counter)
@@ -278,7 +280,8 @@ class Builder:
                         continue  # the node filled up earlier in this round
                     req = prepare(task_for(st.lp, index, self.cfg), self.prompts, self.cfg.teacher, self.cfg.sampling,
                                   logprobs=self.teacher.logprobs)
-                    pending.append((req, asyncio.ensure_future(self._ask_screened(req))))
+                    pending.append((req, asyncio.ensure_future(self._ask_screened(req, st.sent))))
+                    st.sent += 1
 
             fill()
             try:
@@ -286,10 +289,11 @@ class Builder:
                     req, fut = pending.popleft()
                     answer, screened = await fut
                     self._gate(req, answer, screened)
+                    st = self.nodes[req.task.node_id]
+                    st.decided += 1
                     if isinstance(answer, Completion) and answer.cached:
-                        st = self.nodes[req.task.node_id]
                         st.hits_gated += 1
-                        st.gated.set()
+                    st.gated.set()
                     fill()
             except BaseException:
                 for _, fut in pending:
@@ -363,10 +367,18 @@ class Builder:
         self.progress.update(st.progress)
         return answer
 
-    async def _ask_screened(self, req: Request) -> tuple[Completion | TeacherFailure | None, Any]:
+    async def _ask_screened(self, req: Request, place: int) -> tuple[Completion | TeacherFailure | None, Any]:
         """The answer, and as soon as it arrives its order-independent gates and the judge
-        (compiler/gates/judging.py: why this is safe for byte-identity)."""
+        (compiler/gates/judging.py: why this is safe for byte-identity). A cached answer arrives at
+        once, before the ones ahead of it are decided; it is screened (and maybe judged) only once
+        fewer than `need` of its node are ahead of it, so a re-run never judges a candidate the
+        quota cannot reach (the earlier run never judged it either)."""
         answer = await self._ask(req)
+        if isinstance(answer, Completion) and answer.cached:
+            st = self.nodes[req.task.node_id]
+            while place - st.decided >= st.need > 0:
+                st.gated.clear()
+                await st.gated.wait()
         return answer, await screen(self, req, answer)
 
     def _gate(self, req: Request, answer: Completion | TeacherFailure | None, screened: Any) -> None:

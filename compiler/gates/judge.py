@@ -9,11 +9,13 @@ answers nonsense twice rejects only that sample (reason `judge`).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import jsonschema
 from jinja2 import FileSystemLoader, StrictUndefined
@@ -42,8 +44,25 @@ class JudgeResult:
 
 
 def _env() -> SandboxedEnvironment:
-    return SandboxedEnvironment(loader=FileSystemLoader(str(data_dir("templates"))), autoescape=False,
+    return _env_for(str(data_dir("templates")))
+
+
+@functools.lru_cache(maxsize=8)
+def _env_for(directory: str) -> SandboxedEnvironment:
+    """One environment per template folder: Jinja2 compiles each template once per environment, and
+    compiling them for every judged sample cost more CPU than the judge's HTTP call."""
+    return SandboxedEnvironment(loader=FileSystemLoader(directory), autoescape=False,
                                 undefined=StrictUndefined, keep_trailing_newline=False)
+
+
+@functools.lru_cache(maxsize=1)
+def _reply_validator() -> Any:
+    """schemas/judge.json, checked once: `jsonschema.validate` re-checks the schema itself against
+    the meta-schema on every call, which was half of a judged build's CPU."""
+    schema = load_schema("judge.json")
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
 
 
 def template_hashes() -> dict[str, str]:
@@ -72,10 +91,9 @@ def parse_scores(content: str) -> JudgeResult:
         data = json.loads(text)
     except ValueError:
         return JudgeResult(error=f"judge reply is not JSON: {text[:80]!r}")
-    try:
-        jsonschema.validate(data, load_schema("judge.json"))
-    except jsonschema.ValidationError as exc:
-        return JudgeResult(error=f"judge reply does not match schemas/judge.json: {exc.message}")
+    error = jsonschema.exceptions.best_match(_reply_validator().iter_errors(data))
+    if error is not None:
+        return JudgeResult(error=f"judge reply does not match schemas/judge.json: {error.message}")
     return JudgeResult({r: int(data[r]) for r in RUBRICS}, str(data.get("rationale", "")))
 
 
