@@ -54,13 +54,14 @@ def xlsx_bytes(rows: list[dict[str, str]], columns: tuple[str, ...], verdicts: t
                 raise ReviewError(f"sample {row.get('id')}: its {name} is {len(value):,} characters, over a "
                                   f"spreadsheet cell's {MAX_CELL:,}", hint="draw this sheet as --format jsonl")
             cell = ws.cell(row=r, column=k)
-            try:
-                cell.value = value
-            except ValueError:  # openpyxl's IllegalCharacterError: control characters XML cannot hold
-                raise ReviewError(f"sample {row.get('id')}: its {name} holds control characters a workbook "
-                                  "cannot store", hint="draw this sheet as --format csv or jsonl") from None
-            cell.data_type = "s"  # text, always: "=..." stays text, never a formula
-            cell.number_format = "@"
+            if value:
+                try:
+                    cell.value = value
+                except ValueError:  # openpyxl's IllegalCharacterError: control characters XML cannot hold
+                    raise ReviewError(f"sample {row.get('id')}: its {name} holds control characters a workbook "
+                                      "cannot store", hint="draw this sheet as --format csv or jsonl") from None
+                cell.data_type = "s"  # text, always: "=..." stays text, never a formula
+            cell.number_format = "@"  # and what the reviewer types stays text too
             cell.alignment = wrap
             if name in EDITABLE:
                 cell.protection = free
@@ -147,7 +148,7 @@ def parse_xlsx(path: Path, columns: tuple[str, ...], problems, row_type) -> list
                     return []
                 continue
             if len(values) > len(header):
-                k = len(header) + 1
+                k = next(i for i, v in enumerate(values) if i >= len(header) and v != "") + 1
                 problems.add(r, k, f"sheet {SHEET!r} cell {get_column_letter(k)}{r}: a value outside the "
                                    "header's columns")
                 continue
