@@ -169,3 +169,9 @@ def test_a_pdf_knowledge_leaf_compiles_into_rows_quoting_its_pages(tmp_path, mon
         assert row["record"]["context"] in " ".join(sentences[doc["page"]])
         assert "Tj" not in json.dumps(row) and "endobj" not in json.dumps(row)
     assert pages == {1, 3}
+    # a reviewer sees the page to open
+    from compiler.review.sheet import draw_sheet
+
+    sheet = draw_sheet(out, share=1.0, fmt="jsonl")
+    sources = {json.loads(ln)["source"] for ln in sheet.read_text().splitlines()}
+    assert {s.split("] ")[1].split(" ")[0] for s in sources} == {"p.1", "p.3"}

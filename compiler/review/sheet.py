@@ -119,8 +119,10 @@ def _source(meta: dict[str, Any]) -> str:
     doc = meta.get("document")
     if not isinstance(doc, dict):
         return ""
+    page = doc.get("page")  # PDFs: the page(s) to open
+    pages = "" if not page else f" p.{page}" + (f"-{doc['page_end']}" if doc.get("page_end", page) != page else "")
     return (f"{doc.get('repo', '?')}@{str(doc.get('commit', '?'))[:12]}:{doc.get('file', '?')}"
-            f"[{doc.get('start', '?')}:{doc.get('end', '?')}] sha256:{str(doc.get('sha256', '?'))[:12]}")
+            f"[{doc.get('start', '?')}:{doc.get('end', '?')}]{pages} sha256:{str(doc.get('sha256', '?'))[:12]}")
 
 
 def training_seeds(view: BuildView, node_id: str) -> list[Seed] | None:
