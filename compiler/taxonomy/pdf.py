@@ -101,10 +101,12 @@ def _docling_pages(data: bytes) -> list[PdfPage]:
     try:
         result = DocumentConverter().convert(DocumentStream(name="document.pdf", stream=io.BytesIO(data)))
         doc = result.document
-        count = doc.num_pages()
-        pages = []
-        for n in range(1, count + 1):
-            pages.append(PdfPage(n, paragraphs(doc.export_to_text(page_no=n))))
+        by_page: dict[int, list[str]] = {n: [] for n in range(1, doc.num_pages() + 1)}
+        for item, _level in doc.iterate_items():  # text items in reading order, each with its page
+            text, prov = getattr(item, "text", ""), getattr(item, "prov", None)
+            if isinstance(text, str) and text.strip() and prov:
+                by_page.setdefault(int(prov[0].page_no), []).append(text)
+        pages = [PdfPage(n, paragraphs("\n\n".join(by_page[n]))) for n in sorted(by_page)]
     except Exception as exc:
         raise PdfError(f"docling cannot convert the PDF ({type(exc).__name__}: {str(exc)[:200]})",
                        "check docling's models are installed, or use pdf_converter: pypdf") from None
