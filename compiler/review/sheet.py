@@ -1,7 +1,7 @@
 """`kdc review`: human spot checks of a build.
 
-An expert reviews a seeded 5-10 % sample of every node in a sheet (CSV for a spreadsheet, or
-JSONL): each row shows the question, reasoning and answer with the seed examples and the chunk
+An expert reviews a seeded 5-10 % sample of every node in a sheet (CSV, an xlsx workbook for
+spreadsheet programs (compiler/review/xlsx.py), or JSONL): each row shows the question, reasoning and answer with the seed examples and the chunk
 it came from, and takes a verdict (accept / reject / edit), edits and a reason. Applying the
 sheet drops what was rejected, applies edits and records who/when/why; the next compile reads
 reviews/verdicts.jsonl and tops the quota up.
