@@ -58,6 +58,7 @@ class CompileConfig:
     reasoning: bool | dict[str, bool] | None = None  # CoT steps: all, per kind, or None (plan.reasoning_for)
     fetch_documents: bool = False  # allow cloning knowledge repos given as URLs
     allow_repos: list[str] = field(default_factory=list)  # document repos allowed outside the checkout
+    pdf_converter: str = "pypdf"  # PDF documents: pypdf (text layer) or docling (installed with its models)
     fail_on_shortfall: bool = False
     dry_run: bool = False
     judge: str | None = None
@@ -133,6 +134,7 @@ _SCALARS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "chunk_words": (int, "a positive integer"),
     "per_chunk": (int, "an integer >= 0"),
     "fetch_documents": (bool, "true or false"),
+    "pdf_converter": (str, "pypdf or docling"),
     "fail_on_shortfall": (bool, "true or false"),
     "judge": (str, "a litellm model string"),
     "out": (str, "a folder path"),
@@ -282,6 +284,8 @@ def _check(cfg: CompileConfig) -> None:
         raise bad("max_tokens", "max_tokens must be at least 16")
     if cfg.few_shot < 1:
         raise bad("few_shot", "few_shot must be at least 1")
+    if cfg.pdf_converter not in ("pypdf", "docling"):
+        raise bad("pdf_converter", f"unknown pdf_converter {cfg.pdf_converter!r}", "use pypdf or docling")
     if cfg.chunk_words < 20:
         raise bad("chunk_words", "chunk_words must be at least 20")
     if cfg.per_chunk < 0:

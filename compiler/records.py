@@ -77,6 +77,8 @@ class Chunk:
     sha256: str
     title: str = ""  # the document's title (its first heading), for content rows
     heading: str = ""  # the section's heading path ("Packfiles > Delta chains")
+    page: int = 0  # PDFs: the 1-based page the chunk starts on (0: the document has no pages)
+    page_end: int = 0  # PDFs: the page it ends on
 
 
 @dataclass(frozen=True)

@@ -105,8 +105,9 @@ def test_a_committed_repo_with_a_promisor_runs_no_command(tmp_path, kdc, drop):
     if drop == "commit":  # validate says the commit is missing instead of fetching it
         assert code == 1 and problems and problems[0][0] == "document-unresolved"
         assert f"commit {commit} not found" in problems[0][1]
-    else:  # the listing is complete: validate passes, and compile then needs the blob
-        assert code == 0, problems
+    else:  # the listing is complete, the blob is not: validate reads it as compile does and says so
+        assert code == 1 and problems == [("document-unusable", problems[0][1])]
+        assert "cannot read doc.md" in problems[0][1]
         with TeacherServer() as srv:
             code, out, err = kdc("compile", tax, "--out", tmp_path / "out", "--teacher", "openai/t",
                                  "--api-base", srv.url, "--samples-per-node", "1")

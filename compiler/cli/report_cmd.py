@@ -28,7 +28,8 @@ def report(build_dir: Path) -> None:
 @click.option("--share", type=float, default=0.1, show_default=True,
               help="Share of each node's samples to draw (at least one per node).")
 @click.option("--seed", type=int, default=None, help="Sampling seed [default: the build's seed].")
-@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["csv", "xlsx", "jsonl"]), default="csv", show_default=True,
+              help="csv for any spreadsheet; xlsx (a workbook: provenance locked, verdict drop-down); jsonl.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the sheet [default: BUILD_DIR/reviews/sheet-seed<N>.<format>].")
 @click.option("--reviewer", help="Drawing: put in the sheet's reviewer column. Applying: the reviewer of rows "

@@ -176,6 +176,8 @@ def provenance(req: Request, lp: LeafPlan, answer: Completion | None, attempts: 
         c = task.chunk
         meta["document"] = {"repo": c.repo, "commit": c.commit, "file": c.file, "start": c.start,
                             "end": c.end, "sha256": c.sha256}
+        if c.page:  # PDFs: the pages the chunk quotes
+            meta["document"].update(page=c.page, page_end=c.page_end)
     meta.update({
         "template": {"name": req.rendered.template, "sha256": req.rendered.template_sha256},
         "teacher": {"model": req.teacher_model, "sampling": dict(req.sampling)},

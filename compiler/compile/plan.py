@@ -116,7 +116,8 @@ def make_plan(taxonomy: Taxonomy, cfg: CompileConfig, *, keep_going: bool = Fals
         if leaf.kind == "knowledge":
             try:
                 chunks = chunks_for(leaf.content.get("document"), Path(taxonomy.root), chunk_words=cfg.chunk_words,
-                                    fetch=cfg.fetch_documents, where=leaf.file, allow=tuple(cfg.allow_repos))
+                                    fetch=cfg.fetch_documents, where=leaf.file, allow=tuple(cfg.allow_repos),
+                                    pdf_converter=cfg.pdf_converter)
             except DocumentError as exc:
                 failed.append((leaf, exc))
                 continue

@@ -1,7 +1,7 @@
 """`kdc review`: human spot checks of a build.
 
-An expert reviews a seeded 5-10 % sample of every node in a sheet (CSV for a spreadsheet, or
-JSONL): each row shows the question, reasoning and answer with the seed examples and the chunk
+An expert reviews a seeded 5-10 % sample of every node in a sheet (CSV, an xlsx workbook for
+spreadsheet programs (compiler/review/xlsx.py), or JSONL): each row shows the question, reasoning and answer with the seed examples and the chunk
 it came from, and takes a verdict (accept / reject / edit), edits and a reason. Applying the
 sheet drops what was rejected, applies edits and records who/when/why; the next compile reads
 reviews/verdicts.jsonl and tops the quota up.
@@ -119,8 +119,10 @@ def _source(meta: dict[str, Any]) -> str:
     doc = meta.get("document")
     if not isinstance(doc, dict):
         return ""
+    page = doc.get("page")  # PDFs: the page(s) to open
+    pages = "" if not page else f" p.{page}" + (f"-{doc['page_end']}" if doc.get("page_end", page) != page else "")
     return (f"{doc.get('repo', '?')}@{str(doc.get('commit', '?'))[:12]}:{doc.get('file', '?')}"
-            f"[{doc.get('start', '?')}:{doc.get('end', '?')}] sha256:{str(doc.get('sha256', '?'))[:12]}")
+            f"[{doc.get('start', '?')}:{doc.get('end', '?')}]{pages} sha256:{str(doc.get('sha256', '?'))[:12]}")
 
 
 def training_seeds(view: BuildView, node_id: str) -> list[Seed] | None:
@@ -191,8 +193,8 @@ def draw_sheet(build_dir: str | Path, share: float = 0.1, seed: int | None = Non
     """Write a review sheet with a seeded sample of each node's not-yet-reviewed samples."""
     if not (0 < share <= 1):
         raise UsageError(f"--share must be in (0, 1], got {share}", hint="0.1 reviews about 10 % of each node")
-    if fmt not in ("csv", "jsonl"):
-        raise UsageError(f"unknown sheet format {fmt!r}", hint="use csv or jsonl")
+    if fmt not in ("csv", "jsonl", "xlsx"):
+        raise UsageError(f"unknown sheet format {fmt!r}", hint="use csv, xlsx or jsonl")
     view = load_build(build_dir)
     if seed is None:
         cfg = view.manifest.get("config")
@@ -212,7 +214,12 @@ def draw_sheet(build_dir: str | Path, share: float = 0.1, seed: int | None = Non
         picked = set(rng.sample(range(len(todo)), k))
         seeds = training_seeds(view, node_id)
         rows += [sheet_row(s, seeds, reviewer or "") for i, s in enumerate(todo) if i in picked]
-    atomic_write(path, _csv_text(rows) if fmt == "csv" else jsonl_text(rows))
+    if fmt == "xlsx":
+        from compiler.review.xlsx import xlsx_bytes
+
+        atomic_write(path, xlsx_bytes(rows, COLUMNS, VERDICTS))
+    else:
+        atomic_write(path, _csv_text(rows) if fmt == "csv" else jsonl_text(rows))
     return path
 
 
@@ -245,6 +252,7 @@ class SheetRow:
     line: int  # 1-based line where the row starts
     values: dict[str, str]
     columns: dict[str, int] | None  # CSV: 1-based column of each field; JSONL: None
+    sheet: str | None = None  # xlsx: the worksheet (line is its row number)
 
 
 class _Problems:
@@ -258,6 +266,8 @@ class _Problems:
         if isinstance(row, SheetRow):
             col = row.columns.get(column) if (row.columns and isinstance(column, str)) else None
             where = f"column {col} ({column})" if col else (f"field {column!r}" if column else "")
+            if row.sheet and col:  # a workbook: the cell as the spreadsheet names it
+                where = f"sheet {row.sheet!r} cell {_letter(col)}{row.line} ({column})"
             self.items.append((row.line, col, f"{where}: {message}" if where else message))
         else:
             self.items.append((row, column if isinstance(column, int) else None, message))
@@ -272,6 +282,12 @@ class _Problems:
                           line=line, column=col,
                           hint="nothing was changed; fix the sheet (only verdict, why, reviewer and edited_* "
                                "may be changed) and apply it again")
+
+
+def _letter(col: int) -> str:
+    from openpyxl.utils import get_column_letter
+
+    return get_column_letter(col)
 
 
 def _line_offsets(text: str) -> list[int]:
@@ -404,8 +420,15 @@ def _parse_jsonl(text: str, problems: _Problems) -> list[SheetRow]:
 
 
 def read_sheet(sheet_path: str | Path) -> list[SheetRow]:
-    """Parse a CSV or JSONL sheet; broken files are refused with located problems."""
+    """Parse a CSV, xlsx or JSONL sheet; broken files are refused with located problems."""
     path = Path(sheet_path)
+    if path.suffix.lower() == ".xlsx":
+        from compiler.review.xlsx import parse_xlsx
+
+        problems = _Problems(path)
+        rows = parse_xlsx(path, COLUMNS, problems, SheetRow)
+        problems.raise_if_any()
+        return rows
     try:
         raw = path.read_bytes()
     except OSError as exc:

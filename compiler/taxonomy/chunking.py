@@ -8,6 +8,7 @@ lines, never inside one), and an over-long paragraph is cut between sentences. E
 its heading path, so a content row can ask "what does <title> say about <section>?".
 
 Spans are character offsets into the converted text (what documents.markdown_to_text returns).
+Blocks of a PDF carry their page number; a chunk records the pages it starts and ends on.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Block:
     text: str
     kind: str  # heading | para | item | row | code | html
     level: int = 0
+    page: int = 0  # PDFs: the 1-based page the block is on
 
 
 @dataclass
@@ -39,6 +41,7 @@ class _Unit:
     kind: str
     level: int = 0
     title: str = ""
+    page: int = 0
 
 
 def _words(text: str) -> int:
@@ -61,7 +64,8 @@ def _units(text: str, blocks: list[Block]) -> list[_Unit]:
         if b.kind == "row" and units and units[-1].kind == "row":
             units[-1].end, units[-1].words = end, units[-1].words + _words(needle)
         else:
-            units.append(_Unit(at, end, _words(needle), b.kind, b.level, needle if b.kind == "heading" else ""))
+            units.append(_Unit(at, end, _words(needle), b.kind, b.level, needle if b.kind == "heading" else "",
+                               b.page))
     return units
 
 
@@ -82,7 +86,7 @@ def _pieces(text: str, u: _Unit, limit: int) -> list[_Unit]:
         if out and out[-1].words + n <= limit:
             out[-1].end, out[-1].words = u.start + e, out[-1].words + n
         else:
-            out.append(_Unit(u.start + s, u.start + e, n, u.kind))
+            out.append(_Unit(u.start + s, u.start + e, n, u.kind, page=u.page))
     return out or [u]
 
 
@@ -132,7 +136,7 @@ def section_chunks(repo: str, commit: str, file: str, text: str, blocks: list[Bl
         s, e = units_[0].start, units_[-1].end
         body = text[s:e]
         out.append(Chunk(repo, commit, file, s, e, body, hashlib.sha256(body.encode("utf-8")).hexdigest(),
-                         title, heading))
+                         title, heading, units_[0].page, units_[-1].page))
     return out
 
 

@@ -7,6 +7,9 @@ point at bytes anyone can check out again. The git work is compiler/io/gitrepo.p
 uncommitted edits and symlinks cannot leak in, and no pattern can name a path outside the
 repository. This module stops at the first problem with a located DocumentError.
 
+PDFs are read page by page (compiler/taxonomy/pdf.py): their chunks also carry the page numbers.
+Only Markdown and PDF files are knowledge documents (DOC_KINDS), in compile and validate alike.
+
 Tokens are whitespace-separated words (`\\S+`): tokenizer-free, deterministic and the same for
 every teacher; a chunk of 400 such words is roughly 520 tokens of a BPE tokenizer. Chunks follow
 the markdown structure (compiler/taxonomy/chunking.py).
@@ -14,10 +17,10 @@ the markdown structure (compiler/taxonomy/chunking.py).
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from compiler.io import gitrepo
 from compiler.errors import DocumentError
@@ -26,6 +29,8 @@ from compiler.taxonomy.chunking import Block, section_chunks, text_blocks
 from compiler.records import Chunk
 
 MAX_DOC_BYTES = 5_000_000
+DOC_KINDS = {".md": "markdown", ".markdown": "markdown", ".pdf": "pdf"}  # what validate and compile read
+log = logging.getLogger("kdc.documents")
 _TOKEN = re.compile(r"\S+")
 
 
@@ -85,22 +90,64 @@ def list_files(repo_path: Path, commit: str, patterns: list[str], *, where: str 
     return out
 
 
-def read_file(repo_path: Path, commit: str, name: str, *, where: str | None = None) -> str:
-    """A document's text at `commit`: refused when huge (asked before reading), binary or not UTF-8."""
+def read_bytes(repo_path: Path, commit: str, name: str, *, where: str | None = None) -> bytes:
+    """A document's bytes at `commit`, refused when huge (asked before reading)."""
     try:
         size = gitrepo.blob_size(repo_path, commit, name)
         if size > MAX_DOC_BYTES:
             raise DocumentError(f"document {name} is {size:,} bytes, over {MAX_DOC_BYTES:,}", path=where,
                                 hint="split it, or point the patterns at smaller files")
-        data = gitrepo.read_blob(repo_path, commit, name)
+        return gitrepo.read_blob(repo_path, commit, name)
     except RefError as exc:
         raise _located(exc, where) from None
+
+
+def decode_text(name: str, data: bytes, *, where: str | None = None) -> str:
+    """A text document's bytes as text: refused when binary or not UTF-8."""
     if b"\0" in data:
-        raise DocumentError(f"document {name} is binary", path=where, hint="use markdown or text documents")
+        raise DocumentError(f"document {name} is binary", path=where, hint="use Markdown or PDF documents")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise DocumentError(f"document {name} is not UTF-8", path=where) from None
+
+
+def read_file(repo_path: Path, commit: str, name: str, *, where: str | None = None) -> str:
+    """A document's text at `commit`: refused when huge (asked before reading), binary or not UTF-8."""
+    return decode_text(name, read_bytes(repo_path, commit, name, where=where), where=where)
+
+
+def document_kind(name: str) -> str | None:
+    """markdown, pdf, or None: not a knowledge document (validate and compile skip it alike)."""
+    return DOC_KINDS.get(PurePosixPath(name).suffix.lower())
+
+
+def pdf_blocks(name: str, data: bytes, *, converter: str = "pypdf", where: str | None = None
+               ) -> tuple[list[Block], list[str]]:
+    """A PDF's paragraphs as blocks carrying their page, and the warnings about pages without a
+    text layer. A PDF with no text at all, or one that cannot be read, is a DocumentError."""
+    from compiler.taxonomy import pdf
+
+    try:
+        pages = pdf.read_pdf(data, converter)
+    except pdf.PdfError as exc:
+        raise DocumentError(f"document {name}: {exc.message}", path=where, hint=exc.hint or None) from None
+    empty = pdf.empty_pages(pages)
+    if len(empty) == len(pages):
+        raise DocumentError(f"document {name}: none of its {len(pages)} page(s) has a text layer (a scanned PDF?)",
+                            path=where, hint="run OCR on it (e.g. ocrmypdf) and commit the result, "
+                            "or set pdf_converter: docling with its OCR models installed")
+    blocks = [Block(para, "para", page=p.number) for p in pages if not p.empty for para in p.paragraphs]
+    return blocks, ([pdf.describe_empty(name, empty, len(pages))] if empty else [])
+
+
+def check_content(name: str, data: bytes, *, where: str | None = None) -> list[str]:
+    """What compile will say about a document's bytes, for `kdc validate`: raises the same
+    DocumentError compile would, returns its warnings (pages without text). Needs no markdown parser."""
+    if document_kind(name) == "pdf":
+        return pdf_blocks(name, data, where=where)[1]
+    decode_text(name, data, where=where)
+    return []
 
 
 def markdown_to_text(md: str) -> str:
@@ -174,8 +221,10 @@ def _inline_text(tok) -> str:
 
 
 def load_documents(document: dict, taxonomy_root: Path, *, fetch: bool = False,
-                   where: str | None = None, allow: tuple[str, ...] = ()) -> list[Document]:
-    """Every document a knowledge leaf names (its `document:` mapping), as plain text."""
+                   where: str | None = None, allow: tuple[str, ...] = (), pdf_converter: str = "pypdf"
+                   ) -> list[Document]:
+    """Every Markdown or PDF document a knowledge leaf names (its `document:` mapping), as plain
+    text. Matched files of other kinds are skipped, as `kdc validate` skips them."""
     if not isinstance(document, dict):
         raise DocumentError("knowledge leaf has no `document:` mapping", path=where,
                             hint="add document: {repo, commit, patterns}")
@@ -185,24 +234,30 @@ def load_documents(document: dict, taxonomy_root: Path, *, fetch: bool = False,
     patterns = document.get("patterns")
     if isinstance(patterns, str):
         patterns = [patterns]
-    names = list_files(repo_path, commit, patterns or [], where=where)
+    names = [n for n in list_files(repo_path, commit, patterns or [], where=where) if document_kind(n)]
+    if not names:
+        raise DocumentError(f"the patterns match no .md or .pdf document at commit {commit[:12]}", path=where,
+                            hint="knowledge documents must be Markdown (.md) or PDF (.pdf) files")
     docs = []
     for name in names:
-        raw = read_file(repo_path, commit, name, where=where)
-        if name.lower().endswith((".md", ".markdown")):
-            blocks = markdown_blocks(raw)
-            text = "\n\n".join(b.text for b in blocks).strip() + "\n"
+        raw = read_bytes(repo_path, commit, name, where=where)
+        if document_kind(name) == "pdf":
+            blocks, warnings = pdf_blocks(name, raw, converter=pdf_converter, where=where)
+            for w in warnings:
+                log.warning("%s: %s", where or repo, w)
         else:
-            text, blocks = raw, text_blocks(raw)
+            blocks = markdown_blocks(decode_text(name, raw, where=where))
+        text = "\n\n".join(b.text for b in blocks).strip() + "\n"
         docs.append(Document(gitrepo.redact(str(repo).strip()), commit, name, text, tuple(blocks)))  # provenance: no user:pass@
     return docs
 
 
-def chunks_for(document: dict, taxonomy_root: Path, *, chunk_words: int,
-               fetch: bool = False, where: str | None = None, allow: tuple[str, ...] = ()) -> list[Chunk]:
+def chunks_for(document: dict, taxonomy_root: Path, *, chunk_words: int, fetch: bool = False,
+               where: str | None = None, allow: tuple[str, ...] = (), pdf_converter: str = "pypdf") -> list[Chunk]:
     """Every chunk of every matched document, in file order (plan.py permutes them)."""
     out: list[Chunk] = []
-    for doc in load_documents(document, taxonomy_root, fetch=fetch, where=where, allow=allow):
+    for doc in load_documents(document, taxonomy_root, fetch=fetch, where=where, allow=allow,
+                              pdf_converter=pdf_converter):
         blocks = list(doc.blocks) or text_blocks(doc.text)
         out.extend(section_chunks(doc.repo, doc.commit, doc.file, doc.text, blocks, chunk_words))
     if not out:

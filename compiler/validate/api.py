@@ -417,8 +417,8 @@ def _cross_file_checks(jobs: list[_Job], root: Path, opts: Options, stats: Stats
     out: dict[str, list[Problem]] = {}
     sev = opts.extra_severity
 
-    def add(rel: str, line: int, col: int, rule: str, message: str, hint: str) -> None:
-        severity = "error" if rule == "document-repo-outside" else sev  # a refusal, not a style issue
+    def add(rel: str, line: int, col: int, rule: str, message: str, hint: str, severity: str = "") -> None:
+        severity = severity or ("error" if rule == "document-repo-outside" else sev)  # a refusal, not a style issue
         out.setdefault(rel, []).append(Problem(rel, line, col, severity, rule, message, hint))
 
     for j in jobs:
@@ -457,7 +457,7 @@ def _document_checks(jobs: list[_Job], root: Path, opts: Options, stats: Stats, 
         stats.documents_checked += 1
         for issue in result.issues:
             line, col = doc["marks"].get(issue.field, [1, 1])
-            add(j.target.rel, line, col, issue.rule, issue.message, issue.hint)
+            add(j.target.rel, line, col, issue.rule, issue.message, issue.hint, issue.severity)
 
 
 def _sibling_duplicates(jobs: list[_Job], opts: Options, add) -> None:

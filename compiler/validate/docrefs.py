@@ -4,6 +4,11 @@ A front end over compiler/io/gitrepo.py (shared with compile) that collects ever
 issue instead of stopping at the first. Local repositories are checked in place; remote ones
 only where a clone is already cached, or with `fetch=True` (the only network access of
 `kdc validate`).
+
+Validate and compile agree on what a usable document is: the same kinds (documents.DOC_KINDS),
+and each matched document's bytes go through compile's own checks (documents.check_content:
+size, binary, UTF-8, a readable PDF with a text layer). Pages without text are a warning here,
+located on `patterns`. pypdf is imported only when a PDF is matched.
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from compiler.errors import DocumentError
 from compiler.io import gitrepo
 from compiler.io.gitrepo import RefError
+from compiler.taxonomy.documents import DOC_KINDS, check_content, read_bytes
 
-DOC_SUFFIXES = (".md", ".pdf")
+DOC_SUFFIXES = tuple(DOC_KINDS)
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,7 @@ class DocIssue:
     rule: str
     message: str
     hint: str
+    severity: str = ""  # "": validate's severity for document checks; "error": compile refuses it too
 
 
 @dataclass(frozen=True)
@@ -63,4 +71,17 @@ def check_document(repo: str, commit: str, patterns: list[str], root: Path, *, f
         issues.append(DocIssue("patterns", "document-unresolved",
                                f"the patterns match no .md or .pdf document at commit {sha[:12]}",
                                "knowledge documents must be Markdown (.md) or PDF (.pdf) files"))
+    for name in docs:
+        issues.extend(_content_issues(path, sha, name))
     return DocCheck(True, tuple(issues), docs)
+
+
+def _content_issues(path: Path, sha: str, name: str) -> list[DocIssue]:
+    """Compile's own verdict on one document's bytes, as issues."""
+    try:
+        warnings = check_content(name, read_bytes(path, sha, name))
+    except DocumentError as exc:
+        return [DocIssue("patterns", "document-unusable", exc.message, exc.hint or "", "error")]
+    return [DocIssue("patterns", "document-pages-without-text", w,
+                     "pages without a text layer give the teacher nothing; run OCR on the PDF (e.g. ocrmypdf)")
+            for w in warnings]
