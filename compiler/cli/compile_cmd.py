@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from compiler.compile.build import NodeProgress, Progress
+from compiler.compile.scheduler import NodeProgress, Progress
 
 
 @click.command("compile")
