@@ -10,6 +10,7 @@ anything else; every write is atomic (compiler/io/fsutil.py).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections import Counter
@@ -133,10 +134,15 @@ def load_verdicts(root: str | Path) -> dict[str, dict[str, Any]]:
             if v.get("id")}
 
 
-def read_mix(root: Path, entry: dict[str, Any], name: str) -> tuple[Path, list[dict[str, Any]]]:
-    """A mix's rows (train reads them), by the manifest's `mixes` entry."""
-    path = root / (entry.get("path") or f"mixes/{name}.jsonl")
-    return path, read_jsonl(path, missing_ok=False, hint="re-run kdc compile")
+def mix_path(root: Path, entry: dict[str, Any], name: str) -> Path:
+    """A mix's file, by the manifest's `mixes` entry (train reads it)."""
+    return root / (entry.get("path") or f"mixes/{name}.jsonl")
+
+
+def manifest_digest(root: Path) -> tuple[Path, str]:
+    """The manifest's path and sha256 (a trained model records which build it came from)."""
+    path = root / MANIFEST
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ writer

@@ -32,7 +32,27 @@ def _pick(cls, data: Any, where: str, path: str) -> dict[str, Any]:
     missing = sorted(required - set(data))
     if missing:
         raise BuildError(f"{where} lacks key(s) {', '.join(missing)}", path=path, hint="re-run kdc compile")
+    for f in fields(cls):
+        if f.name in data and not _is(data[f.name], str(f.type)):
+            raise BuildError(f"{where}: `{f.name}` must be {f.type}, not {type(data[f.name]).__name__}",
+                             path=path, hint="re-run kdc compile")
     return data
+
+
+_TYPES = {"int": int, "float": (int, float), "str": str, "dict": dict, "list": list}
+
+
+def _is(value: Any, annotation: str) -> bool:
+    """value fits the field's annotation, at its outer level ('int', 'dict[str, int]', 'float | None')."""
+    for alt in annotation.split(" | "):
+        name = alt.split("[", 1)[0].strip()
+        if name == "None" and value is None:
+            return True
+        if name in _TYPES and isinstance(value, _TYPES[name]) and not isinstance(value, bool):
+            return True
+        if name == "Any":
+            return True
+    return False
 
 
 @dataclass

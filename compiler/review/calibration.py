@@ -4,7 +4,7 @@ scores on the same samples (issue 12 §6).
 Reviewed samples come from train.jsonl, so the judge kept every one of them: each expert reject
 is a judge false positive, each accept an agreement. Per rubric, the mean score of the samples the
 expert kept and of those the expert rejected shows which rubric fails to separate them. The result
-goes into manifest.json (`review_calibration`) and the `kdc review --apply` output.
+goes into the build manifest (`review_calibration`) and the `kdc review --apply` output.
 """
 
 from __future__ import annotations
