@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from compiler import __version__
-from compiler.io.builddir import BuildDir, load_build, write_report_file
+from compiler.io.builddir import BuildDir, Provenance, load_build, write_report_file
 from compiler.report.stats import NodeStat, node_stats, total_usd
 
 # ---------------------------------------------------------------------------------------------
@@ -315,12 +315,11 @@ def _node_table(stats: list[NodeStat]) -> str:
 
 def _sample_html(s: dict[str, Any]) -> str:
     rec = s.get("record") or {}
-    md = s.get("metadata") or {}
     steps = rec.get("reasoning") or []
     steps = steps if isinstance(steps, list) else [steps]
-    review = md.get("review")
+    review = Provenance.from_json(s.get("metadata")).review
     rv = (f' · review: {escape(str(review.get("verdict")))} by {escape(str(review.get("by")))}'
-          if isinstance(review, dict) else "")
+          if review is not None else "")
     ctx = rec.get("context")
     return ('<div class="sample">'
             f'<p class="small">{escape(str(s.get("id", "")))}{rv}</p>'
