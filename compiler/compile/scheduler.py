@@ -77,7 +77,7 @@ class NodeState:
     stopped: str | None = None
     teacher_calls: int = 0  # answers fetched from the teacher in this run
     cache_hits: int = 0
-    hits_gated: int = 0  # cache hits of this run already decided by _gate (see Builder._ask)
+    hits_gated: int = 0  # cache hits of this run already decided by _gate (see Scheduler._ask)
     gated: asyncio.Event = field(default_factory=asyncio.Event)
     scores: dict[str, list] = field(default_factory=lambda: {"grounding": [], "judge": []})
     reviewed: Counter = field(default_factory=Counter)
@@ -89,7 +89,6 @@ class NodeState:
     @property
     def used(self) -> int:
         return len(self.accepted) + len(self.rejected)
-
 
 
 # ------------------------------------------------------------------------------- the scheduler
