@@ -100,7 +100,7 @@ class CompileConfig:
 
 
 def redact_all(value: Any) -> Any:
-    """`redact_url` on every string inside `value` (what goes into manifest.json)."""
+    """`redact_url` on every string inside `value` (what goes into the build manifest)."""
     if isinstance(value, str):
         return redact_url(value)
     if isinstance(value, dict):

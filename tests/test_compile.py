@@ -140,9 +140,8 @@ def test_compile_writes_datasets_with_provenance_and_a_consistent_manifest(tax, 
                 assert doc["commit"] and doc["file"].endswith(".md") and doc["end"] > doc["start"]
                 assert hashlib.sha256(s["record"]["context"].encode()).hexdigest() == doc["sha256"]
                 assert s["record"]["context"] in prompt
-        hf = __import__("datasets").load_from_disk(str(out / n["files"]["hf"]))
-        assert hf["id"] == [s["id"] for s in train]
-        assert json.loads(hf[0]["metadata"]) == train[0]["metadata"]
+        assert sorted(n["files"]) == ["eval", "rejected", "train"]  # no Hugging Face copy: the card loads the JSONL
+    assert not (out / "hf").exists()
     # the knowledge spans point at the real document text at the commit
     leaf = json.loads(json.dumps(read_jsonl(out / m["nodes"][SOLAR]["files"]["train"])[0]))
     doc = leaf["metadata"]["document"]

@@ -18,7 +18,10 @@ import pytest
 
 from compiler.report.card import write_card
 from compiler.errors import BuildError
-from compiler.report.html import load_build, node_stats, write_report
+from compiler.io.builddir import load_build
+from compiler.report.html import write_report
+from compiler.report.stats import node_stats
+from build_fixtures import node_entry, write_manifest
 
 HOSTILE = "<script>alert(1)</script>"
 HOSTILE_NODE = 'compositional_skills/writing/<img src=x onerror="alert(2)">'
@@ -76,9 +79,9 @@ NODES = {  # node_id: (kind, accepted, target)
 }
 
 
-def make_build(root: Path, *, hostile: bool = False, taxonomy: Path | None = None, old: bool = False,
-               hf: bool = False) -> Path:
-    """A realistic build directory (docs/build-layout.md). old=True drops optional manifest keys."""
+def make_build(root: Path, *, hostile: bool = False, taxonomy: Path | None = None) -> Path:
+    """A realistic build directory (docs/build-layout.md); its manifest is made of the real records and
+    written by the real writer (compiler/io/builddir.py)."""
     nodes = dict(NODES)
     if hostile:
         nodes[HOSTILE_NODE] = ("freeform_skill", 3, 3)
@@ -98,23 +101,17 @@ def make_build(root: Path, *, hostile: bool = False, taxonomy: Path | None = Non
         reasons: dict[str, int] = {}
         for r in rejected:
             reasons[r["reason"]] = reasons.get(r["reason"], 0) + 1
-        entry = {"kind": kind, "target": target, "accepted": n, "shortfall": target - n,
-                 "attempts": n + len(rejected), "rejected": reasons, "pii_redacted": 0, "eval_seeds": len(evals),
-                 "tokens": {"prompt": sum(s["metadata"]["usage"]["prompt_tokens"] for s in samples),
-                            "completion": sum(s["metadata"]["usage"]["completion_tokens"] for s in samples)},
-                 "cost_usd": 0.0012 * n,
-                 "diversity": {"distinct_1": 0.4 + k / 10, "distinct_2": 0.7 + k / 20, "near_dup_rate": k / 50},
-                 "scores": {"grounding": [s["metadata"]["gates"].get("grounding") for s in samples
-                                          if "grounding" in s["metadata"]["gates"]],
-                            "judge": [sum(s["metadata"]["gates"]["judge"].values()) / 3 for s in samples]},
-                 "lengths": {"question_words": [len(s["record"]["question"].split()) for s in samples],
-                             "answer_words": [len(s["record"]["answer"].split()) for s in samples]},
-                 "review": {"reviewed": 0, "rejected": 0, "flagged": False},
-                 "files": {"train": f"nodes/{node_id}/train.jsonl", "rejected": f"nodes/{node_id}/rejected.jsonl",
-                           "eval": f"nodes/{node_id}/eval.jsonl", "hf": f"hf/{node_id}"}}
-        if old:
-            for key in ("scores", "lengths", "review", "diversity", "tokens", "cost_usd", "files", "eval_seeds"):
-                entry.pop(key)
+        entry = node_entry(
+            node_id, kind, target, n, attempts=n + len(rejected), rejected=reasons, eval_seeds=len(evals),
+            tokens={"prompt": sum(s["metadata"]["usage"]["prompt_tokens"] for s in samples),
+                    "completion": sum(s["metadata"]["usage"]["completion_tokens"] for s in samples)},
+            cost_usd=0.0012 * n,
+            diversity={"distinct_1": 0.4 + k / 10, "distinct_2": 0.7 + k / 20, "near_dup_rate": k / 50},
+            scores={"grounding": [s["metadata"]["gates"].get("grounding") for s in samples
+                                  if "grounding" in s["metadata"]["gates"]],
+                    "judge": [sum(s["metadata"]["gates"]["judge"].values()) / 3 for s in samples]},
+            lengths={"question_words": [len(s["record"]["question"].split()) for s in samples],
+                     "answer_words": [len(s["record"]["answer"].split()) for s in samples]})
         manifest_nodes[node_id] = entry
         rows = [{"messages": s["messages"], "metadata": {"node_id": node_id, "source": "synthetic", "id": s["id"]}}
                 for s in samples]
@@ -122,15 +119,6 @@ def make_build(root: Path, *, hostile: bool = False, taxonomy: Path | None = Non
         if rows:  # like compiler/mix/phases.py: a source file per node, the mix drawn from the sources
             _write_jsonl(root / "mixes" / "sources" / phase / f"{node_id}.jsonl", rows)
         (mix1 if kind == "knowledge" else mix2).extend(rows)
-        if hf and samples:  # like compiler/compile/build.py: metadata as JSON text, fixed features
-            from datasets import Dataset, Features, Sequence, Value
-            feats = Features({"id": Value("string"), "node_id": Value("string"),
-                              "messages": [{"role": Value("string"), "content": Value("string")}],
-                              "record": {"question": Value("string"), "reasoning": Sequence(Value("string")),
-                                         "answer": Value("string"), "context": Value("string")},
-                              "metadata": Value("string")})
-            Dataset.from_list([{**s, "metadata": json.dumps(s["metadata"], sort_keys=True)} for s in samples],
-                              features=feats).save_to_disk(str(root / "hf" / node_id))
     replay = [{"messages": r["messages"], "metadata": {**r["metadata"], "source": "replay"}} for r in mix1[::2]]
     seeds = [{"messages": [{"role": "user", "content": "seed q"}, {"role": "assistant", "content": "seed a"}],
               "metadata": {"node_id": "compositional_skills/writing/freeform/haiku", "source": "seed",
@@ -140,31 +128,21 @@ def make_build(root: Path, *, hostile: bool = False, taxonomy: Path | None = Non
     mix2 += replay + seeds
     _write_jsonl(root / "mixes" / "phase1_knowledge.jsonl", mix1)
     _write_jsonl(root / "mixes" / "phase2_skills.jsonl", mix2)
-    manifest = {
-        "format": 1, "kdc_version": "0.1.0",
-        "taxonomy": {"root": str(taxonomy or "/nonexistent/taxonomy"), "content_hash": "c0ffee" + "0" * 58},
-        "teacher": {"model": "openai/test-teacher", "api_bases": ["http://127.0.0.1:9/v1"],
-                    "sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 512, "seed": 7}},
-        "judge": {"model": "openai/test-judge"},
-        "templates": {"generate_freeform.j2": _sha("f"), "generate_knowledge.j2": _sha("k")},
-        "config": {"samples_per_node": 40, "seed": 7},
-        "versions": {"python": "3.11.9", "litellm": "1.106.2"},
-        "nodes": manifest_nodes,
-        "mixes": {"phase1_knowledge": {"path": "mixes/phase1_knowledge.jsonl",
-                                       "recipe": "mixes/phase1_knowledge.recipe.yaml", "rows": len(mix1),
-                                       "by_source": {"synthetic": len(mix1)}},
-                  "phase2_skills": {"path": "mixes/phase2_skills.jsonl", "recipe": "mixes/phase2_skills.recipe.yaml",
-                                    "rows": len(mix2), "by_source": {"replay": len(replay), "seed": 1,
-                                                                     "synthetic": len(mix2) - len(replay) - 1}}},
-        "totals": {"target": sum(v[2] for v in nodes.values()), "accepted": sum(v[1] for v in nodes.values()),
-                   "shortfall": sum(v[2] - v[1] for v in nodes.values()),
-                   "rejected": sum(sum(e["rejected"].values()) for e in manifest_nodes.values()),
-                   "tokens": {"prompt": 1, "completion": 1}, "cost_usd": 0.0, "teacher_calls": 70, "cache_hits": 0},
-    }
-    if old:
-        for key in ("judge", "templates", "versions", "mixes", "totals"):
-            manifest.pop(key)
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    write_manifest(
+        root, manifest_nodes,
+        {"phase1_knowledge": {"path": "mixes/phase1_knowledge.jsonl", "recipe": "mixes/phase1_knowledge.recipe.yaml",
+                              "rows": len(mix1), "by_source": {"synthetic": len(mix1)}},
+         "phase2_skills": {"path": "mixes/phase2_skills.jsonl", "recipe": "mixes/phase2_skills.recipe.yaml",
+                           "rows": len(mix2), "by_source": {"replay": len(replay), "seed": 1,
+                                                            "synthetic": len(mix2) - len(replay) - 1}}},
+        taxonomy={"root": str(taxonomy or "/nonexistent/taxonomy"), "content_hash": "c0ffee" + "0" * 58},
+        teacher={"model": "openai/test-teacher", "api_bases": ["http://127.0.0.1:9/v1"],
+                 "sampling": {"temperature": 0.7, "top_p": 0.95, "max_tokens": 512, "seed": 7}},
+        judge={"model": "openai/test-judge", "calls": 0, "why": "--judge"},
+        templates={"generate_freeform.j2": _sha("f"), "generate_knowledge.j2": _sha("k")},
+        config={"samples_per_node": 40, "seed": 7}, versions={"python": "3.11.9", "litellm": "1.106.2"},
+        totals={"target": 0, "accepted": 0, "shortfall": 0, "rejected": 0, "tokens": {"prompt": 1, "completion": 1},
+                "cost_usd": 0.0, "teacher_calls": 70, "cache_hits": 0})
     return root
 
 
@@ -225,11 +203,11 @@ def test_card_reads_license_from_attribution(tmp_path: Path) -> None:
     assert text.count("| Apache-2.0 |") == len(NODES)
 
 
-def test_card_escapes_hostile_text_and_survives_old_manifest(tmp_path: Path) -> None:
-    build = make_build(tmp_path / "build", hostile=True, old=True)
+def test_card_escapes_hostile_text(tmp_path: Path) -> None:
+    build = make_build(tmp_path / "build", hostile=True)
     man = json.loads((build / "manifest.json").read_text())
     man["nodes"]["compositional_skills/writing/freeform/haiku"].update(
-        kind=HOSTILE, review={"reviewed": HOSTILE, "rejected": 1, "flagged": True}, rejected={HOSTILE: 2})
+        kind=HOSTILE, review={"reviewed": 2, "rejected": 1, "flagged": True}, rejected={HOSTILE: 2})
     man["teacher"] = {"model": HOSTILE, "sampling": {"x": HOSTILE}}
     (build / "manifest.json").write_text(json.dumps(man))
     text = write_card(build).read_text()
@@ -239,13 +217,35 @@ def test_card_escapes_hostile_text_and_survives_old_manifest(tmp_path: Path) -> 
     assert f"nodes/{HOSTILE_NODE}/train.jsonl" in paths  # YAML data, quoted by safe_dump
     assert "<script" not in body and "<img" not in body
     assert "&lt;img src=x onerror=\"alert(2)\"&gt;" in body
-    # older manifest: counts come from the JSONL files
     stats = {s.node_id: s for s in node_stats(load_build(build))}
-    for node_id, s in stats.items():
-        lines = (build / "nodes" / node_id / "eval.jsonl").read_text().splitlines()
-        assert s.eval_seeds == len(lines) > 0
     assert {s.eval_seeds for s in stats.values()} == {1, 2}
     assert stats["compositional_skills/writing/freeform/haiku"].prompt_tokens == sum(300 + i for i in range(12))
+
+
+def test_manifest_is_checked_once_with_located_errors(tmp_path: Path) -> None:
+    """Read once into typed records: another format, a missing key or a wrong type is refused, named."""
+    build = make_build(tmp_path / "b")
+    path = build / "manifest.json"
+    good = path.read_text()
+    path.write_text(good.replace('"format": 1', '"format": 2'))
+    with pytest.raises(BuildError, match="unknown build format 2") as err:
+        load_build(build)
+    assert err.value.path == str(path) and err.value.line == 2
+    man = json.loads(good)
+    del man["nodes"]["compositional_skills/writing/freeform/haiku"]["lengths"]
+    path.write_text(json.dumps(man))
+    with pytest.raises(BuildError, match="freeform/haiku'? lacks key\\(s\\) lengths"):
+        write_report(build)
+    man = json.loads(good)
+    man["nodes"]["compositional_skills/writing/freeform/haiku"]["accepted"] = "12"
+    path.write_text(json.dumps(man))
+    with pytest.raises(BuildError, match="`accepted` must be int, not str"):
+        write_card(build)
+    man = json.loads(good)
+    man["surprise"] = 1
+    path.write_text(json.dumps(man))
+    with pytest.raises(BuildError, match="unknown key\\(s\\) surprise"):
+        load_build(build)
 
 
 def test_missing_or_broken_build_is_a_located_error(tmp_path: Path) -> None:
@@ -260,7 +260,7 @@ def test_missing_or_broken_build_is_a_located_error(tmp_path: Path) -> None:
         write_report(build)
     assert err.value.path == str(p) and err.value.line == 3
     man = json.loads((build / "manifest.json").read_text())
-    man["nodes"]["../../etc"] = {}
+    man["nodes"]["../../etc"] = man["nodes"]["compositional_skills/writing/freeform/haiku"]
     (build / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(BuildError, match="bad node id"):
         write_card(build)
@@ -305,7 +305,7 @@ def test_report_escapes_hostile_text_and_fetches_nothing(tmp_path: Path) -> None
     build = make_build(tmp_path / "build", hostile=True)
     man = json.loads((build / "manifest.json").read_text())
     node = man["nodes"]["compositional_skills/writing/freeform/haiku"]
-    node.update(kind=HOSTILE, review={"reviewed": HOSTILE, "rejected": 1, "flagged": True},
+    node.update(kind=HOSTILE, review={"reviewed": 2, "rejected": 1, "flagged": True},
                 rejected={HOSTILE: 2}, diversity={HOSTILE: 0.5})
     man["teacher"]["model"] = HOSTILE
     man["templates"][HOSTILE] = HOSTILE
@@ -322,21 +322,15 @@ def test_report_escapes_hostile_text_and_fetches_nothing(tmp_path: Path) -> None
     assert "Content-Security-Policy" in html and "default-src 'none'" in html
 
 
-def test_report_old_manifest_and_empty_data(tmp_path: Path) -> None:
-    build = make_build(tmp_path / "build", old=True)
-    figs = _figures(write_report(build).read_text())
-    assert list(figs) == PLOTS
-    assert 'class="mark"' in figs["diversity"]  # computed from the samples when the manifest lacks it
-    assert "(n = 46)" in figs["grounding-scores"]  # from metadata.gates when scores are absent
+def test_report_empty_data_and_unknown_price(tmp_path: Path) -> None:
+    build = make_build(tmp_path / "build")
     man = json.loads((build / "manifest.json").read_text())
-    man["nodes"] = {"compositional_skills/writing/freeform/haiku": {"kind": "freeform_skill", "target": 3,
-                                                                    "accepted": 0}}
+    node = node_entry("compositional_skills/writing/freeform/haiku", "freeform_skill", 3, 0, cost_usd=None,
+                      tokens={"prompt": 5, "completion": 1}).to_json()  # a teacher without a known price
+    man["nodes"] = {"compositional_skills/writing/freeform/haiku": node}
+    man["judge"] = {"model": None, "calls": 0, "why": "off (--no-judge)"}
     (build / "manifest.json").write_text(json.dumps(man))
     (build / "nodes/compositional_skills/writing/freeform/haiku/train.jsonl").write_text("")
-    man["judge"] = {"model": None}
-    man["nodes"]["compositional_skills/writing/freeform/haiku"].update(
-        cost_usd=None, tokens={"prompt": 5, "completion": 1})  # a teacher without a known price
-    (build / "manifest.json").write_text(json.dumps(man))
     html = write_report(build).read_text()
     figs = _figures(html)
     assert "no data in this build" in figs["grounding-scores"]

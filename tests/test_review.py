@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from compiler.errors import ReviewError
-from compiler.review.sheet import COLUMNS, apply_sheet, draw_sheet, load_verdicts, sample_size
+from compiler.io.builddir import load_build, load_verdicts
+from compiler.review.apply import apply_sheet
+from compiler.review.sheet import COLUMNS, draw_sheet, sample_size
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the build-directory helper, any import mode
 from test_report import NODES, make_build  # noqa: E402
@@ -270,20 +272,30 @@ def test_apply_jsonl_sheet_and_blank_sheet(build: Path) -> None:
     assert s["metadata"]["review"]["by"] == "bob"
 
 
-def test_apply_updates_hf_copy(tmp_path: Path) -> None:
-    from datasets import load_from_disk
-    build = make_build(tmp_path / "build", hf=True)
+def test_apply_keeps_the_manifest_in_step_and_the_card_loads_the_result(tmp_path: Path) -> None:
+    """No Hugging Face copy to keep in step: the card's configs load the rewritten JSONL itself."""
+    import datasets
+    from collections import Counter
+    build = make_build(tmp_path / "build")
     sheet = draw_sheet(build, seed=5)
     rows = read_csv(sheet)
     ids = fill(rows)
     write_csv(sheet, rows)
     apply_sheet(build, sheet, reviewer="alice")
-    ds = load_from_disk(str(build / "hf" / SOLAR))
+    view = load_build(build)
+    for node_id, entry in view.nodes.items():
+        train, rejected = view.train[node_id], view.rejected[node_id]
+        assert entry.accepted == len(train) and entry.rejected == dict(sorted(Counter(
+            r["reason"] for r in rejected).items()))
+        assert entry.lengths["answer_words"] == [len(s["record"]["answer"].split()) for s in train]
+    assert view.nodes[SOLAR].rejected["review-rejected"] == 2 and view.nodes[SOLAR].shortfall == 2
+    assert view.manifest.totals["accepted"] == sum(len(t) for t in view.train.values())
+    assert not (build / "hf").exists()
+    ds = datasets.load_dataset(str(build), "knowledge_science_astronomy_solar_system",
+                               cache_dir=str(tmp_path / "hf-cache"))["train"]
     assert ds.num_rows == 38 and not set(ds["id"]) & set(ids["rej"])
-    assert ds.features["metadata"].dtype == "string"  # the same layout compile writes
     row = next(r for r in ds if r["id"] == ids["edit"])
-    assert row["record"]["answer"] == "About 4.6 billion years."
-    assert json.loads(row["metadata"])["review"]["verdict"] == "edit"
+    assert row["record"]["answer"] == "About 4.6 billion years." and row["metadata"]["review"]["verdict"] == "edit"
 
 
 # ----------------------------------------------------------------------------------- bad sheets
@@ -448,7 +460,7 @@ def test_edit_messages_follows_compiles_chat_layout() -> None:
     from compiler.compile import generate
     from compiler.compile.plan import LeafPlan
     from compiler.records import Leaf, Record
-    from compiler.review.sheet import edit_messages
+    from compiler.review.apply import edit_messages
 
     leaf = Leaf(node_id=SOLAR, file=f"{SOLAR}/qna.yaml", kind="knowledge", version=3,
                 content={"domain": "Astronomy"}, content_hash="0")
@@ -479,7 +491,7 @@ class _Crash(BaseException):
 
 
 def test_apply_interrupted_at_any_write_then_reapplied_gives_the_same_bytes(tmp_path: Path, monkeypatch) -> None:
-    import compiler.review.sheet as review
+    import compiler.io.builddir as review  # every write of an apply goes through the build-dir writer
 
     ref = make_build(tmp_path / "b")  # every run in the same folder: the report names it
     sheet = draw_sheet(ref, seed=5)
@@ -518,7 +530,7 @@ def test_apply_interrupted_at_any_write_then_reapplied_gives_the_same_bytes(tmp_
 
 
 def test_apply_that_fails_rolls_back_at_once(build: Path, monkeypatch) -> None:
-    import compiler.review.sheet as review
+    import compiler.io.builddir as review  # every write of an apply goes through the build-dir writer
 
     sheet = draw_sheet(build, seed=5)
     rows = read_csv(sheet)

@@ -11,7 +11,8 @@ import pytest
 from openpyxl import load_workbook
 
 from compiler.errors import ReviewError
-from compiler.review.sheet import COLUMNS, READ_ONLY, apply_sheet, draw_sheet
+from compiler.review.apply import apply_sheet
+from compiler.review.sheet import COLUMNS, READ_ONLY, draw_sheet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_report import make_build  # noqa: E402

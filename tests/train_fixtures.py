@@ -1,5 +1,5 @@
 """Fixtures for the train/eval tests: a tiny random-init Llama with a BPE tokenizer trained here (no
-download, ~15 ms a training step), and a build directory written by hand to docs/build-layout.md."""
+download, ~15 ms a training step), and a build directory to docs/build-layout.md (its manifest by the real writer)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+
+from build_fixtures import node_entry, write_manifest
 
 SYSTEM = "You are a careful assistant. Think step by step, then answer."
 
@@ -72,11 +74,7 @@ def write_build(out: Path, repeat: int = 4) -> Path:
             for s in samples:
                 mixes[mix].append({"messages": s["messages"],
                                    "metadata": {"node_id": node_id, "source": "synthetic", "id": s["id"]}})
-        nodes[node_id] = {"kind": kind, "target": len(train), "accepted": len(train), "shortfall": 0,
-                          "eval_seeds": len(held_out),
-                          "files": {"train": f"nodes/{node_id}/train.jsonl",
-                                    "rejected": f"nodes/{node_id}/rejected.jsonl",
-                                    "eval": f"nodes/{node_id}/eval.jsonl", "hf": f"hf/{node_id}"}}
+        nodes[node_id] = node_entry(node_id, kind, len(train), len(train), eval_seeds=len(held_out))
     # phase 2 replays some knowledge, as the mixer does
     mixes["phase2_skills"] += [dict(r, metadata=dict(r["metadata"], source="replay"))
                                for r in mixes["phase1_knowledge"][:4]]
@@ -85,11 +83,7 @@ def write_build(out: Path, repeat: int = 4) -> Path:
         _jsonl(out / "mixes" / f"{name}.jsonl", rows)
         manifest_mixes[name] = {"path": f"mixes/{name}.jsonl", "recipe": f"mixes/{name}.recipe.yaml",
                                 "rows": len(rows)}
-    manifest = {"format": 1, "kdc_version": "0.1.0",
-                "taxonomy": {"root": "taxonomy", "content_hash": "ab" * 32},
-                "teacher": {"model": "test-teacher"}, "nodes": nodes, "mixes": manifest_mixes,
-                "totals": {"accepted": sum(n["accepted"] for n in nodes.values())}}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    write_manifest(out, nodes, manifest_mixes)
     return out
 
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import click
 
-from compiler.compile.build import NodeProgress, Progress
+from compiler.compile.scheduler import NodeProgress, Progress
+from compiler.io.builddir import MANIFEST
 
 
 @click.command("compile")
 @click.argument("taxonomy", required=False, default=".", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "-o", type=click.Path(file_okay=False, path_type=Path),
-              help="Build folder (nodes/, hf/, mixes/, manifest.json).")
+              help=f"Build folder (nodes/, mixes/, {MANIFEST}).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Settings file (default: TAXONOMY/kdc.yaml).")
 @click.option("--teacher", help="litellm model string, e.g. openai/gpt-4o-mini, hosted_vllm/<model>, "
@@ -44,7 +45,7 @@ from compiler.compile.build import NodeProgress, Progress
               help="Exit with status 3 when a node misses its quota.")
 @click.option("--keep-going", is_flag=True,
               help="Compile every leaf that can be; leaves whose documents fail go under `broken` in "
-                   "manifest.json, and the exit status is 4.")
+                   f"{MANIFEST}, and the exit status is 4.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest totals (or the plan) as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, teacher_workers, samples_per_node,
@@ -76,14 +77,14 @@ def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, t
     else:
         _print_summary(m, result.out)
     if result.teacher_unavailable:
-        click.secho("error: the teacher stopped answering; see `stopped` in manifest.json. "
+        click.secho(f"error: the teacher stopped answering; see `stopped` in {MANIFEST}. "
                     "Re-run the same command to resume.", fg="red", err=True)
         return 1
     for node_id, b in result.manifest.get("broken", {}).items():
         click.secho(f"error: {b['error']}", fg="red", err=True)
     if result.manifest.get("broken"):
         click.echo(f"hint: {len(result.manifest['broken'])} broken leaf/leaves were skipped (`broken` in "
-                   "manifest.json); the others were compiled", err=True)
+                   f"{MANIFEST}); the others were compiled", err=True)
         return 4
     if result.shortfall and cfg.fail_on_shortfall:
         return 3

@@ -1,4 +1,5 @@
-"""`kdc report` and `kdc review`: thin wrappers over compiler.report.card, compiler.report.html, compiler.review.sheet."""
+"""`kdc report` and `kdc review`: thin wrappers over compiler.report.card, compiler.report.html,
+compiler.review.sheet and compiler.review.apply."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def review(build_dir: Path, apply_file: Path | None, share: float, seed: int | N
            out: Path | None, reviewer: str | None) -> None:
     """Human spot checks: draw a seeded sample of every node into a review sheet, or --apply a
     filled one (verdict: accept, reject or edit; blank rows are not reviewed)."""
-    from compiler.review.sheet import apply_sheet, draw_sheet
+    from compiler.review.apply import apply_sheet
+    from compiler.review.sheet import draw_sheet
 
     if apply_file is None:
         path = draw_sheet(build_dir, share=share, seed=seed, reviewer=reviewer, fmt=fmt, out=out)

@@ -134,7 +134,7 @@ def make_plan(taxonomy: Taxonomy, cfg: CompileConfig, *, keep_going: bool = Fals
         lines = "\n".join(f"  {exc.located()}" for _, exc in failed)
         raise DocumentError(f"{len(failed)} knowledge leaves cannot be compiled:\n{lines}",
                             hint="fix their `document:` sections, or pass --keep-going to compile the rest "
-                                 "(they are then listed under `broken` in manifest.json)")
+                                 "(they are then listed under `broken` in the build manifest)")
     return plans
 
 

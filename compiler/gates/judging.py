@@ -22,7 +22,7 @@ from compiler.llm.teacher import Completion
 log = logging.getLogger("kdc.build")
 
 if TYPE_CHECKING:
-    from compiler.compile.build import Builder
+    from compiler.compile.scheduler import Scheduler as Builder
     from compiler.compile.generate import Request
 
 

@@ -1,6 +1,6 @@
 """Folder and file names a build can write. A leaf's folder path becomes its node id, and the id
-becomes paths under --out (nodes/<id>/rejected.jsonl, hf/<id>/ with its temp and trash names,
-mixes/sources/<phase>/<id>.jsonl with atomic_write's temp name). Validate refuses a name those
+becomes paths under --out (nodes/<id>/rejected.jsonl and mixes/sources/<phase>/<id>.jsonl, each
+with atomic_write's temp name). Validate refuses a name those
 paths cannot hold, so compile never fails on it after the teacher was paid.
 
 Bounds (with margin for kdc's own prefixes and suffixes, at most ~20 bytes per component):

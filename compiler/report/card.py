@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from compiler.io.fsutil import atomic_write
-from compiler.report.html import REASON_HELP, BuildView, NodeStat, total_usd, load_build, node_stats
+from compiler.io.builddir import MANIFEST, BuildDir, load_build, write_card_file
+from compiler.report.stats import REASON_HELP, NodeStat, node_stats, total_usd
 
 LICENSE_LINE = re.compile(r"^\s*license of the work\s*:\s*(.+?)\s*$", re.IGNORECASE | re.MULTILINE)
 
@@ -37,9 +37,9 @@ def _dict(v: Any) -> dict[str, Any]:
     return v if isinstance(v, dict) else {}
 
 
-def node_licenses(view: BuildView) -> dict[str, str]:
+def node_licenses(view: BuildDir) -> dict[str, str]:
     """License per node from the leaf's attribution.txt (InstructLab convention), where readable."""
-    root = _dict(view.manifest.get("taxonomy")).get("root")
+    root = view.manifest.taxonomy.get("root")
     out: dict[str, str] = {}
     if not root:
         return out
@@ -82,21 +82,21 @@ def _config_name(node_id: str, taken: set[str]) -> str:
     return name
 
 
-def front_matter(view: BuildView, stats: list[NodeStat], licenses: dict[str, str]) -> dict[str, Any]:
-    tax = _dict(view.manifest.get("taxonomy"))
+def front_matter(view: BuildDir, stats: list[NodeStat], licenses: dict[str, str]) -> dict[str, Any]:
+    tax = view.manifest.taxonomy
     taken: set[str] = set()
     configs = []
     evals = []  # eval lines have their own columns: one config for all of them, not a split per node
     for s in stats:
-        files = _dict(_dict(view.nodes.get(s.node_id)).get("files"))
+        files = view.nodes[s.node_id].files
         configs.append({"config_name": _config_name(s.node_id, taken), "data_files": [
-            {"split": "train", "path": str(files.get("train") or f"nodes/{s.node_id}/train.jsonl")}]})
+            {"split": "train", "path": files["train"]}]})
         if s.eval_seeds:
-            evals.append(str(files.get("eval") or f"nodes/{s.node_id}/eval.jsonl"))
+            evals.append(files["eval"])
     if evals:
         configs.append({"config_name": _config_name("eval_seeds", taken),
                         "data_files": [{"split": "test", "path": evals}]})
-    for name, mix in sorted(_dict(view.manifest.get("mixes")).items()):
+    for name, mix in sorted(view.manifest.mixes.items()):
         if isinstance(mix, dict) and mix.get("path"):
             configs.append({"config_name": _config_name(f"mix_{name}", taken),
                             "data_files": [{"split": "train", "path": str(mix["path"])}]})
@@ -136,12 +136,12 @@ raw teacher output; `eval.jsonl` holds seed examples held out from the teacher f
 """
 
 
-def render_card(view: BuildView) -> str:
+def render_card(view: BuildDir) -> str:
     stats = node_stats(view)
     m = view.manifest
-    tax, teacher, judge = _dict(m.get("taxonomy")), _dict(m.get("teacher")), _dict(m.get("judge"))
+    tax, teacher, judge = m.taxonomy, m.teacher, m.judge
     sampling = teacher.get("sampling")
-    templates, versions = _dict(m.get("templates")), _dict(m.get("versions"))
+    templates, versions = m.templates, m.versions
     licenses = node_licenses(view)
     meta = front_matter(view, stats, licenses)
     header = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
@@ -151,10 +151,13 @@ def render_card(view: BuildView) -> str:
     out = [f"---\n{header}---\n",
            f"# {md(meta['pretty_name'])}\n",
            "## Dataset summary\n",
-           f"Synthetic chain-of-thought question/answer data compiled by kdc {md(m.get('kdc_version', '?'))} "
+           f"Synthetic chain-of-thought question/answer data compiled by kdc {md(m.kdc_version)} "
            f"from an InstructLab-style taxonomy: {len(stats)} leaf node(s) ({md(', '.join(kinds))}), "
            f"{accepted} accepted sample(s) against a target of {target}. Every sample names the taxonomy node "
            "it teaches and carries its full provenance, so domain experts can review it.\n",
+           "Each node's train set, the held-out eval seeds and each training mix is a `configs` entry of this "
+           "card, so `datasets.load_dataset(\"<build folder>\", \"<config_name>\")` loads the JSONL files as they "
+           "are.\n",
            "## How it was made\n",
            "| | |\n|---|---|",
            f"| taxonomy root | {code(tax.get('root', '?'))} |",
@@ -162,7 +165,7 @@ def render_card(view: BuildView) -> str:
            f"| teacher model | {code(teacher.get('model', '?'))} |",
            f"| teacher sampling | {code(json.dumps(sampling, sort_keys=True)) if sampling else '—'} |",
            f"| judge model | {code(judge.get('model')) if judge.get('model') else 'none'} |",
-           f"| kdc version | {code(m.get('kdc_version', '?'))} |",
+           f"| kdc version | {code(m.kdc_version)} |",
            f"| teacher tokens | {sum(s.prompt_tokens for s in stats):,} prompt, "
            f"{sum(s.completion_tokens for s in stats):,} completion |",
            f"| teacher cost (USD) | {total_usd(stats)} |"]
@@ -204,7 +207,7 @@ def render_card(view: BuildView) -> str:
         out.append("No candidate was rejected.")
     out.append("")
 
-    mixes = _dict(m.get("mixes"))
+    mixes = m.mixes
     if mixes:
         out += ["## Training mixes\n", "| mix | file | rows | by source |", "|---|---|---:|---|"]
         for name, mix in sorted(mixes.items()):
@@ -236,7 +239,7 @@ def render_card(view: BuildView) -> str:
             "generated data.\n",
             "## Reproducing\n",
             "Re-running `kdc compile` on a tree with the same content hash, with the same teacher, templates "
-            "and settings (`manifest.json` → `config`) reproduces the datasets byte for byte; cached teacher "
+            f"and settings (`{MANIFEST}` → `config`) reproduces the datasets byte for byte; cached teacher "
             "calls are reused from `.kdc/cache.sqlite`.\n"]
     return "\n".join(out)
 
@@ -244,6 +247,4 @@ def render_card(view: BuildView) -> str:
 def write_card(build_dir: str | Path) -> Path:
     """Write BUILD_DIR/README.md (the dataset card); returns its path."""
     view = load_build(build_dir)
-    path = view.root / "README.md"
-    atomic_write(path, render_card(view))
-    return path
+    return write_card_file(view.root, render_card(view))

@@ -5,187 +5,21 @@ air-gapped laptop, a CI artefact): so the plots are SVG drawn here, inline, with
 font, no link to fetch. Taxonomy text is untrusted, so every piece of it goes through
 `html.escape` and a Content-Security-Policy forbids scripts outright.
 
-Reading the build directory (docs/build-layout.md) also lives here; the card and the review
-sheet read through the same `load_build` so the three views agree.
+The build is read through compiler/io/builddir.py and its figures through report/stats.py, as
+the card does, so the two views agree.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections import Counter
-from dataclasses import dataclass, field
 from html import escape
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Callable
 
-from compiler.io.fsutil import atomic_write, read_jsonl
 from compiler import __version__
-from compiler.errors import BuildError
-
-# ---------------------------------------------------------------------------------------------
-# Reading and writing the build directory
-
-
-def node_path(root: Path, node_id: str, name: str) -> Path:
-    """nodes/<node_id>/<name>, refusing ids that would leave the build directory."""
-    parts = PurePosixPath(node_id).parts
-    if (not node_id or node_id.startswith("/") or "\\" in node_id
-            or any(p in ("", ".", "..") for p in parts) or "\x00" in node_id):
-        raise BuildError(f"bad node id {node_id!r} in manifest.json", path=str(root / "manifest.json"),
-                         hint="node ids are '/'-separated folder paths relative to the taxonomy root")
-    return root / "nodes" / Path(*parts) / name
-
-
-def read_manifest(root: Path) -> dict[str, Any]:
-    path = root / "manifest.json"
-    if not path.is_file():
-        raise BuildError(f"{root} is not a kdc build directory (no manifest.json)",
-                         hint="pass the folder given to `kdc compile --out`")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BuildError(f"manifest.json is not valid JSON: {exc.msg}", path=str(path), line=exc.lineno,
-                         column=exc.colno, hint="re-run kdc compile") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("nodes", {}), dict):
-        raise BuildError("manifest.json must be an object with a `nodes` object", path=str(path))
-    return manifest
-
-
-@dataclass
-class BuildView:
-    """A build directory read into memory: the manifest and each node's JSONL files."""
-
-    root: Path
-    manifest: dict[str, Any]
-    train: dict[str, list[dict[str, Any]]]
-    rejected: dict[str, list[dict[str, Any]]]
-    evals: dict[str, list[dict[str, Any]]]
-
-    @property
-    def nodes(self) -> dict[str, dict[str, Any]]:
-        return self.manifest.get("nodes") or {}
-
-
-def load_build(build_dir: str | Path) -> BuildView:
-    root = Path(build_dir)
-    manifest = read_manifest(root)
-    train, rejected, evals = {}, {}, {}
-    for node_id in sorted(manifest.get("nodes") or {}):
-        train[node_id] = read_jsonl(node_path(root, node_id, "train.jsonl"))
-        rejected[node_id] = read_jsonl(node_path(root, node_id, "rejected.jsonl"))
-        evals[node_id] = read_jsonl(node_path(root, node_id, "eval.jsonl"))
-    return BuildView(root, manifest, train, rejected, evals)
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-node numbers: manifest first (the compiler's own summary), the JSONL files where a key is
-# absent (older builds).
-
-
-def _num(v: Any, default: float = 0) -> float:
-    return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else default
-
-
-def _nums(v: Any) -> list[float]:
-    return [x for x in v if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)] \
-        if isinstance(v, list) else []
-
-
-def _words(text: Any) -> int:
-    return len(str(text or "").split())
-
-
-def _distinct(texts: list[str], n: int) -> float | None:
-    grams, total = set(), 0
-    for t in texts:
-        toks = t.lower().split()
-        for i in range(len(toks) - n + 1):
-            grams.add(tuple(toks[i:i + n]))
-            total += 1
-    return len(grams) / total if total else None
-
-
-def _judge_mean(j: Any) -> float | None:
-    if isinstance(j, dict):
-        vals = _nums(list(j.values()))
-        return sum(vals) / len(vals) if vals else None
-    return _num(j, None) if j is not None else None
-
-
-@dataclass
-class NodeStat:
-    node_id: str
-    kind: str
-    target: int
-    accepted: int
-    shortfall: int
-    rejected: dict[str, int]
-    eval_seeds: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float | None  # None: the teacher's price is unknown
-    diversity: dict[str, float]
-    grounding: list[float]
-    judge: list[float]
-    question_words: list[int]
-    answer_words: list[int]
-    review: dict[str, Any] = field(default_factory=dict)
-    coverage: dict[str, Any] = field(default_factory=dict)  # knowledge: chunks, covered, share
-
-    @property
-    def flagged(self) -> bool:
-        return bool(self.review.get("flagged"))
-
-
-def node_stats(view: BuildView) -> list[NodeStat]:
-    out = []
-    for node_id, m in sorted(view.nodes.items()):
-        m = m if isinstance(m, dict) else {}
-        samples = view.train.get(node_id, [])
-        records = [s.get("record") or {} for s in samples]
-        metas = [s.get("metadata") or {} for s in samples]
-        accepted = int(_num(m.get("accepted"), len(samples)))
-        target = int(_num(m.get("target"), accepted))
-        rejected = m.get("rejected")
-        if not isinstance(rejected, dict):
-            rejected = Counter(str(r.get("reason", "unknown")) for r in view.rejected.get(node_id, []))
-        rejected = {str(k): int(_num(v)) for k, v in sorted(rejected.items()) if _num(v) > 0}
-        tokens = m.get("tokens") if isinstance(m.get("tokens"), dict) else None
-        if tokens is None:
-            usage = [md.get("usage") or {} for md in metas]
-            tokens = {"prompt": sum(_num(u.get("prompt_tokens")) for u in usage),
-                      "completion": sum(_num(u.get("completion_tokens")) for u in usage)}
-        div = m.get("diversity") if isinstance(m.get("diversity"), dict) else None
-        if div is None:
-            answers = [str(r.get("question", "")) + " " + str(r.get("answer", "")) for r in records]
-            div = {k: v for k, v in (("distinct_1", _distinct(answers, 1)),
-                                     ("distinct_2", _distinct(answers, 2))) if v is not None}
-        scores = m.get("scores") if isinstance(m.get("scores"), dict) else {}
-        gates = [md.get("gates") or {} for md in metas]
-        grounding = _nums(scores.get("grounding")) if "grounding" in scores else \
-            _nums([g.get("grounding") for g in gates])
-        judge = _nums(scores.get("judge")) if "judge" in scores else \
-            _nums([_judge_mean(g.get("judge")) for g in gates])
-        lengths = m.get("lengths") if isinstance(m.get("lengths"), dict) else {}
-        qw = [_words(r.get("question")) for r in records] if samples else _nums(lengths.get("question_words"))
-        aw = [_words(r.get("answer")) for r in records] if samples else _nums(lengths.get("answer_words"))
-        rv = m.get("review") if isinstance(m.get("review"), dict) else {}
-        review = {"reviewed": int(_num(rv.get("reviewed"))), "rejected": int(_num(rv.get("rejected"))),
-                  "flagged": rv.get("flagged") is True}
-        out.append(NodeStat(
-            node_id=node_id, kind=str(m.get("kind") or (metas[0].get("kind") if metas else "") or "?"),
-            target=target, accepted=accepted,
-            shortfall=int(_num(m.get("shortfall"), max(0, target - accepted))),
-            rejected=rejected, eval_seeds=int(_num(m.get("eval_seeds"), len(view.evals.get(node_id, [])))),
-            prompt_tokens=int(_num(tokens.get("prompt"))), completion_tokens=int(_num(tokens.get("completion"))),
-            cost_usd=None if "cost_usd" in m and m["cost_usd"] is None else float(_num(m.get("cost_usd"))),
-            diversity={str(k): float(v) for k, v in div.items() if _num(v, None) is not None},
-            grounding=grounding, judge=judge, question_words=[int(x) for x in qw],
-            answer_words=[int(x) for x in aw], review=review,
-            coverage=m["coverage"] if isinstance(m.get("coverage"), dict) else {}))
-    return out
-
+from compiler.io.builddir import BuildDir, Provenance, load_build, write_report_file
+from compiler.report.stats import NodeStat, node_stats, total_usd
 
 # ---------------------------------------------------------------------------------------------
 # SVG plots. Every data mark carries class="mark" and a <title> tooltip.
@@ -394,19 +228,6 @@ summary{cursor:pointer;font-family:ui-monospace,monospace;font-size:12px}
 footer{max-width:1480px;margin:30px auto;padding:0 24px;color:#888;font-size:12px}
 """
 
-REASON_HELP = {
-    "invalid-json": "the teacher's answer was not JSON", "schema": "JSON that broke the record schema",
-    "empty": "an empty field", "refusal": "the teacher refused", "http-error": "the teacher call failed",
-    "timeout": "the teacher call timed out", "sanity-length": "too short or too long",
-    "sanity-markup": "template or markup debris", "dup-exact": "an exact duplicate",
-    "dup-near": "a near duplicate (MinHash)", "dup-seed": "a copy of a seed example",
-    "dup-sibling": "a duplicate of a sibling node's sample", "contaminated": "overlaps held-out eval seeds",
-    "ungrounded": "not supported by its source chunk", "judge": "scored low by the judge",
-    "pii": "personal data found", "low-confidence": "low teacher confidence",
-    "review-rejected": "rejected by a human reviewer (kdc review)",
-}
-
-
 def _plot(key: str, title: str, svg: str, note: str = "") -> str:
     small = f" <small>{escape(note)}</small>" if note else ""
     return (f'<figure class="plot" data-plot="{escape(key)}"><figcaption>{escape(title)}{small}'
@@ -464,11 +285,6 @@ def _usd(v: float | None) -> str:
     return "cost unknown" if v is None else f"${v:.4f}"
 
 
-def total_usd(stats: list[NodeStat]) -> str:
-    costs = [s.cost_usd for s in stats]
-    return "unknown" if any(c is None for c in costs) else f"{sum(costs):.4f}"
-
-
 def _cell(v: Any, cls: str = "") -> str:
     c = f' class="{cls}"' if cls else ""
     return f"<td{c}>{escape(str(v))}</td>"
@@ -492,19 +308,18 @@ def _node_table(stats: list[NodeStat]) -> str:
                     "ground at least one accepted Q&amp;A (content rows carry every chunk).</p><table>"
                     "<tr><th class=id>node</th><th>chunks</th><th>covered</th><th>share</th></tr>")
         rows += ["<tr>" + _cell(s.node_id, "id") + _cell(s.coverage.get("chunks", 0))
-                 + _cell(s.coverage.get("covered", 0)) + _cell(f"{100 * _num(s.coverage.get('share')):.0f} %")
+                 + _cell(s.coverage.get("covered", 0)) + _cell(f"{100 * (s.coverage.get('share') or 0):.0f} %")
                  + "</tr>" for s in cov]
     return "<table>" + head + "".join(rows) + "</table>"
 
 
 def _sample_html(s: dict[str, Any]) -> str:
     rec = s.get("record") or {}
-    md = s.get("metadata") or {}
     steps = rec.get("reasoning") or []
     steps = steps if isinstance(steps, list) else [steps]
-    review = md.get("review")
+    review = Provenance.from_json(s.get("metadata")).review
     rv = (f' · review: {escape(str(review.get("verdict")))} by {escape(str(review.get("by")))}'
-          if isinstance(review, dict) else "")
+          if review is not None else "")
     ctx = rec.get("context")
     return ('<div class="sample">'
             f'<p class="small">{escape(str(s.get("id", "")))}{rv}</p>'
@@ -514,19 +329,16 @@ def _sample_html(s: dict[str, Any]) -> str:
             + (f'<p class="small">context: {escape(str(ctx)[:400])}</p>' if ctx else "") + "</div>")
 
 
-def render_report(view: BuildView, per_node: int = 3) -> str:
+def render_report(view: BuildDir, per_node: int = 3) -> str:
     stats = node_stats(view)
     m = view.manifest
-    tax = m.get("taxonomy") if isinstance(m.get("taxonomy"), dict) else {}
-    teacher = m.get("teacher") if isinstance(m.get("teacher"), dict) else {}
-    judge = m.get("judge") if isinstance(m.get("judge"), dict) else {}
-    templates = m.get("templates") if isinstance(m.get("templates"), dict) else {}
+    tax, teacher, judge, templates = m.taxonomy, m.teacher, m.judge, m.templates
     totals = {
         "nodes": len(stats), "target": sum(s.target for s in stats), "accepted": sum(s.accepted for s in stats),
         "shortfall": sum(s.shortfall for s in stats), "rejected": sum(sum(s.rejected.values()) for s in stats),
         "tokens": sum(s.prompt_tokens + s.completion_tokens for s in stats),
         "cost $": total_usd(stats),
-        "reviewed": sum(int(_num(s.review.get("reviewed"))) for s in stats)}
+        "reviewed": sum(s.review.get("reviewed", 0) for s in stats)}
     cards = "".join(f'<div class="card"><b>{escape(_fmt(v) if isinstance(v, (int, float)) else str(v))}</b>'
                     f"<span>{escape(k)}</span></div>" for k, v in totals.items())
     flagged = [s for s in stats if s.flagged]
@@ -561,7 +373,7 @@ def render_report(view: BuildView, per_node: int = 3) -> str:
  <code>{escape(str(tax.get("content_hash", "?")))}</code></p>
 <p class="meta">teacher <code>{escape(str(teacher.get("model", "?")))}</code>
  {escape(json.dumps(sampling, sort_keys=True)) if isinstance(sampling, dict) else ""} · judge
- <code>{escape(str(judge.get("model") or "none"))}</code> · kdc {escape(str(m.get("kdc_version", "?")))}</p>
+ <code>{escape(str(judge.get("model") or "none"))}</code> · kdc {escape(m.kdc_version)}</p>
 <p class="meta">templates: {tmpl or "—"}</p>
 <div class="cards">{cards}</div>{banner}
 </header><main>
@@ -578,6 +390,4 @@ def render_report(view: BuildView, per_node: int = 3) -> str:
 def write_report(build_dir: str | Path) -> Path:
     """Write BUILD_DIR/report.html from the build directory; returns its path."""
     view = load_build(build_dir)
-    path = view.root / "report.html"
-    atomic_write(path, render_report(view))
-    return path
+    return write_report_file(view.root, render_report(view))

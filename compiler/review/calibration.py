@@ -4,7 +4,7 @@ scores on the same samples (issue 12 §6).
 Reviewed samples come from train.jsonl, so the judge kept every one of them: each expert reject
 is a judge false positive, each accept an agreement. Per rubric, the mean score of the samples the
 expert kept and of those the expert rejected shows which rubric fails to separate them. The result
-goes into manifest.json (`review_calibration`) and the `kdc review --apply` output.
+goes into the build manifest (`review_calibration`) and the `kdc review --apply` output.
 """
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from compiler.io.buildrecords import Provenance
+
 
 def judge_scores(samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     """id -> {node_id, scores} for every sample that carries the judge's rubric scores."""
     out: dict[str, dict[str, Any]] = {}
     for node_id, rows in samples.items():
         for row in rows:
-            gates = (row.get("metadata") or {}).get("gates") or {}
-            scores = gates.get("judge") if isinstance(gates, dict) else None
-            if isinstance(scores, dict) and scores:
+            scores = Provenance.from_json(row.get("metadata")).judge_scores
+            if scores:
                 out[str(row.get("id"))] = {"node_id": node_id, "scores": scores}
     return out
 

@@ -30,8 +30,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from compiler.io import builddir
+from compiler.io.builddir import Manifest
 from compiler.io.fsutil import read_jsonl, write_json
-from compiler.errors import BuildError, ConfigError, TeacherError
+from compiler.errors import ConfigError, TeacherError
 from compiler.resources import data_dir
 from compiler.train.student import load_model, load_tokenizer, resolve_student, set_stop_tokens
 
@@ -175,25 +177,18 @@ def _h(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-def load_eval_set(build_dir: Path) -> tuple[dict, dict[str, list[EvalItem]], dict[str, PromptStyle]]:
+def load_eval_set(build_dir: Path) -> tuple[Manifest, dict[str, list[EvalItem]], dict[str, PromptStyle]]:
     """(manifest, node id -> held-out items, node id -> prompt style) from a build directory."""
-    path = build_dir / "manifest.json"
-    if not path.is_file():
-        raise BuildError(f"{path} not found", hint="run `kdc compile TAXONOMY --out BUILD_DIR` first")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise BuildError(f"manifest is not valid JSON: {exc.msg}", path=str(path), line=exc.lineno) from exc
+    manifest = builddir.read_manifest(build_dir)
     items: dict[str, list[EvalItem]] = {}
     styles: dict[str, PromptStyle] = {}
-    for node_id, node in sorted((manifest.get("nodes") or {}).items()):
-        files = node.get("files") or {}
-        eval_path = build_dir / (files.get("eval") or f"nodes/{node_id}/eval.jsonl")
+    for node_id, node in sorted(manifest.nodes.items()):
+        eval_path = builddir.node_path(build_dir, node_id, "eval.jsonl")
         rows = read_jsonl(eval_path)
         items[node_id] = [EvalItem(node_id, str(r.get("question", "")), str(r.get("answer", "")),
                                    r.get("context") or None, int(r.get("seed_index", i)))
                           for i, r in enumerate(rows)]
-        train_path = build_dir / (files.get("train") or f"nodes/{node_id}/train.jsonl")
+        train_path = builddir.node_path(build_dir, node_id, "train.jsonl")
         first = _first_jsonl(train_path) if train_path.is_file() else None
         styles[node_id] = prompt_style(first)
     return manifest, items, styles
@@ -348,14 +343,14 @@ def evaluate(build_dir: str | Path, model: str, *, base: str | None = None, judg
     manifest, items_by_node, styles = load_eval_set(build)
     if kinds is not None:
         items_by_node = {n: v for n, v in items_by_node.items()
-                         if ((manifest.get("nodes") or {}).get(n) or {}).get("kind") in kinds}
+                         if manifest.nodes[n].kind in kinds}
     model_path = resolve_student(model)
     phase1_path = _phase1_model(model) if forgetting else None
     base_path = resolve_student(base) if base else _trained_from(model_path)
     items = [it for node in items_by_node.values() for it in (node[:limit] if limit else node)]
     settings = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "limit": limit, "dtype": dtype,
                 "decoding": "greedy", "mode": mode}
-    kinds = {node_id: node.get("kind") for node_id, node in (manifest.get("nodes") or {}).items()}
+    kinds = {node_id: node.kind for node_id, node in manifest.nodes.items()}
     pool = [(it.node_id, it.context) for it in items if kinds.get(it.node_id) == "knowledge" and it.context]
     conversations = [knowledge_messages(styles[it.node_id], it, mode, pool) if kinds.get(it.node_id) == "knowledge"
                      else styles[it.node_id].messages(it) for it in items]

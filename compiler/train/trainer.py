@@ -20,7 +20,6 @@ environment, and only the main process writes files other than the Trainer's own
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+from compiler.io import builddir
+from compiler.io.builddir import Manifest
 from compiler.io.fsutil import jsonl_rows, write_json
 from compiler import __version__
 from compiler.errors import BuildError, ConfigError, TrainError
@@ -201,7 +202,7 @@ def train(build_dir: str | Path, out_dir: str | Path, config: TrainConfig | None
         start = Path(result.model_dir or result.adapter_dir or start)
     if not results:
         raise TrainError("nothing to train: the selected mixes are empty",
-                         hint="check the build's manifest.json `mixes` (did compile accept any samples?)")
+                         hint=f"check the build's {builddir.MANIFEST} `mixes` (did compile accept any samples?)")
 
     last = results[-1]
     final = last.model_dir or last.adapter_dir
@@ -403,27 +404,19 @@ def _run_phase(n: int, rows: list[dict], start: Path, student: Path, out: Path, 
 
 # ---------------------------------------------------------------------------------------------- inputs
 
-def _read_manifest(build_dir: Path) -> tuple[dict, dict]:
-    path = build_dir / "manifest.json"
-    if not path.is_file():
-        raise BuildError(f"{path} not found", hint="run `kdc compile TAXONOMY --out BUILD_DIR` first")
-    raw = path.read_bytes()
-    try:
-        manifest = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise BuildError(f"manifest is not valid JSON: {exc.msg}", path=str(path), line=exc.lineno,
-                         column=exc.colno) from exc
-    taxonomy = manifest.get("taxonomy") or {}
-    provenance = {"path": str(path.resolve()), "sha256": hashlib.sha256(raw).hexdigest(),
-                  "taxonomy_hash": taxonomy.get("content_hash"), "taxonomy_root": taxonomy.get("root"),
-                  "kdc_version": manifest.get("kdc_version")}
+def _read_manifest(build_dir: Path) -> tuple[Manifest, dict]:
+    manifest = builddir.read_manifest(build_dir)
+    path, sha256 = builddir.manifest_digest(build_dir)
+    provenance = {"path": str(path.resolve()), "sha256": sha256,
+                  "taxonomy_hash": manifest.taxonomy.get("content_hash"),
+                  "taxonomy_root": manifest.taxonomy.get("root"), "kdc_version": manifest.kdc_version}
     return manifest, provenance
 
 
-def _load_mix(build_dir: Path, manifest: dict, name: str) -> list[dict]:
+def _load_mix(build_dir: Path, manifest: Manifest, name: str) -> list[dict]:
     """Rows of a mix: manifest `mixes[name].path`, else the layout's default path."""
-    entry = (manifest.get("mixes") or {}).get(name) or {}
-    path = build_dir / (entry.get("path") or f"mixes/{name}.jsonl")
+    entry = manifest.mixes.get(name) or {}
+    path = builddir.mix_path(build_dir, entry, name)
     if not path.is_file():
         if entry:
             raise BuildError(f"mix {name} is listed in the manifest but {path} is missing",
