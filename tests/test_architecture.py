@@ -23,7 +23,7 @@ LAYERS = [
     ("compile/gates", ["compiler.compile", "compiler.gates"]),
     ("mix", ["compiler.mix"]),
     ("train/report/review", ["compiler.train", "compiler.report", "compiler.review"]),
-    ("cli", ["compiler.cli", "compiler.__main__"]),
+    ("cli/api", ["compiler.cli", "compiler.__main__", "compiler.api"]),
 ]
 # Imports inside functions that may point up, with why: compile's build driver finishes a build
 # by writing its mixes, card and report (kdc compile does all of it); the package root's lazy
