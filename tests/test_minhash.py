@@ -109,3 +109,13 @@ def test_one_file_validate_does_not_import_numpy(tmp_path):
     again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_gates_fingerprints_are_those_builds_were_made_with():
+    """Values of the gates' fingerprints before the two MinHash copies were merged: a changed
+    value would change dedup decisions and diversity figures for an unchanged taxonomy."""
+    sh = diversity.shingles("The Sun is a star; the Moon is not.")
+    assert sh.tolist() == [211747917, 386264505, 1620828178, 1855482227, 2165766631, 2285422508, 2433906747,
+                           4118996957]
+    assert diversity.minhash(sh, 64).hashvalues[:6].tolist() == [694142160, 326481727, 81413341, 286516933,
+                                                                  63875591, 939083930]
