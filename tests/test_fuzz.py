@@ -160,17 +160,20 @@ token = st.sampled_from("the a sun moon star red blue one two three ünïcode �
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.lists(token, min_size=1, max_size=30), min_size=1, max_size=8), st.floats(0.05, 1.0))
 def test_pure_python_minhash_and_similarity_match_the_numpy_path(lists, threshold):
-    """compiler/validate/smallhash.py stands in for numpy on small files: the same bytes, the same pairs."""
-    from compiler.validate import checks, smallhash
+    """compiler/minhash.py's pure-Python twins stand in for numpy on small files: the same
+    bytes, the same pairs."""
+    from compiler import minhash
+    from compiler.validate import checks
 
-    np_sigs = [s.astype("<u4").tobytes() for s in checks._minhash_rows(*checks._bigram_rows(lists))]
-    a, b = checks._permutations()
-    py_sigs = smallhash.signatures(smallhash.bigram_rows(lists), [int(x) for x in a], [int(x) for x in b],
-                                   checks._FMIX32)
+    id_lists = [minhash.ids_of(t) for t in lists]
+    np_sigs = [s.astype("<u4").tobytes()
+               for s in minhash.signature_matrix(*minhash.shingle_runs(id_lists), checks.NUM_PERM)]
+    a, b = minhash.permutations(checks.NUM_PERM)
+    py_sigs = minhash.signatures_py([minhash.shingles_py(ids) for ids in id_lists],
+                                    [int(x) for x in a], [int(x) for x in b])
     assert py_sigs == np_sigs
-    assert smallhash.permutations_from_npy(checks._permutations_path(), checks.NUM_PERM) == (
-        [int(x) for x in a], [int(x) for x in b])
+    assert minhash.permutations_py(checks.NUM_PERM) == ([int(x) for x in a], [int(x) for x in b])
     refs = [checks.SeedRef(f"s{i}", i + 1, 1, checks._digest(" ".join(t)), "", sig)
             for i, (t, sig) in enumerate(zip(lists, py_sigs))]
     big = (refs * 64)[:64]  # 64 x 64 pairs: past the size where similar_pairs switches to numpy
-    assert smallhash.similar(big, None, threshold) == checks.similar_pairs(big, None, threshold)
+    assert checks._similar_small(big, big, True, threshold) == checks.similar_pairs(big, None, threshold)

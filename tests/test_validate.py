@@ -620,22 +620,27 @@ def test_batched_minhash_is_datasketch_bit_for_bit(tmp_path, monkeypatch):
     come from datasketch (kept in the user cache so later runs need not import it)."""
     import random
 
+    import numpy as np
     from datasketch import MinHash
 
+    from compiler import minhash
     from compiler.validate import checks
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    checks._permutations.cache_clear()
+    minhash.permutations.cache_clear()
     first = checks._permutations()
-    checks._permutations.cache_clear()
+    minhash.permutations.cache_clear()
     assert list((tmp_path / "kdc").glob("minhash-datasketch-*.npy"))
     again = checks._permutations()  # read back from the cache file
+    minhash.permutations.cache_clear()
     reference = MinHash(num_perm=checks.NUM_PERM, seed=1).permutations
     assert all((x == y).all() and (x == r).all() for x, y, r in zip(first, again, reference))
     rng = random.Random(3)
     sets = [[rng.getrandbits(32) for _ in range(rng.randint(1, 50))] for _ in range(100)]
     sets += [[rng.getrandbits(32) for _ in range(70_000)], [7]]
-    for shingles, row in zip(sets, checks.minhash_batch(sets)):
+    hv = np.array([h for s in sets for h in s], dtype=np.uint32)
+    rows = minhash.signature_matrix(hv, np.array([len(s) for s in sets]), checks.NUM_PERM)
+    for shingles, row in zip(sets, rows):
         m = MinHash(num_perm=checks.NUM_PERM, seed=1, hashfunc=lambda v: v)
         m.update_batch(shingles)
         assert (m.hashvalues == row).all()

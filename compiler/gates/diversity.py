@@ -1,63 +1,41 @@
-"""Text fingerprints (word shingles, MinHash) and per-node diversity figures.
+"""Gate-side fingerprints (word shingles, MinHash from compiler/minhash.py), the dedup indexes
+built on them, and per-node diversity figures.
 
 The gates and the manifest's diversity figures must agree on what "near-duplicate" means, so
-both use the fingerprints defined here. Shingle hashing is deterministic (blake2b, not Python's
-salted `hash`) so a rebuild takes the same dedup decisions, and it is vectorised with numpy so
-gating 100k records stays well under a minute on two cores.
+both use the fingerprints defined here; the hashing itself is compiler/minhash.py, which
+validate's duplicate-seed checks share. Shingling is vectorised with numpy so gating 100k
+records stays well under a minute on two cores.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 
 import numpy as np
-from datasketch import LeanMinHash, MinHash, MinHashLSH
+from datasketch import LeanMinHash, MinHashLSH
 
+from compiler import minhash as mh
 from compiler.records import Sample
 
 WORD = re.compile(r"\w+", re.UNICODE)
-SHINGLE = 2  # words per shingle: Q&A texts are short, one changed word must not hide a copy
+SHINGLE = mh.SHINGLE
 NUM_PERM = 64  # matches are confirmed by exact Jaccard: the sketch only finds candidates
 NEAR_DUP_THRESHOLD = 0.6
-_SEED = 1
-_M32 = np.uint64(0xFFFFFFFF)
-_P1, _P2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F)
-_token_ids: dict[str, int] = {}
-_perms: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
 def words(text: str) -> list[str]:
     return WORD.findall(text.lower())
 
 
-def _new_id(tok: str) -> int:
-    if len(_token_ids) > 2_000_000:  # bound the cache on endless streams
-        _token_ids.clear()
-    tid = _token_ids[tok] = int.from_bytes(hashlib.blake2b(tok.encode("utf-8"), digest_size=8).digest(), "little")
-    return tid
-
-
 def token_ids(text: str) -> list[int]:
     """Deterministic 64-bit ids of the text's lower-cased words."""
-    get = _token_ids.get
-    ids = [get(t) for t in words(text)]
-    if None in ids:
-        ids = [i if i is not None else _new_id(t) for i, t in zip(ids, words(text))]
-    return ids  # type: ignore[return-value]
+    return mh.ids_of(words(text))
 
 
 def shingles_of_ids(ids: list[int], k: int = SHINGLE) -> np.ndarray:
     """Sorted unique 32-bit hashes of the word k-grams (a text shorter than k words is one shingle)."""
-    if not ids:
-        return np.empty(0, dtype=np.uint32)
-    arr = np.array(ids, dtype=np.uint64)
-    n = max(1, len(arr) - k + 1)
-    h = arr[:n] * _P2
-    for j in range(1, min(k, len(arr))):
-        h = (h * _P1) ^ arr[j: j + n]
-    return np.unique(((h ^ (h >> np.uint64(32))) & _M32).astype(np.uint32))
+    return mh.shingles_np(ids, k)
 
 
 def shingles(text: str, k: int = SHINGLE) -> np.ndarray:
@@ -72,27 +50,9 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return inter / (a.size + b.size - inter)
 
 
-def _fmix32(h: np.ndarray) -> np.ndarray:
-    h = h ^ (h >> np.uint32(16))
-    h = h * np.uint32(0x85EBCA6B)
-    h = h ^ (h >> np.uint32(13))
-    h = h * np.uint32(0xC2B2AE35)
-    return h ^ (h >> np.uint32(16))
-
-
 def minhash(sh: np.ndarray, num_perm: int = NUM_PERM) -> LeanMinHash:
-    """datasketch's affine32 MinHash of a shingle set, computed in one vectorised step
-    (the same values `MinHash.update_batch` gives for these 32-bit hashes)."""
-    perms = _perms.get(num_perm)
-    if perms is None:
-        a, b = MinHash(num_perm=num_perm, seed=_SEED, scheme="affine32").permutations
-        perms = _perms[num_perm] = (a.astype(np.uint32), b.astype(np.uint32))
-    a, b = perms
-    if sh.size == 0:
-        values = np.full(num_perm, 0xFFFFFFFF, dtype=np.uint32)
-    else:
-        values = (_fmix32(sh.reshape(-1, 1)) * a + b).min(axis=0)
-    return LeanMinHash(seed=_SEED, hashvalues=values, scheme="affine32")
+    """datasketch's affine32 MinHash of a shingle set (compiler/minhash.py computes the values)."""
+    return LeanMinHash(seed=mh.SEED, hashvalues=mh.signature(sh, num_perm), scheme="affine32")
 
 
 @dataclass(frozen=True)

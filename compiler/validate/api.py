@@ -206,7 +206,7 @@ def _salt() -> str:
         except importlib.metadata.PackageNotFoundError:
             h.update(f"{dist} ?\0".encode())
     pkg = Path(__file__).resolve().parent.parent
-    for mod in ("validate/api", "io/yamlload", "validate/lint", "validate/schemacheck", "validate/checks",
+    for mod in ("validate/api", "io/yamlload", "validate/lint", "validate/schemacheck", "validate/checks", "minhash",
                 "taxonomy/tree"):
         h.update((pkg / f"{mod}.py").read_bytes())
     from compiler.resources import data_dir
