@@ -33,9 +33,10 @@ from compiler.llm.cache import Cache
 from compiler.config import CompileConfig, redact_url
 from compiler.errors import BuildError, KdcError, TaxonomyError
 from compiler.compile.generate import Request, ask, chat_messages, prepare, provenance
-from compiler.gates.judging import default_judge, response_format_used, screen
+from compiler.gates.judging import default_judge, response_format_used
 from compiler.compile.plan import TEMPLATES, LeafPlan, make_plan, task_for
 from compiler.compile.prompts import Prompts
+from compiler.compile import augment, typed  # issue 15: views and typed questions (hooks marked "issue 15")
 from compiler.records import Record, Rejection, Sample
 from compiler.taxonomy.tree import Taxonomy, load_taxonomy
 
@@ -261,6 +262,7 @@ class Builder:
         the gate through a window of a few times the concurrency (bounded memory on huge plans,
         a full pipe for the teacher); results are gated strictly in the round's order."""
         window = max(64, 4 * self.teacher.concurrency)
+        await augment.augment_leaves(self)  # issue 15: views first, so the units and quotas are known
         while True:
             plan = self._next_round()
             if not plan:
@@ -285,7 +287,8 @@ class Builder:
                 while pending:
                     req, fut = pending.popleft()
                     answer, screened = await fut
-                    self._gate(req, answer, screened)
+                    for sub, sub_answer, sub_screened in typed.unpack(req, answer, screened):  # issue 15
+                        self._gate(sub, sub_answer, sub_screened)
                     if isinstance(answer, Completion) and answer.cached:
                         st = self.nodes[req.task.node_id]
                         st.hits_gated += 1
@@ -316,7 +319,8 @@ class Builder:
                 st.stopped = STOP_BUDGET
                 continue
             rate = 1.0 if st.used == 0 else max(0.2, len(st.accepted) / st.used)
-            n = min(room, math.ceil(st.need / rate))
+            n = min(room, math.ceil(st.need / rate / max(1, st.lp.questions)))  # issue 15: K records a call
+            st.lp.note_accepted(st.accepted)  # issue 15: "do not repeat" = accepted in earlier rounds
             plan.extend((st, st.next_index + i) for i in range(n))
             st.next_index += n
             st.launched += n
@@ -367,7 +371,7 @@ class Builder:
         """The answer, and as soon as it arrives its order-independent gates and the judge
         (compiler/gates/judging.py: why this is safe for byte-identity)."""
         answer = await self._ask(req)
-        return answer, await screen(self, req, answer)
+        return answer, await typed.screen_typed(self, req, answer)  # issue 15: a typed call screens K records
 
     def _gate(self, req: Request, answer: Completion | TeacherFailure | None, screened: Any) -> None:
         """Decide one result, in the fixed order: a rejection with its reason, or an accepted sample."""
@@ -453,6 +457,8 @@ class Builder:
             files = _node_files(node_id)
             atomic_write(out / files["train"], jsonl_text(s.to_json() for s in st.accepted))
             atomic_write(out / files["rejected"], jsonl_text(r.to_json() for r in st.rejected))
+            if st.lp.questions:  # issue 15: the leaf's augmentation views, accepted and rejected
+                atomic_write(out / f"nodes/{node_id}/views.jsonl", jsonl_text(v.to_json() for v in st.lp.views))
             seeds = st.lp.leaf.seeds()
             atomic_write(out / files["eval"], jsonl_text(
                 {"node_id": node_id, "question": seeds[i].question, "answer": seeds[i].answer,
@@ -466,7 +472,7 @@ class Builder:
                 "stopped": st.stopped if shortfall else None,
                 "pii_redacted": int(gstats.get("pii_redacted", 0)),
                 "eval_seeds": len(st.lp.eval_indexes), "train_seeds": len(st.lp.train_seeds),
-                "chunks": len(st.lp.chunks),
+                "chunks": len(st.lp.chunks), **augment.view_summary(st.lp),  # issue 15
                 **({"coverage": knowmix.coverage(st.lp.chunks, st.accepted)} if st.lp.kind == "knowledge" else {}),
                 "tokens": {"prompt": st.prompt_tokens, "completion": st.completion_tokens},
                 "cost_usd": round(st.cost_usd, 6) if st.cost_known else None,
