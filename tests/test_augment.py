@@ -185,7 +185,7 @@ def test_typed_build_is_byte_identical_at_concurrency_1_and_8(tax, tmp_path, kdc
             args = compile_args(tax, out, srv)
             args[args.index("--concurrency") + 1] = conc
             assert kdc(*args)[0] == 0
-            outs[conc] = {f: h for f, h in tree_hashes(out).items() if f != "report.html"}  # it shows the settings
+            outs[conc] = {f: h for f, h in tree_hashes(out).items() if f != "report.html"}  # it names its folder
     assert outs["1"] == outs["8"]
     assert any(f.endswith("views.jsonl") for f in outs["1"])
 

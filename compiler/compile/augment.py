@@ -173,14 +173,24 @@ async def _answer(builder: "Builder", vr: ViewRequest) -> tuple[Completion | Tea
     hit = builder.cache.get(vr.key)
     if hit is not None:
         return Completion.from_cache(hit), False
-    if builder.teacher.unavailable:
+    if builder.teacher.unavailable or builder.cost_stop:
         return None, False
+    reserve = 0.0
+    if builder.cfg.max_cost is not None:  # the same worst-case reservation as a Q&A request
+        reserve = builder.teacher.price(builder.teacher.count_tokens(vr.messages), builder.cfg.max_tokens) or 0.0
+        if builder.spent + builder.reserved + reserve > builder.cfg.max_cost:
+            builder.cost_stop = True
+            return None, False
+        builder.reserved += reserve
     try:
         done = await builder.teacher.complete(vr.messages, view_format(vr.kind), seed=vr.seed,
                                               label=f"{vr.node_id}#augment:{vr.kind}")
     except TeacherFailure as failure:
         return failure, True
+    finally:
+        builder.reserved -= reserve
     if done is not None:
+        builder.spent += done.cost_usd or 0.0
         builder.cache.put(vr.key, vr.node_id, -1, done.to_cache())
     return done, True
 
@@ -231,7 +241,8 @@ async def augment_leaves(builder: "Builder") -> None:
                 st.completion_tokens += answer.completion_tokens
                 st.cost_known &= answer.cost_usd is not None
                 st.cost_usd += answer.cost_usd or 0.0
-                builder.spent += (answer.cost_usd or 0.0) if asked else 0.0
+                st.lp.view_run["teacher_calls" if asked else "cache_hits"] += 1
+                st.teacher_calls += asked  # (not st.cache_hits: Builder._ask waits on Q&A hits only)
             st.lp.views.append(check_view(vr.kind, vr.chunk, answer.text, answer.finish_reason, aug, vr.key))
         elif isinstance(answer, TeacherFailure):
             st.lp.views.append(ViewRejection(vr.kind, vr.chunk, answer.reason, answer.detail, None, vr.key))
@@ -257,4 +268,5 @@ def view_summary(lp: LeafPlan) -> dict[str, Any]:
         else:
             rejected[v.reason] = rejected.get(v.reason, 0) + 1
     return {"views": {"accepted": dict(sorted(accepted.items())), "rejected": dict(sorted(rejected.items())),
-                      "facts_dropped": dropped, "units": len(lp.units), "questions_per_call": lp.questions}}
+                      "facts_dropped": dropped, "units": len(lp.units), "questions_per_call": lp.questions,
+                      "run": dict(lp.view_run)}}

@@ -88,6 +88,7 @@ class LeafPlan:
     units: list[Unit] = field(default_factory=list)  # the chunks, then (after augmentation) their views
     views: list[Any] = field(default_factory=list)  # augment.View / augment.ViewRejection, for the build dir
     avoid: tuple[tuple[str, str], ...] = ()  # (chunk sha256, question) accepted before this round
+    view_run: dict[str, int] = field(default_factory=lambda: {"teacher_calls": 0, "cache_hits": 0})  # views, this run
 
     def note_accepted(self, samples: list) -> None:
         """Called at the start of each round: the questions accepted so far become the next
