@@ -126,7 +126,8 @@ def _typed(request: dict, prompt: str, spec: dict, rng: random.Random) -> dict:
     """K typed records (one per requested type, in order), each grounded in a different sentence
     of the prompt's document where it has enough."""
     items = spec.get("items") or {}
-    types = ((items.get("properties") or {}).get("type") or {}).get("enum") or ["definitional"]
+    types = ((items.get("properties") or {}).get("type") or {}).get("enum") or \
+        re.findall(r"^\d+\. ([a-z_ ]+?)(?: \(|$)", prompt, re.M) or ["definitional"]  # json_object: the listed types
     k = int(spec.get("minItems") or len(re.findall(r"^\d+\. ", prompt, re.M)) or 1)
     doc = _document(prompt) or ""
     sentences = _sentences(doc) or [" ".join(doc.split()[:30]) or "Nothing."]

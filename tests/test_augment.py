@@ -230,3 +230,14 @@ def test_bad_augment_setting_is_a_located_error(tax, tmp_path, kdc):
     line = next(i for i, l in enumerate(cfg.read_text().splitlines(), 1) if "questions_per_call" in l)
     code, out, err = kdc(*compile_args(tax, tmp_path / "out", "http://127.0.0.1:9/v1"))
     assert code != 0 and f"kdc.yaml:{line}:" in out + err and "questions_per_call" in out + err
+
+
+def test_dry_run_counts_the_view_calls(tax, tmp_path, kdc):
+    with TeacherServer() as srv:
+        code, out, _ = kdc(*compile_args(tax, tmp_path / "out", srv, "--dry-run", "--json"))
+        assert code == 0 and srv.chat_requests == 0
+    nodes = json.loads(out)["nodes"]
+    for node in (SOLAR, GIT):
+        n = nodes[node]
+        assert n["view_requests"] == 3 * n["chunks"] and n["template"] == "generate_knowledge_typed.j2"
+        assert n["est_prompt_tokens"] > n["est_view_prompt_tokens"] > 0

@@ -31,6 +31,7 @@ from compiler.compile.generate import json_object
 from compiler.compile.plan import TEMPLATES, LeafPlan, Unit, _rng, set_units
 from compiler.llm.cache import request_key
 from compiler.llm.teacher import Completion, TeacherFailure
+from compiler.compile.prompts import Prompts
 from compiler.records import Chunk
 from compiler.resources import load_schema
 
@@ -270,3 +271,24 @@ def view_summary(lp: LeafPlan) -> dict[str, Any]:
     return {"views": {"accepted": dict(sorted(accepted.items())), "rejected": dict(sorted(rejected.items())),
                       "facts_dropped": dropped, "units": len(lp.units), "questions_per_call": lp.questions,
                       "run": dict(lp.view_run)}}
+
+
+def dry_run_adjust(lp: LeafPlan, cfg: Any, prompts: Prompts, teacher: Any, p_tok: int, c_tok: int
+                   ) -> tuple[int, int, dict[str, Any]]:
+    """`kdc compile --dry-run` in typed mode: Q&A tokens for target / K calls of K records, plus
+    every view call (prompt counted, answer estimated at half the section). The quota shown is
+    the one before views are known; each accepted view adds per_chunk x K samples."""
+    if not lp.questions:
+        return p_tok, c_tok, {}
+    calls = -(-lp.target // lp.questions)
+    p_tok, c_tok = int(p_tok * calls / max(1, lp.target)), c_tok
+    views = list(cfg.augment.views) if lp.chunks else []
+    vp = vc = 0
+    for c in lp.chunks:
+        for kind in views:
+            messages = prompts.render_vars(TEMPLATES[f"augment_{kind}"],
+                                           {"title": c.title, "section": c.heading, "chunk": c.text}, lp.node_id).messages
+            vp += teacher.count_tokens(messages)
+            vc += min(cfg.max_tokens, len(c.text.split()) * 2 // 3 + 40)
+    return p_tok + vp, c_tok + vc, {"view_requests": len(lp.chunks) * len(views), "questions_per_call": lp.questions,
+                                    "est_view_prompt_tokens": vp, "est_view_completion_tokens": vc}

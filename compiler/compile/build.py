@@ -196,12 +196,13 @@ def dry_run_plan(cfg: CompileConfig, taxonomy: Taxonomy, plans: list[LeafPlan], 
         shown = [json.dumps(ex) for r in sample for ex in r.task.variables["examples"]]
         per_answer = min(cfg.max_tokens, int(1.6 * (sum(map(len, shown)) / max(1, len(shown))) / 4) + 40)
         p_tok, c_tok = int(prompt * lp.target), per_answer * lp.target
+        p_tok, c_tok, aug = augment.dry_run_adjust(lp, cfg, prompts, teacher, p_tok, c_tok)  # issue 15: views, K a call
         cost = teacher.price(p_tok, c_tok)
         cost_known &= cost is not None
         nodes[lp.node_id] = {"kind": lp.kind, "target": lp.target, "max_requests": lp.budget,
                              "train_seeds": len(lp.train_seeds), "eval_seeds": len(lp.eval_seeds),
                              "chunks": len(lp.chunks), "template": lp.template,
-                             "est_prompt_tokens": p_tok, "est_completion_tokens": c_tok, "est_cost_usd": cost}
+                             "est_prompt_tokens": p_tok, "est_completion_tokens": c_tok, "est_cost_usd": cost, **aug}
         totals["target"] += lp.target
         totals["max_requests"] += lp.budget
         totals["prompt_tokens"] += p_tok

@@ -108,7 +108,7 @@ class LeafPlan:
 
     @property
     def template(self) -> str:
-        return TEMPLATES[self.leaf.kind]
+        return TEMPLATES["knowledge_typed" if self.questions else self.leaf.kind]
 
 
 @dataclass(frozen=True)
