@@ -256,7 +256,7 @@ async def augment_leaves(builder: "Builder") -> None:
 
 
 def view_summary(lp: LeafPlan) -> dict[str, Any]:
-    """For manifest.json: views accepted per kind, rejected per reason, facts dropped, units."""
+    """For the manifest: views accepted per kind, rejected per reason, facts dropped, units."""
     if not lp.questions:
         return {}
     accepted: dict[str, int] = {}
