@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from compiler.augconfig import AugmentConfig, parse_augment
 from compiler.errors import ConfigError
 from compiler.io.yamlload import YamlLoadError, load_file, mark_of, node_at
 
@@ -66,6 +67,7 @@ class CompileConfig:
         "personas": list(DEFAULT_PERSONAS), "difficulties": list(DEFAULT_DIFFICULTIES),
         "styles": list(DEFAULT_STYLES)})
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-node overrides: {samples: N}
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # kdc.yaml `augment:` (augconfig.py)
     settings: dict[str, Any] = field(default_factory=dict)  # kdc.yaml as read (gates:, mix:, ...)
     config_file: Path | None = None
     marks: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)  # key -> (line, col) in the file
@@ -228,6 +230,8 @@ def _apply_file(cfg: CompileConfig, path: Path, untrusted_given: set[str] | None
                 raise fail([raw_key], f"reasoning must be true, false or a mapping of {', '.join(kinds)} to true/false",
                            "e.g. reasoning: {freeform_skill: false}")
             cfg.reasoning = value
+        elif key == "augment":
+            cfg.augment = parse_augment(value, fail, raw_key)
         elif key == "nodes":
             if not isinstance(value, dict):
                 raise fail([raw_key], "nodes must map node ids to settings",

@@ -77,6 +77,11 @@ def default_responder(request: dict, number: int) -> dict:
         return {"faithfulness": 5, "relevance": 5, "format": 5, "standalone": 5, "rationale": "default judge"}
     schema = fmt.get("schema") or {}
     props = schema.get("properties", {})
+    view = next((k for k in ("summary", "passages", "facts") if k in props or (not schema and f'- "{k}":' in prompt)), None)
+    if view:  # kdc's augmentation stage (compile/augment.py): views built from the section's sentences
+        return _view(view, _document(prompt) or "", rng)
+    if "questions" in props or (not schema and '{"questions": [' in prompt):  # typed mode: K records
+        return _typed(request, prompt, props.get("questions", {}), rng)
     if not schema:  # json_object mode: the keys the prompt asks for (its key list and shown shape)
         props = {k: {} for k in ("question", "answer", "context", "reasoning")
                  if k in ("question", "answer") or f'- "{k}":' in prompt or f'"{k}": [' in prompt}
@@ -100,6 +105,44 @@ def default_responder(request: dict, number: int) -> dict:
     if props and "reasoning" not in props:  # a leaf without reasoning: the schema leaves it out
         record.pop("reasoning", None)
     return record
+
+
+def _sentences(doc: str) -> list[str]:
+    return [" ".join(s.split()) for s in re.split(r"(?<=[.!?])\s+", doc) if len(s.split()) >= 5]
+
+
+def _view(name: str, doc: str, rng: random.Random) -> dict:
+    """A grounded view: a summary of the section's first sentences, two of them quoted verbatim,
+    or each sentence as an atomic fact."""
+    sentences = _sentences(doc) or [" ".join(doc.split()[:40]) or "The section is empty of facts today."]
+    if name == "summary":
+        return {"summary": " ".join(sentences[:3])}
+    if name == "passages":
+        return {"passages": sentences[:2]}
+    return {"facts": sentences[:8]}
+
+
+def _typed(request: dict, prompt: str, spec: dict, rng: random.Random) -> dict:
+    """K typed records (one per requested type, in order), each grounded in a different sentence
+    of the prompt's document where it has enough."""
+    items = spec.get("items") or {}
+    types = ((items.get("properties") or {}).get("type") or {}).get("enum") or \
+        re.findall(r"^\d+\. ([a-z_ ]+?)(?: \(|$)", prompt, re.M) or ["definitional"]  # json_object: the listed types
+    k = int(spec.get("minItems") or len(re.findall(r"^\d+\. ", prompt, re.M)) or 1)
+    doc = _document(prompt) or ""
+    sentences = _sentences(doc) or [" ".join(doc.split()[:30]) or "Nothing."]
+    picks = rng.sample(sentences, k) if len(sentences) >= k else [sentences[j % len(sentences)] for j in range(k)]
+    with_steps = not items or "reasoning" in (items.get("properties") or {})
+    out = []
+    for j, fact in enumerate(picks):
+        lead = " ".join(fact.split()[:6])
+        rec = {"type": types[j % len(types)],
+               "question": f"Regarding {_words(rng, 2)}, what does the document state about {lead} {_words(rng, 3)}?",
+               "reasoning": [f"The document says: {fact}", "So the answer restates that fact."], "answer": fact}
+        if not with_steps:
+            rec.pop("reasoning")
+        out.append(rec)
+    return {"questions": out}
 
 
 def hash_judge(request: dict, number: int) -> dict:

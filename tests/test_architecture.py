@@ -16,7 +16,7 @@ LAYERS = [
     ("core", ["compiler", "compiler.errors", "compiler.records", "compiler.chat", "compiler.resources",
               "compiler.minhash"]),
     ("io", ["compiler.io"]),
-    ("settings", ["compiler.config", "compiler.trust"]),
+    ("settings", ["compiler.config", "compiler.trust", "compiler.augconfig"]),
     ("taxonomy", ["compiler.taxonomy"]),
     ("validate", ["compiler.validate"]),
     ("llm", ["compiler.llm"]),

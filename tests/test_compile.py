@@ -416,7 +416,7 @@ def test_response_format_by_kind_reaches_the_teacher(tax, tmp_path, kdc):
 def test_config_file_settings_apply_and_the_command_line_wins(tax, tmp_path, kdc):
     cfg = tmp_path / "custom.yaml"
     cfg.write_text(f"samples_per_node: 2\nnodes:\n  {HAIKU}: {{samples: 5}}\nteacher: openai/teacher-test\n"
-                   "api_base: http://127.0.0.1:9/v1\n")
+                   "api_base: http://127.0.0.1:9/v1\naugment: false\n")  # one Q&A a call (tests/test_augment.py: K)
     code, out, err = kdc("compile", tax, "--config", cfg, "--dry-run", "--json")
     assert code == 0, err
     plan = json.loads(out)
@@ -431,7 +431,7 @@ def test_config_file_settings_apply_and_the_command_line_wins(tax, tmp_path, kdc
 
 def test_per_chunk_plans_every_chunk_and_the_manifest_shows_coverage(tax, tmp_path, kdc):
     cfg = tmp_path / "cover.yaml"
-    cfg.write_text("samples_per_node: 1\nper_chunk: 1\nchunk_words: 150\nseed: 7\n")
+    cfg.write_text("samples_per_node: 1\nper_chunk: 1\nchunk_words: 150\nseed: 7\naugment: false\n")  # one Q&A a chunk
     out = tmp_path / "out"
     with TeacherServer() as srv:
         assert kdc(*compile_args(tax, out, srv, "--config", cfg, "--samples-per-node", "1"))[0] == 0

@@ -128,8 +128,9 @@ class MisbehavingTeacher:
 
 def compile_with(teacher, taxonomy: Path, out: Path, settings: str, *args: str) -> dict:
     config = out.parent / f"{out.name}.kdc.yaml"
-    # per_chunk 0: every leaf's quota is TARGET (these tests are about the gates, not coverage)
-    config.write_text(f"samples_per_node: {TARGET}\nper_chunk: 0\nseed: 7\nconcurrency: 2\n{settings}")
+    # per_chunk 0: every leaf's quota is TARGET (these tests are about the gates, not coverage);
+    # augment off: the scripted teacher writes one record per call (typed calls: tests/test_augment.py)
+    config.write_text(f"samples_per_node: {TARGET}\nper_chunk: 0\nseed: 7\nconcurrency: 2\naugment: false\n{settings}")
     with TeacherServer(responder=teacher) as srv:
         run = subprocess.run([sys.executable, "-m", "compiler", "compile", str(taxonomy), "--out", str(out),
                               "--config", str(config), "--teacher", "openai/teacher-test", "--api-base", srv.url,

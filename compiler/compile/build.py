@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler import __version__
+from compiler.compile import augment
 from compiler.compile.generate import prepare
 from compiler.compile.plan import TEMPLATES, LeafPlan, make_plan, task_for
 from compiler.compile.prompts import Prompts
@@ -128,12 +129,13 @@ def dry_run_plan(cfg: CompileConfig, taxonomy: Taxonomy, plans: list[LeafPlan], 
         shown = [json.dumps(ex) for r in sample for ex in r.task.variables["examples"]]
         per_answer = min(cfg.max_tokens, int(1.6 * (sum(map(len, shown)) / max(1, len(shown))) / 4) + 40)
         p_tok, c_tok = int(prompt * lp.target), per_answer * lp.target
+        p_tok, c_tok, aug = augment.dry_run_adjust(lp, cfg, prompts, teacher, p_tok, c_tok)  # views, K a call
         cost = teacher.price(p_tok, c_tok)
         cost_known &= cost is not None
         nodes[lp.node_id] = {"kind": lp.kind, "target": lp.target, "max_requests": lp.budget,
                              "train_seeds": len(lp.train_seeds), "eval_seeds": len(lp.eval_seeds),
                              "chunks": len(lp.chunks), "template": lp.template,
-                             "est_prompt_tokens": p_tok, "est_completion_tokens": c_tok, "est_cost_usd": cost}
+                             "est_prompt_tokens": p_tok, "est_completion_tokens": c_tok, "est_cost_usd": cost, **aug}
         totals["target"] += lp.target
         totals["max_requests"] += lp.budget
         totals["prompt_tokens"] += p_tok
@@ -167,7 +169,8 @@ def write_build(sched: Scheduler, out: Path, broken: dict[str, dict[str, str]], 
         seeds = st.lp.leaf.seeds()
         builddir.write_node(out, node_id, (s.to_json() for s in st.accepted), (r.to_json() for r in st.rejected),
                             ({"node_id": node_id, "question": seeds[i].question, "answer": seeds[i].answer,
-                              "context": seeds[i].context, "seed_index": i} for i in st.lp.eval_indexes))
+                              "context": seeds[i].context, "seed_index": i} for i in st.lp.eval_indexes),
+                            (v.to_json() for v in st.lp.views) if st.lp.questions else None)
         shortfall = max(0, st.need)
         nodes[node_id] = NodeStats(
             kind=st.lp.kind, target=st.lp.target, accepted=len(st.accepted), shortfall=shortfall,
@@ -175,6 +178,7 @@ def write_build(sched: Scheduler, out: Path, broken: dict[str, dict[str, str]], 
             stopped=st.stopped if shortfall else None,
             pii_redacted=int(sched.gatekeeper.stats(node_id).get("pii_redacted", 0)),
             eval_seeds=len(st.lp.eval_indexes), train_seeds=len(st.lp.train_seeds), chunks=len(st.lp.chunks),
+            views=augment.view_summary(st.lp).get("views"),
             coverage=knowmix.coverage(st.lp.chunks, st.accepted) if st.lp.kind == "knowledge" else None,
             tokens={"prompt": st.prompt_tokens, "completion": st.completion_tokens},
             cost_usd=round(st.cost_usd, 6) if st.cost_known else None,

@@ -6,9 +6,11 @@ and every failure keeps the raw text with a reason code, so nothing is dropped s
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -36,10 +38,13 @@ class Request:
     teacher_model: str
     sampling: dict[str, Any]  # temperature, top_p, max_tokens and this request's seed
     prompt_sha256: str
+    item: int | None = None  # typed mode: which of the call's K records this request stands for
 
     @property
     def sample_id(self) -> str:
-        return self.key[:32]
+        if self.item is None:
+            return self.key[:32]
+        return hashlib.sha256(f"{self.key}#{self.item}".encode()).hexdigest()[:32]
 
 
 @lru_cache(maxsize=None)
@@ -52,18 +57,50 @@ def _format_sha256(kind: str, reasoning: bool = True) -> str:
     return request_key(response_format(kind, reasoning))
 
 
+@lru_cache(maxsize=None)
+def typed_format(k: int, types: tuple[str, ...], reasoning: bool = True) -> dict:
+    """Typed mode's response_format: {"questions": [K records, each with its "type"]}."""
+    item = copy.deepcopy(response_schema("knowledge", reasoning))
+    item["properties"] = {"type": {"type": "string", "enum": list(types)}, **item["properties"]}
+    item["required"] = ["type", *item["required"]]
+    schema = {"type": "object", "properties": {"questions": {"type": "array", "minItems": k, "maxItems": k,
+                                                             "items": item}},
+              "required": ["questions"], "additionalProperties": False}
+    return {"type": "json_schema", "json_schema": {"name": "kdc_knowledge_questions", "schema": schema,
+                                                   "strict": True}}
+
+
+@lru_cache(maxsize=None)
+def _item_validator(types: tuple[str, ...], reasoning: bool) -> Draft202012Validator:
+    return Draft202012Validator(typed_format(1, types, reasoning)["json_schema"]["schema"]["properties"]
+                                ["questions"]["items"])
+
+
+def _types(task: Task) -> tuple[str, ...]:
+    """The types this call asks for (its schema's enum: the teacher must label each record)."""
+    return tuple(dict.fromkeys(task.variables.get("question_types") or ()))
+
+
+def _format_of(task: Task) -> tuple[dict, str]:
+    if task.questions:
+        fmt = typed_format(task.questions, _types(task), task.reasoning)
+        return fmt, request_key(fmt)
+    return response_format(task.kind, task.reasoning), _format_sha256(task.kind, task.reasoning)
+
+
 def prepare(task: Task, prompts: Prompts, teacher_model: str, sampling: dict[str, Any],
             logprobs: bool = False) -> Request:
     """The request for a task and its cache key. The key hashes the prompt's and the schema's own
     hashes (each prompt is serialized once; the schema, the same for a whole kind, once per run).
+    Typed mode (task.questions = K) asks for K records, each labelled with one of the call's types.
     Asking for logprobs changes the answer (it carries them), so it is in the key; the parser and
     the gates are not: answers are cached raw and re-parsed and re-gated on every run."""
     rendered = prompts.render(task)
-    fmt = response_format(task.kind, task.reasoning)
+    fmt, fmt_sha = _format_of(task)
     sampling = {**sampling, "seed": task.request_seed}
     prompt_sha = request_key(rendered.messages)
     parts = {"v": 2, "prompt": prompt_sha, "template": rendered.template_sha256,
-             "teacher": teacher_model, "sampling": sampling, "schema": _format_sha256(task.kind, task.reasoning),
+             "teacher": teacher_model, "sampling": sampling, "schema": fmt_sha,
              "node": task.node_id, "index": task.sample_index}
     if logprobs:
         parts["logprobs"] = True  # absent when off: caches written before this key part stay valid
@@ -89,8 +126,9 @@ async def ask(req: Request, teacher: Teacher, cache: Cache, should_run=None,
     return done, False
 
 
-def parse(text: str, kind: str, finish_reason: str | None = None, reasoning: bool = True) -> dict | tuple[str, str]:
-    """The record dict, or (reason, detail) — reasons: empty, refusal, invalid-json, schema."""
+def json_object(text: str, finish_reason: str | None = None) -> dict | tuple[str, str]:
+    """The JSON object a teacher answered (fences and chatter around it tolerated), or (reason,
+    detail) — reasons: empty, refusal, invalid-json, schema."""
     raw = (text or "").strip()
     if not raw:
         return "empty", "the teacher returned an empty answer"
@@ -114,6 +152,21 @@ def parse(text: str, kind: str, finish_reason: str | None = None, reasoning: boo
             return "invalid-json", f"not JSON: {why}"
     if not isinstance(data, dict):
         return "schema", f"expected a JSON object, got {type(data).__name__}"
+    return data
+
+
+def parse(text: str, kind: str, finish_reason: str | None = None, reasoning: bool = True,
+          validator: Draft202012Validator | None = None) -> dict | tuple[str, str]:
+    """The record dict, or (reason, detail) — reasons: empty, refusal, invalid-json, schema."""
+    data = json_object(text, finish_reason)
+    return data if isinstance(data, tuple) else check_record(data, kind, reasoning, validator)
+
+
+def check_record(data: dict, kind: str, reasoning: bool = True,
+                 validator: Draft202012Validator | None = None) -> dict | tuple[str, str]:
+    """One record checked: no empty field, the schema, no refusal as the answer."""
+    if not isinstance(data, dict):
+        return "schema", f"expected a JSON object, got {type(data).__name__}"
     for name in ("question", "answer", "context"):
         value = data.get(name)
         if isinstance(value, str) and not value.strip() and (name != "context" or kind == "grounded_skill"):
@@ -121,7 +174,7 @@ def parse(text: str, kind: str, finish_reason: str | None = None, reasoning: boo
     if isinstance(data.get("reasoning"), list) and data["reasoning"] and \
             all(isinstance(s, str) and not s.strip() for s in data["reasoning"]):
         return "empty", "the reasoning steps are empty"
-    errors = sorted(_validator(kind, reasoning).iter_errors(data), key=lambda e: list(e.absolute_path))
+    errors = sorted((validator or _validator(kind, reasoning)).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
         where = "/".join(str(p) for p in err.absolute_path) or "(record)"
@@ -131,6 +184,36 @@ def parse(text: str, kind: str, finish_reason: str | None = None, reasoning: boo
     if found:
         return "refusal", f"the answer is a refusal ({found.span!r}): {answer[:160]}"
     return data
+
+
+def typed_items(text: str, finish_reason: str | None = None) -> list | tuple[str, str]:
+    """Typed mode: the answer's list of records (unchecked), or why there is none."""
+    data = json_object(text, finish_reason)
+    if isinstance(data, tuple):
+        return data
+    items = data.get("questions")
+    if not isinstance(items, list):
+        return "schema", "questions: expected a list of records"
+    return items if items else ("empty", "the list of questions is empty")
+
+
+def split_typed(req: Request, answer: Completion) -> list[tuple[Request, Completion]]:
+    """One (request, answer) per record of a typed answer, at most K; an answer with no usable
+    list stands as one (its rejection). The call's usage is carried by its first record only, so
+    node totals count each call once."""
+    items = typed_items(answer.text, answer.finish_reason)
+    n = min(req.task.questions, len(items)) if isinstance(items, list) else 1
+    zero = replace(answer, prompt_tokens=0, completion_tokens=0,
+                   cost_usd=None if answer.cost_usd is None else 0.0)
+    return [(replace(req, item=j), answer if j == 0 else zero) for j in range(n)]
+
+
+def _parse_item(req: Request, lp: LeafPlan, answer: Completion) -> dict | tuple[str, str]:
+    items = typed_items(answer.text, answer.finish_reason)
+    if isinstance(items, tuple):
+        return items
+    validator = _item_validator(_types(req.task), req.task.reasoning)
+    return check_record(items[req.item or 0], req.task.kind, req.task.reasoning, validator)
 
 
 def _leaf_name(lp: LeafPlan) -> str:
@@ -154,7 +237,12 @@ def build(req: Request, lp: LeafPlan, answer: Completion) -> Sample | Rejection:
     """Turn a teacher answer into a Sample with full provenance, or a Rejection with its reason."""
     task = req.task
     meta = provenance(req, lp, answer)
-    parsed = parse(answer.text, task.kind, answer.finish_reason, task.reasoning)
+    if task.questions:
+        parsed = _parse_item(req, lp, answer)
+        if isinstance(parsed, dict):
+            meta["question_type"] = parsed["type"]
+    else:
+        parsed = parse(answer.text, task.kind, answer.finish_reason, task.reasoning)
     if isinstance(parsed, tuple):
         return Rejection(req.sample_id, task.node_id, parsed[0], parsed[1], answer.text, meta)
     context = task.chunk.text if task.chunk is not None else parsed.get("context")
@@ -178,6 +266,10 @@ def provenance(req: Request, lp: LeafPlan, answer: Completion | None, attempts: 
                             "end": c.end, "sha256": c.sha256}
         if c.page:  # PDFs: the pages the chunk quotes
             meta["document"].update(page=c.page, page_end=c.page_end)
+    if task.questions:  # typed mode: which record of the call, and the view it was asked about
+        meta["item"] = req.item or 0
+        if task.view is not None:
+            meta["view"] = dict(task.view)
     meta.update({
         "template": {"name": req.rendered.template, "sha256": req.rendered.template_sha256},
         "teacher": {"model": req.teacher_model, "sampling": dict(req.sampling)},

@@ -22,7 +22,12 @@ from compiler.taxonomy.tree import Taxonomy
 
 COMPILED_KINDS = ("freeform_skill", "grounded_skill", "knowledge")
 TEMPLATES = {"freeform_skill": "generate_freeform.j2", "grounded_skill": "generate_grounded.j2",
-             "knowledge": "generate_knowledge.j2"}
+             "knowledge": "generate_knowledge.j2",
+             # issue 15: K typed questions per call, and the augmentation views (compile/augment.py)
+             "knowledge_typed": "generate_knowledge_typed.j2",
+             "augment_detailed_summary": "augment_detailed_summary.j2",
+             "augment_extractive_summary": "augment_extractive_summary.j2",
+             "augment_atomic_facts": "augment_atomic_facts.j2"}
 
 
 def _rng(*parts: Any) -> random.Random:
@@ -53,6 +58,19 @@ def draw_diversity(lists: dict[str, list[str]], seed: int, node_id: str, index: 
             "style": rng.choice(lists["styles"])}
 
 
+@dataclass(frozen=True)
+class Unit:
+    """What one typed-question call is about: a chunk itself, or an accepted view of it (a
+    summary, the key passages, a group of atomic facts). `chunk` is always the source section:
+    samples are grounded in it and keep it as their provenance."""
+
+    kind: str  # "chunk" or a view kind (compile/augconfig.VIEW_KINDS)
+    chunk: Chunk
+    text: str
+    view_sha256: str | None = None
+    part: int = 0  # the group number of atomic facts
+
+
 @dataclass
 class LeafPlan:
     """One leaf to compile: its quota and budget, its seeds split, its document chunks."""
@@ -65,6 +83,20 @@ class LeafPlan:
     eval_indexes: list[int]  # into leaf.seeds()
     chunks: list[Chunk] = field(default_factory=list)
     reasoning: bool = True
+    questions: int = 0  # typed mode (issue 15): K questions per call over `units`; 0: one Q&A per call
+    question_types: tuple[str, ...] = ()
+    units: list[Unit] = field(default_factory=list)  # the chunks, then (after augmentation) their views
+    views: list[Any] = field(default_factory=list)  # augment.View / augment.ViewRejection, for the build dir
+    avoid: tuple[tuple[str, str], ...] = ()  # (chunk sha256, question) accepted before this round
+    view_run: dict[str, int] = field(default_factory=lambda: {"teacher_calls": 0, "cache_hits": 0})  # views, this run
+
+    def note_accepted(self, samples: list) -> None:
+        """Called at the start of each round: the questions accepted so far become the next
+        prompts' "do not repeat" list. Earlier rounds only, never whatever finished first in this
+        one, so prompts (and cache keys) are the same at any concurrency."""
+        if self.questions:
+            self.avoid = tuple(((s.metadata.get("document") or {}).get("sha256", ""), s.record.question)
+                               for s in samples)
 
     @property
     def node_id(self) -> str:
@@ -76,7 +108,7 @@ class LeafPlan:
 
     @property
     def template(self) -> str:
-        return TEMPLATES[self.leaf.kind]
+        return TEMPLATES["knowledge_typed" if self.questions else self.leaf.kind]
 
 
 @dataclass(frozen=True)
@@ -93,6 +125,8 @@ class Task:
     diversity: dict[str, str]
     request_seed: int  # the teacher's sampling seed for this request
     reasoning: bool = True  # ask for chain-of-thought steps (plan.reasoning_for)
+    questions: int = 0  # typed mode: K questions in one call (generate.typed_format); 0: one record
+    view: dict[str, Any] | None = None  # typed mode: the unit asked about, when it is a view
 
 
 def make_plan(taxonomy: Taxonomy, cfg: CompileConfig, *, keep_going: bool = False,
@@ -122,9 +156,13 @@ def make_plan(taxonomy: Taxonomy, cfg: CompileConfig, *, keep_going: bool = Fals
                 failed.append((leaf, exc))
                 continue
         target = max(cfg.target(leaf.node_id), cfg.per_chunk * len(chunks))  # the quota grows with the documents
-        plans.append(LeafPlan(leaf=leaf, target=target, budget=cfg.attempts_budget(leaf.node_id, target),
-                              train_seeds=[seeds[i] for i in train_idx], eval_seeds=[seeds[i] for i in eval_idx],
-                              eval_indexes=eval_idx, chunks=chunks, reasoning=reasoning_for(leaf, cfg)))
+        lp = LeafPlan(leaf=leaf, target=target, budget=cfg.attempts_budget(leaf.node_id, target),
+                      train_seeds=[seeds[i] for i in train_idx], eval_seeds=[seeds[i] for i in eval_idx],
+                      eval_indexes=eval_idx, chunks=chunks, reasoning=reasoning_for(leaf, cfg))
+        if leaf.kind == "knowledge" and cfg.augment.active(cfg.teacher):
+            lp.questions, lp.question_types = cfg.augment.questions_per_call, tuple(cfg.augment.question_types)
+            set_units(lp, [Unit("chunk", c, c.text) for c in chunks], cfg)
+        plans.append(lp)
     if failed and keep_going:
         if broken is not None:
             broken.update({leaf.node_id: {"file": leaf.file, "error": exc.located()} for leaf, exc in failed})
@@ -136,6 +174,14 @@ def make_plan(taxonomy: Taxonomy, cfg: CompileConfig, *, keep_going: bool = Fals
                             hint="fix their `document:` sections, or pass --keep-going to compile the rest "
                                  "(they are then listed under `broken` in the build manifest)")
     return plans
+
+
+def set_units(lp: LeafPlan, units: list[Unit], cfg: CompileConfig) -> None:
+    """Typed mode: every unit is asked per_chunk times (K questions a call), so the quota is
+    per_chunk x K x units, with samples_per_node still the floor."""
+    lp.units = units
+    lp.target = max(cfg.target(lp.node_id), cfg.per_chunk * lp.questions * len(units))
+    lp.budget = cfg.attempts_budget(lp.node_id, lp.target)
 
 
 REASONING_PATHS = ("reasoning", "math", "arithmetic", "logic", "coding", "programming")
@@ -166,11 +212,12 @@ def _example(seed: Seed, kind: str) -> dict[str, str]:
     return ex
 
 
-def chunk_order(lp: LeafPlan, index: int, seed: int) -> int:
+def chunk_order(lp: LeafPlan, index: int, seed: int, n: int | None = None) -> int:
     """The chunk of sample `index`: pass p = index // n over the n chunks visits every chunk once,
     in a permutation seeded by (seed, node, p) — never file order, so a leaf short of its quota
-    is not short on the last pages only, and a retry after rejections lands on other chunks."""
-    n = len(lp.chunks)
+    is not short on the last pages only, and a retry after rejections lands on other chunks.
+    (Typed mode passes n = the number of units: the same walk over chunks and views.)"""
+    n = len(lp.chunks) if n is None else n
     p, i = divmod(index, n)
     order = sorted(range(n), key=lambda j: hashlib.sha256(f"{seed}\0{lp.node_id}\0{p}\0{j}".encode()).digest())
     return order[i]
@@ -200,6 +247,42 @@ def task_for(lp: LeafPlan, index: int, cfg: CompileConfig) -> Task:
         "reasoning": lp.reasoning,
     }
     request_seed = _rng("request", cfg.seed, leaf.node_id, index).randrange(2**31)
+    if lp.questions and lp.units:
+        return _typed_task(lp, index, cfg, variables, shown, diversity, request_seed)
     return Task(node_id=leaf.node_id, kind=leaf.kind, sample_index=index, template=lp.template,
                 variables=variables, seeds_shown=shown, chunk=chunk, diversity=diversity,
                 request_seed=request_seed, reasoning=lp.reasoning)
+
+
+def question_types_for(lp: LeafPlan, index: int, seed: int) -> list[str]:
+    """The K types asked in call `index`: distinct when there are enough, seeded per call."""
+    types, k = list(lp.question_types), lp.questions
+    rng = _rng("question-types", seed, lp.node_id, index)
+    if k <= len(types):
+        return rng.sample(types, k)
+    return [types[(rng.randrange(len(types)) + j) % len(types)] for j in range(k)]
+
+
+def do_not_repeat(lp: LeafPlan, chunk_sha: str, limit: int) -> list[str]:
+    """Up to `limit` questions accepted in earlier rounds: those about the same source section
+    first (the likeliest repeats), then the leaf's most recent others."""
+    if limit <= 0:
+        return []
+    same = [q for sha, q in lp.avoid if sha == chunk_sha][-limit:]
+    rest = limit - len(same)
+    others = [q for sha, q in lp.avoid if sha != chunk_sha][-rest:] if rest else []
+    return same + others
+
+
+def _typed_task(lp: LeafPlan, index: int, cfg: CompileConfig, variables: dict[str, Any], shown: tuple[int, ...],
+                diversity: dict[str, str], request_seed: int) -> Task:
+    unit = lp.units[chunk_order(lp, index, cfg.seed, len(lp.units))]
+    types = question_types_for(lp, index, cfg.seed)
+    chunk = unit.chunk
+    variables = {**variables, "chunk": unit.text, "unit_kind": unit.kind, "questions": lp.questions,
+                 "question_types": types, "section": chunk.heading, "title": chunk.title,
+                 "avoid": do_not_repeat(lp, chunk.sha256, cfg.augment.do_not_repeat)}
+    view = None if unit.kind == "chunk" else {"kind": unit.kind, "sha256": unit.view_sha256, "part": unit.part}
+    return Task(node_id=lp.node_id, kind=lp.kind, sample_index=index, template=TEMPLATES["knowledge_typed"],
+                variables=variables, seeds_shown=shown, chunk=chunk, diversity=diversity,
+                request_seed=request_seed, reasoning=lp.reasoning, questions=lp.questions, view=view)

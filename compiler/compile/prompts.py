@@ -64,13 +64,17 @@ class Prompts:
         return self._load(name)[1]
 
     def render(self, task: Task) -> Rendered:
-        tmpl, sha = self._load(task.template)
+        return self.render_vars(task.template, task.variables, task.node_id)
+
+    def render_vars(self, template: str, variables: dict, who: str) -> Rendered:
+        """Any template with its variables (the augmentation stage renders without a Task)."""
+        tmpl, sha = self._load(template)
         try:
-            ctx = tmpl.new_context(dict(task.variables))
+            ctx = tmpl.new_context(dict(variables))
             system = "".join(tmpl.blocks["system"](ctx)).strip()
             user = "".join(tmpl.blocks["user"](ctx)).strip()
         except TemplateError as exc:
-            raise KdcError(f"template {task.template} failed for {task.node_id}: {exc}",
+            raise KdcError(f"template {template} failed for {who}: {exc}",
                            hint="a template refers to a variable the plan does not provide") from None
         return Rendered([{"role": "system", "content": system}, {"role": "user", "content": user}],
-                        task.template, sha)
+                        template, sha)

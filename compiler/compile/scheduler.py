@@ -25,7 +25,7 @@ from compiler.compile.generate import Request, ask, chat_messages, prepare, prov
 from compiler.compile.plan import LeafPlan, task_for
 from compiler.compile.prompts import Prompts
 from compiler.config import CompileConfig
-from compiler.gates.judging import screen
+from compiler.compile import augment, typed
 from compiler.io.builddir import load_verdicts
 from compiler.llm.cache import Cache
 from compiler.llm.teacher import Completion, Teacher, TeacherFailure
@@ -138,6 +138,7 @@ class Scheduler:
         the gate through a window of a few times the concurrency (bounded memory on huge plans,
         a full pipe for the teacher); results are gated strictly in the round's order."""
         window = max(64, 4 * self.teacher.concurrency)
+        await augment.augment_leaves(self)  # views first, so the units and quotas are known
         while True:
             plan = self._next_round()
             if not plan:
@@ -163,7 +164,8 @@ class Scheduler:
                 while pending:
                     req, fut = pending.popleft()
                     answer, screened = await fut
-                    self._gate(req, answer, screened)
+                    for sub, sub_answer, sub_screened in typed.unpack(req, answer, screened):
+                        self._gate(sub, sub_answer, sub_screened)  # a typed call: each of its K records
                     st = self.nodes[req.task.node_id]
                     st.decided += 1
                     if isinstance(answer, Completion) and answer.cached:
@@ -195,7 +197,8 @@ class Scheduler:
                 st.stopped = STOP_BUDGET
                 continue
             rate = 1.0 if st.used == 0 else max(0.2, len(st.accepted) / st.used)
-            n = min(room, math.ceil(st.need / rate))
+            n = min(room, math.ceil(st.need / rate / max(1, st.lp.questions)))  # K records a typed call
+            st.lp.note_accepted(st.accepted)  # "do not repeat" = accepted in earlier rounds
             plan.extend((st, st.next_index + i) for i in range(n))
             st.next_index += n
             st.launched += n
@@ -251,10 +254,10 @@ class Scheduler:
         answer = await self._ask(req)
         if isinstance(answer, Completion) and answer.cached:
             st = self.nodes[req.task.node_id]
-            while place - st.decided >= st.need > 0:
+            while (place - st.decided) * max(1, st.lp.questions) >= st.need > 0:
                 st.gated.clear()
                 await st.gated.wait()
-        return answer, await screen(self, req, answer)
+        return answer, await typed.screen_typed(self, req, answer)
 
     def _gate(self, req: Request, answer: Completion | TeacherFailure | None, screened: Any) -> None:
         """Decide one result, in the fixed order: a rejection with its reason, or an accepted sample."""

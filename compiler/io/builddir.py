@@ -147,12 +147,14 @@ def manifest_digest(root: Path) -> tuple[Path, str]:
 
 # ------------------------------------------------------------------------------------------ writer
 def write_node(root: Path, node_id: str, train: Iterable[dict[str, Any]], rejected: Iterable[dict[str, Any]],
-               evals: Iterable[dict[str, Any]] | None = None) -> None:
-    """A node's train.jsonl and rejected.jsonl (and eval.jsonl when given), each atomically."""
+               evals: Iterable[dict[str, Any]] | None = None, views: Iterable[dict[str, Any]] | None = None) -> None:
+    """A node's train.jsonl and rejected.jsonl (and eval.jsonl, views.jsonl when given), each atomically."""
     atomic_write(node_path(root, node_id, "train.jsonl"), jsonl_text(train))
     atomic_write(node_path(root, node_id, "rejected.jsonl"), jsonl_text(rejected))
     if evals is not None:
         atomic_write(node_path(root, node_id, "eval.jsonl"), jsonl_text(evals))
+    if views is not None:  # knowledge leaves with augmentation: every view, accepted or not
+        atomic_write(node_path(root, node_id, "views.jsonl"), jsonl_text(views))
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:

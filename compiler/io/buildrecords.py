@@ -79,9 +79,10 @@ class NodeStats:
     run: dict[str, int]  # teacher_calls, cache_hits of the run that wrote it
     files: dict[str, str]  # train, rejected, eval: paths relative to the build
     coverage: dict[str, Any] | None = None  # knowledge only: chunks, covered, share
+    views: dict[str, Any] | None = None  # knowledge with augmentation: accepted/rejected views, units
 
     ORDER = ("kind", "target", "accepted", "shortfall", "attempts", "rejected", "stopped", "pii_redacted",
-             "eval_seeds", "train_seeds", "chunks", "coverage", "tokens", "cost_usd", "diversity", "scores",
+             "eval_seeds", "train_seeds", "chunks", "views", "coverage", "tokens", "cost_usd", "diversity", "scores",
              "lengths", "review", "run", "files")
 
     @property
@@ -89,7 +90,7 @@ class NodeStats:
         return self.review.get("flagged") is True
 
     def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.ORDER if k != "coverage" or self.coverage is not None}
+        return {k: getattr(self, k) for k in self.ORDER if k not in ("coverage", "views") or getattr(self, k) is not None}
 
     @classmethod
     def from_json(cls, data: Any, where: str = "node", path: str = "") -> NodeStats:
