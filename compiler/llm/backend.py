@@ -11,6 +11,7 @@ values, so a litellm upgrade is checked here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import time
@@ -29,8 +30,9 @@ class Outcome:
 
     kind: ok | auth | not-found | context-window | refusal | bad-request | timeout | rate-limit | error
     `sent`/`answered`: time.monotonic() (system-wide on Linux, so comparable across forked workers)
-    just before litellm was called and just after it returned: the stretch a server sees the
-    request, plus litellm's own few milliseconds of request and response handling."""
+    of the HTTP exchange: just before the request went out and just after the answer was read
+    (`_stamped_send`): the stretch a server sees the request. litellm's own work before and after
+    is outside it; a provider that is not HTTP (the embedded model) is stamped around the call."""
 
     kind: str
     text: str = ""
@@ -64,12 +66,42 @@ def load():
     litellm.telemetry = False
     for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx", "openai"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    _stamp_http()
     return litellm
+
+
+_EXCHANGE: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("kdc_http_exchange", default=None)
+
+
+def _stamp_http() -> None:
+    """Wrap httpx.AsyncClient.send (the one door of every litellm HTTP call, openai SDK or not) so
+    that the attempt running in this task learns when its request went out and its answer was in.
+    Why not litellm's callbacks: they run around its own processing (and cost CPU on every call)."""
+    import httpx
+
+    send = httpx.AsyncClient.send
+    if getattr(send, "_kdc_stamped", False):
+        return
+
+    async def _stamped_send(self, request, *args, **kwargs):
+        stamps = _EXCHANGE.get()
+        if stamps is not None:
+            stamps[:] = [time.monotonic()]
+        try:
+            return await send(self, request, *args, **kwargs)
+        finally:
+            if stamps is not None:
+                stamps.append(time.monotonic())
+
+    _stamped_send._kdc_stamped = True  # type: ignore[attr-defined]
+    httpx.AsyncClient.send = _stamped_send  # type: ignore[method-assign]
 
 
 async def attempt(lt: Any, kwargs: dict[str, Any], deadline: float) -> Outcome:
     """One `litellm.acompletion` call, its exceptions classified (the order matters: litellm's
     context-window and content-policy errors are subclasses of its BadRequestError)."""
+    stamps: list[float] = []
+    _EXCHANGE.set(stamps)  # seen by _stamped_send inside this call (tasks copy the context)
     sent = time.monotonic()
     try:
         resp = await asyncio.wait_for(lt.acompletion(**kwargs), deadline)
@@ -90,7 +122,7 @@ async def attempt(lt: Any, kwargs: dict[str, Any], deadline: float) -> Outcome:
     except Exception as exc:  # 5xx, connection refused/reset, unexpected provider errors
         kind, exc_ = "error", exc
     else:
-        answered = time.monotonic()
+        sent, answered = _exchange(stamps, sent)
         choice = resp.choices[0] if resp.choices else None
         message = choice.message if choice is not None else None
         usage = getattr(resp, "usage", None)
@@ -102,10 +134,17 @@ async def attempt(lt: Any, kwargs: dict[str, Any], deadline: float) -> Outcome:
                        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
                        cost_usd=float(cost) if cost is not None else None,
                        logprobs=_token_logprobs(getattr(choice, "logprobs", None)), sent=sent, answered=answered)
-    answered = time.monotonic()
+    sent, answered = _exchange(stamps, sent)
     status = getattr(exc_, "status_code", None)
     return Outcome(kind, message=scrub(short_message(exc_)), status=status if isinstance(status, int) else None,
                    error_type=type(exc_).__name__, retry_after=retry_after(exc_), sent=sent, answered=answered)
+
+
+def _exchange(stamps: list[float], called: float) -> tuple[float, float]:
+    """(sent, answered) of the last HTTP exchange of an attempt, else of the whole call."""
+    if len(stamps) == 2:
+        return stamps[0], stamps[1]
+    return called, time.monotonic()
 
 
 def _token_logprobs(lp: Any) -> list[float] | None:

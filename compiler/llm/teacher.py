@@ -315,7 +315,7 @@ class Teacher:
                     if out.kind == "ok":
                         return self._completion(out, attempt, started)
                     if (kwargs.get("response_format") or {}).get("type") == "json_schema" and schema_refusal(out):
-                        self._fall_back(out.message)
+                        self._fall_back(scrub(out.message, self._api_key))
                         kwargs["response_format"] = JSON_OBJECT
                         continue  # at once, in json_object mode; kdc validates the schema itself
                     failure, delay = self._failure(out, messages, label, attempt)
@@ -346,7 +346,7 @@ class Teacher:
     def _failure(self, out: Outcome, messages, label: str, attempt: int) -> tuple[tuple[str, str], float | None]:
         """A failed attempt: raises when it is final, else returns (reason, detail) and the delay
         the server asked for (None: back off exponentially)."""
-        msg = out.message
+        msg = scrub(out.message, self._api_key)  # a key given by value (a judge's own variable) too
         if out.kind == "auth":
             raise TeacherError(f"the teacher rejected the credentials: {msg}",
                                hint="check the provider's API key variable (e.g. OPENAI_API_KEY)")
