@@ -8,6 +8,14 @@ do one thing: one attempt per message (compiler/llm/backend.py), answered with a
 Retries, backoff, the breaker, endpoint choice, the cache and the gates stay in the parent, so a
 run behaves the same with one worker or eight.
 
+When they pay: only above ~300 requests/s. A hosted model (GPT-4o class, a 70B model on vLLM)
+answers at tens of requests a second, where one process has CPU to spare and workers only add a
+fork, pipes and a copy of the heap. Requests per second are concurrency / latency (Little's law),
+and kdc cannot know the latency before it asks, so the automatic rule (teacher.py) goes by the
+concurrency alone: in this process below 128 in flight (at >= 0.5 s an answer, under ~250
+requests/s), then one worker per 64 in flight, up to the cores. `teacher_workers` /
+`--teacher-workers N` forces a count, e.g. for a fast local server at high request rates.
+
 Messages are length-prefixed pickles over pipes read by the event loops (no threads, no
 blocking writes). A worker exits when its request pipe closes, so `kill -9` of the parent leaves
 no orphan behind; a worker that dies fails its requests as transport errors (retried elsewhere).
