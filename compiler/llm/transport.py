@@ -45,31 +45,36 @@ log = logging.getLogger("kdc.teacher")
 _HEADER = struct.Struct("!I")
 
 
+_IO: dict[str, Any] = {"loop": None, "pid": None}
+_IO_LOCK = threading.Lock()
+
+
+def io_loop() -> asyncio.AbstractEventLoop:
+    """The process's one I/O event loop for litellm calls, on a daemon thread started on first use.
+    One for every client (teacher, judge, eval judge): litellm keeps loop-bound globals (its
+    logging worker, cached HTTP clients), which two loops would fight over. It lives as long as the
+    process; a forked child starts its own."""
+    with _IO_LOCK:
+        if _IO["loop"] is None or _IO["pid"] != os.getpid():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="kdc-llm-io", daemon=True).start()
+            _IO.update(loop=loop, pid=os.getpid())
+        return _IO["loop"]
+
+
 class InProcess:
     """litellm in this process: the default, and the only way for the embedded model.
 
-    The calls run on an event loop of their own, in a thread started on first use: the main loop
-    also runs the gates, and while it is busy an answer that has arrived would wait there to be
-    read (the server sees its slot free, kdc does not, and the next request waits too). The
-    thread's loop only does I/O, so it reads an answer within one GIL switch (5 ms)."""
+    The calls run on the I/O event loop (`io_loop`), not on the caller's: the main loop also runs
+    the gates, and while it is busy an answer that has arrived would wait there to be read (the
+    server sees its slot free, kdc does not, and the next request waits too). The I/O loop does
+    nothing else, so it reads an answer within a GIL switch (5 ms)."""
 
     def __init__(self, lt: Any):
         self.lt = lt
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def _io_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(target=loop.run_forever, name="kdc-llm-io", daemon=True)
-                self._thread.start()
-                self._loop = loop
-            return self._loop
 
     async def call(self, kwargs: dict[str, Any], deadline: float) -> Outcome:
-        future = asyncio.run_coroutine_threadsafe(attempt(self.lt, kwargs, deadline), self._io_loop())
+        future = asyncio.run_coroutine_threadsafe(attempt(self.lt, kwargs, deadline), io_loop())
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -77,27 +82,7 @@ class InProcess:
             raise
 
     def close(self) -> None:
-        """Stop the I/O loop (its pending calls are cancelled) and its thread."""
-        with self._lock:
-            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
-        if loop is None:
-            return
-
-        async def stop() -> None:
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        try:
-            asyncio.run_coroutine_threadsafe(stop(), loop).result(timeout=10)
-        except Exception:
-            pass
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(timeout=10)
-        if not loop.is_running():
-            loop.close()
+        pass  # the I/O loop is shared and lives with the process
 
 
 # ------------------------------------------------------------------------------- framing
