@@ -234,7 +234,7 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--capacity", type=int, default=32)
     ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--teacher-workers", type=int, default=None, help="default: kdc's auto (1 per 16 in flight)")
+    ap.add_argument("--teacher-workers", type=int, default=None, help="default: kdc's auto (in-process below 128 in flight)")
     ap.add_argument("--teacher-model", default="openai/teacher-bench")
     ap.add_argument("--embedded-samples", type=int, default=2)
     ap.add_argument("--skip-embedded", action="store_true")

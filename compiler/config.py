@@ -42,7 +42,7 @@ class CompileConfig:
     teacher: str = EMBEDDED_TEACHER
     api_base: list[str] = field(default_factory=list)
     concurrency: int = 8
-    teacher_workers: int | None = None  # processes making litellm calls; None: auto (1 per 16 in flight)
+    teacher_workers: int | None = None  # processes making litellm calls; None: auto (llm/teacher.py)
     samples_per_node: int = 5
     seed: int = 0
     timeout: float = 120.0  # seconds per teacher request

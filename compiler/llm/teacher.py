@@ -1,16 +1,19 @@
-"""The teacher: every generation request goes through litellm (async), whatever the provider.
+"""The one LLM client: teacher, LLM judge, eval judge and any new kind of request go through
+`Teacher.complete` (async), whatever the provider; litellm itself is reached only through
+compiler/llm/backend.py.
 
 Why our own retry loop instead of litellm's: we need Retry-After honoured, exponential backoff
-with jitter, a per-request deadline, an attempt count for provenance, and a reason code when a
+with jitter (per-attempt timeouts), an attempt count for provenance, and a reason code when a
 request finally fails — and none of it may hide a failure. Why our own endpoint balancing
 instead of litellm's Router: one `acompletion(api_base=...)` per call to the least busy
 endpoint (a retry moves to another endpoint) is a few lines, adds no cool-down state that
 would fight Retry-After, and keeps the per-request CPU low.
 
 API keys are read by litellm from each provider's usual environment variable; kdc never
-receives, logs or stores them, and scrubs anything key-like from error details. The litellm call
-itself runs in this process or in forked workers (compiler/llm/transport.py: why and how); use the
-Teacher as a context manager (`with teacher:`) to start and stop them.
+receives, logs or stores them, and scrubs anything key-like from error details
+(compiler/llm/secrets.py). The litellm call itself runs in this process or in forked workers
+(compiler/llm/transport.py: why, how and when); use the Teacher as a context manager (`with
+teacher:`) to start and stop them.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from typing import Any
 
 from compiler.errors import TeacherError
 from compiler.resources import load_schema
+from compiler.llm import backend
 from compiler.llm.schemafallback import JSON_OBJECT, schema_feature, schema_refusal
-from compiler.llm.transport import KEY_VARS, InProcess, Outcome, WorkerPool, can_fork, scrub
+from compiler.llm.secrets import scrub
+from compiler.llm.transport import InProcess, Outcome, WorkerPool, can_fork
 
 __all__ = ["Completion", "Teacher", "TeacherFailure", "TeacherStats", "response_format", "response_schema", "scrub"]
 
@@ -37,6 +42,8 @@ log = logging.getLogger("kdc.teacher")
 BACKOFF_BASE = 0.5  # seconds; attempt n waits ~base * 2**n (jittered), capped below
 BACKOFF_CAP = 30.0
 RETRY_AFTER_CAP = 120.0
+WORKERS_FROM = 128  # auto: forked workers only from this many requests in flight (transport.py: why)
+WORKER_SHARE = 64  # auto: then one worker per this many in flight, up to the cores
 _ZERO_PRICED: set[str] = set()  # models kdc registered with litellm at price 0 (their cost is unknown)
 
 
@@ -114,7 +121,14 @@ class TeacherFailure(Exception):
 
 @dataclass
 class TeacherStats:
-    """Counters of one run; in-flight is time-weighted from the first request to the last answer."""
+    """Counters of one run.
+
+    `in_flight`/`max_in_flight` count the client's slots held (a slot is held from before the
+    request is handed to the transport until its outcome is back). `mean_in_flight` is what a
+    server sees instead: the time-weighted mean number of attempts between `litellm.acompletion`
+    called and returned (each attempt's `Outcome.sent`..`answered`, stamped in the process that
+    made the call), from the first call to the last answer; slot queueing, worker pipes and the
+    main loop's lag are outside it. It still holds litellm's own few milliseconds per call."""
 
     calls: int = 0  # HTTP attempts made
     retries: int = 0
@@ -126,13 +140,16 @@ class TeacherStats:
     _last: float = 0.0
 
     def change(self, delta: int) -> None:
-        now = time.monotonic()
-        if self._first is None:
-            self._first = self._last = now
-        self._area += self.in_flight * (now - self._last)
-        self._last = now
         self.in_flight += delta
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def attempt(self, out: Outcome) -> None:
+        """Count one attempt's time at the server (nothing when the transport never called litellm)."""
+        if out.sent <= 0 or out.answered < out.sent:
+            return
+        self._area += out.answered - out.sent
+        self._first = out.sent if self._first is None else min(self._first, out.sent)
+        self._last = max(self._last, out.answered)
 
     @property
     def mean_in_flight(self) -> float:
@@ -141,7 +158,9 @@ class TeacherStats:
 
 
 class Teacher:
-    """Async, bounded-concurrency client for one litellm model on one or more endpoints."""
+    """Async, bounded-concurrency client for one litellm model on one or more endpoints: one
+    retry policy (Retry-After, jittered backoff, endpoint balancing, breaker), one scrub, one
+    transport, for every kind of request (`complete`)."""
 
     def __init__(self, model: str, *, api_bases: list[str] | None = None, timeout: float = 120.0,
                  max_retries: int = 4, concurrency: int = 8, sampling: dict[str, Any] | None = None,
@@ -164,7 +183,7 @@ class Teacher:
         self._sem: asyncio.Semaphore | None = None
         self._sem_loop: asyncio.AbstractEventLoop | None = None
         self._jitter = random.Random()
-        self._litellm = _import_litellm()
+        self._litellm = backend.load()
         if model.startswith("kdc/"):
             from compiler.llm.embedded import check_available, register
 
@@ -177,12 +196,14 @@ class Teacher:
         self._transport: InProcess | WorkerPool = InProcess(self._litellm)
 
     def _worker_count(self, asked: int | None) -> int:
-        """None means auto: one worker per 16 requests in flight, up to the cores (1 = no workers).
-        The embedded model lives in this process, and workers need fork."""
+        """None means auto: in this process below WORKERS_FROM requests in flight (workers only pay
+        above ~300 requests/s: transport.py), then one worker per WORKER_SHARE in flight, up to the
+        cores (1 = no workers). The embedded model lives in this process, and workers need fork."""
         if self.model.startswith("kdc/") or not can_fork():
             return 1
         if asked is None:
-            asked = min(os.cpu_count() or 1, 8, self.concurrency // 16)
+            asked = 1 if self.concurrency < WORKERS_FROM else min(os.cpu_count() or 1, 8,
+                                                                  self.concurrency // WORKER_SHARE)
         return max(1, min(asked, self.concurrency))
 
     def __enter__(self) -> "Teacher":
@@ -200,11 +221,7 @@ class Teacher:
         Local OpenAI-compatible servers (an --api-base) get a placeholder key instead."""
         if self.model.startswith("kdc/"):
             return None
-        try:
-            env = self._litellm.validate_environment(model=self.model)
-        except Exception:  # unknown provider shapes: let the first call say what is wrong
-            return None
-        missing = [k for k in env.get("missing_keys") or [] if KEY_VARS.search(k)]
+        missing = backend.missing_keys(self._litellm, self.model)
         if not missing:
             return None
         if self.api_bases:
@@ -220,18 +237,10 @@ class Teacher:
             return True
         if self.model in _ZERO_PRICED:
             return False
-        try:
-            self._litellm.cost_per_token(model=self.model, prompt_tokens=1, completion_tokens=1)
+        if backend.price_known(self._litellm, self.model):
             return True
-        except Exception:
-            pass
         _ZERO_PRICED.add(self.model)
-        provider = self.model.split("/", 1)[0]
-        try:
-            self._litellm.register_model({self.model: {"input_cost_per_token": 0.0, "output_cost_per_token": 0.0,
-                                                       "litellm_provider": provider, "mode": "chat"}})
-        except Exception:
-            pass
+        backend.register_zero_price(self._litellm, self.model)
         return False
 
     def _pick_base(self, avoid: int | None) -> int | None:
@@ -243,13 +252,16 @@ class Teacher:
         candidates = [i for i in order if i != avoid] or order
         return min(candidates, key=lambda i: self._busy[i])
 
-    async def complete(self, messages: list[dict[str, str]], response_format: dict, *, seed: int | None = None,
-                       label: str = "", should_run=None) -> Completion | None:
+    async def complete(self, messages: list[dict[str, str]], response_format: dict | None, *,
+                       seed: int | None = None, label: str = "", should_run=None,
+                       params: dict[str, Any] | None = None) -> Completion | None:
         """One answer, retried on 429/5xx/timeouts/connection errors; raises TeacherFailure when it
         fails for good and TeacherError when the teacher cannot be used at all (auth, unknown model).
-        Returns None without asking when `should_run()` turns false before the request starts."""
+        Returns None without asking when `should_run()` turns false before the request starts.
+        `response_format` None asks for free text; `params` (e.g. max_tokens) override the
+        client's sampling for this request only."""
         try:
-            done = await self._complete(messages, response_format, seed, label, should_run)
+            done = await self._complete(messages, response_format, seed, label, should_run, params)
         except TeacherFailure as failure:
             if failure.transport and failure.reason != "teacher-unavailable":
                 self._consecutive_failures += 1
@@ -262,15 +274,17 @@ class Teacher:
             self._consecutive_failures = 0
         return done
 
-    async def _complete(self, messages, response_format, seed, label, should_run) -> Completion | None:
+    async def _complete(self, messages, response_format, seed, label, should_run, params) -> Completion | None:
         loop = asyncio.get_running_loop()
         if self._sem is None or self._sem_loop is not loop:  # a semaphore belongs to one event loop
             self._sem, self._sem_loop = asyncio.Semaphore(self.concurrency), loop
         attempt = 0
         avoid: int | None = None
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "response_format": response_format,
-                                  "timeout": self.timeout, "max_retries": 0, "drop_params": True,
-                                  **self.sampling}
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "timeout": self.timeout,
+                                  "max_retries": 0, "drop_params": True, **self.sampling, **(params or {})}
+        if response_format is not None:
+            kwargs["response_format"] = response_format
+        schema_mode = (response_format or {}).get("type") == "json_schema"
         if seed is not None:
             kwargs["seed"] = seed
         if self.logprobs:
@@ -289,7 +303,7 @@ class Teacher:
                     raise TeacherFailure("teacher-unavailable", "the teacher stopped answering", attempt - 1)
                 if attempt == 1 and should_run is not None and not should_run():
                     return None
-                if self.schema_fallback and response_format.get("type") == "json_schema":
+                if self.schema_fallback and schema_mode:
                     kwargs["response_format"] = JSON_OBJECT  # decided while this request waited
                 self.stats.calls += 1
                 self.stats.change(+1)
@@ -297,10 +311,11 @@ class Teacher:
                     self._busy[base] += 1
                 try:
                     out = await self._transport.call(kwargs, self.timeout * 1.5 + 5)
+                    self.stats.attempt(out)
                     if out.kind == "ok":
                         return self._completion(out, attempt, started)
-                    if kwargs["response_format"].get("type") == "json_schema" and schema_refusal(out):
-                        self._fall_back(out.message)
+                    if (kwargs.get("response_format") or {}).get("type") == "json_schema" and schema_refusal(out):
+                        self._fall_back(scrub(out.message, self._api_key))
                         kwargs["response_format"] = JSON_OBJECT
                         continue  # at once, in json_object mode; kdc validates the schema itself
                     failure, delay = self._failure(out, messages, label, attempt)
@@ -331,7 +346,7 @@ class Teacher:
     def _failure(self, out: Outcome, messages, label: str, attempt: int) -> tuple[tuple[str, str], float | None]:
         """A failed attempt: raises when it is final, else returns (reason, detail) and the delay
         the server asked for (None: back off exponentially)."""
-        msg = out.message
+        msg = scrub(out.message, self._api_key)  # a key given by value (a judge's own variable) too
         if out.kind == "auth":
             raise TeacherError(f"the teacher rejected the credentials: {msg}",
                                hint="check the provider's API key variable (e.g. OPENAI_API_KEY)")
@@ -363,35 +378,13 @@ class Teacher:
 
     # -- estimates for --dry-run and --max-cost --------------------------------------------
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
-        try:
-            return int(self._litellm.token_counter(model=self.model, messages=messages))
-        except Exception:
-            return sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)
+        return backend.count_tokens(self._litellm, self.model, messages)
 
     def price(self, prompt_tokens: int, completion_tokens: int) -> float | None:
-        """USD for a request of that size from litellm's offline price map; None when unknown."""
+        """USD for a request of that size, by litellm's offline price map; None when unknown."""
         if self.model.startswith("kdc/"):
             return 0.0
         if not self.price_known:
             return None
-        try:
-            p, c = self._litellm.cost_per_token(model=self.model, prompt_tokens=prompt_tokens,
-                                                completion_tokens=completion_tokens)
-            return float(p) + float(c)
-        except Exception:
-            return None
+        return backend.price(self._litellm, self.model, prompt_tokens, completion_tokens)
 
-
-def _import_litellm():
-    """litellm, imported offline: the local cost map, no telemetry, quiet loggers."""
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    os.environ.setdefault("LITELLM_TELEMETRY", "False")
-    try:
-        import litellm
-    except ImportError as exc:
-        raise TeacherError("litellm is not installed", hint="pip install 'kdc[compile]'") from exc
-    litellm.suppress_debug_info = True
-    litellm.telemetry = False
-    for name in ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "litellm", "httpx", "openai"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    return litellm

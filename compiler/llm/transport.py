@@ -4,9 +4,17 @@ Why workers: litellm spends 3-6 ms of CPU on every call (the openai SDK's reques
 pydantic response objects, cost and logging hooks). At a few hundred requests a second that fills
 one core, and requests then wait on the client instead of the teacher. Workers are forked after
 litellm is imported (no import cost, no re-registration) and each runs its own event loop. They
-do one thing: one `litellm.acompletion` attempt per message, answered with a plain `Outcome`.
+do one thing: one attempt per message (compiler/llm/backend.py), answered with a plain `Outcome`.
 Retries, backoff, the breaker, endpoint choice, the cache and the gates stay in the parent, so a
 run behaves the same with one worker or eight.
+
+When they pay: only above ~300 requests/s. A hosted model (GPT-4o class, a 70B model on vLLM)
+answers at tens of requests a second, where one process has CPU to spare and workers only add a
+fork, pipes and a copy of the heap. Requests per second are concurrency / latency (Little's law),
+and kdc cannot know the latency before it asks, so the automatic rule (teacher.py) goes by the
+concurrency alone: in this process below 128 in flight (at >= 0.5 s an answer, under ~250
+requests/s), then one worker per 64 in flight, up to the cores. `teacher_workers` /
+`--teacher-workers N` forces a count, e.g. for a fast local server at high request rates.
 
 Messages are length-prefixed pickles over pipes read by the event loops (no threads, no
 blocking writes). A worker exits when its request pipe closes, so `kill -9` of the parent leaves
@@ -20,147 +28,61 @@ import gc
 import logging
 import os
 import pickle
-import re
 import signal
 import struct
 import sys
-import time
+import threading
 from dataclasses import dataclass
 from typing import Any
+
+from compiler.llm.backend import Outcome, attempt
+from compiler.llm.secrets import KEY_VARS, scrub
+
+__all__ = ["KEY_VARS", "InProcess", "Outcome", "WorkerPool", "can_fork", "scrub"]
 
 log = logging.getLogger("kdc.teacher")
 
 _HEADER = struct.Struct("!I")
-KEY_VARS = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)$", re.I)
 
 
-@dataclass
-class Outcome:
-    """One litellm attempt, reduced to what the teacher needs (picklable, no exception objects).
-
-    kind: ok | auth | not-found | context-window | refusal | bad-request | timeout | rate-limit | error
-    """
-
-    kind: str
-    text: str = ""
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float | None = None
-    message: str = ""
-    status: int | None = None
-    error_type: str = ""
-    retry_after: float | None = None
-    logprobs: list[float] | None = None  # per generated token, when asked for and returned
+_IO: dict[str, Any] = {"loop": None, "pid": None}
+_IO_LOCK = threading.Lock()
 
 
-async def attempt(lt: Any, kwargs: dict[str, Any], deadline: float) -> Outcome:
-    """One `litellm.acompletion` call, its exceptions classified (the order matters: litellm's
-    context-window and content-policy errors are subclasses of its BadRequestError)."""
-    try:
-        resp = await asyncio.wait_for(lt.acompletion(**kwargs), deadline)
-    except (lt.AuthenticationError, lt.PermissionDeniedError) as exc:
-        kind, exc_ = "auth", exc
-    except lt.NotFoundError as exc:
-        kind, exc_ = "not-found", exc
-    except lt.ContextWindowExceededError as exc:
-        kind, exc_ = "context-window", exc
-    except lt.ContentPolicyViolationError as exc:
-        kind, exc_ = "refusal", exc
-    except (lt.BadRequestError, lt.UnprocessableEntityError) as exc:
-        kind, exc_ = "bad-request", exc
-    except (asyncio.TimeoutError, lt.Timeout) as exc:
-        kind, exc_ = "timeout", exc
-    except lt.RateLimitError as exc:
-        kind, exc_ = "rate-limit", exc
-    except Exception as exc:  # 5xx, connection refused/reset, unexpected provider errors
-        kind, exc_ = "error", exc
-    else:
-        choice = resp.choices[0] if resp.choices else None
-        message = choice.message if choice is not None else None
-        usage = getattr(resp, "usage", None)
-        hidden = getattr(resp, "_hidden_params", None) or {}
-        cost = hidden.get("response_cost")
-        return Outcome("ok", text=(message.content if message is not None else None) or "",
-                       finish_reason=getattr(choice, "finish_reason", None),
-                       prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-                       completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-                       cost_usd=float(cost) if cost is not None else None,
-                       logprobs=_token_logprobs(getattr(choice, "logprobs", None)))
-    status = getattr(exc_, "status_code", None)
-    return Outcome(kind, message=scrub(short_message(exc_)), status=status if isinstance(status, int) else None,
-                   error_type=type(exc_).__name__, retry_after=retry_after(exc_))
-
-
-def _token_logprobs(lp: Any) -> list[float] | None:
-    """The tokens' logprobs from an OpenAI-shaped `choice.logprobs` (object or dict), if any."""
-    content = lp.get("content") if isinstance(lp, dict) else getattr(lp, "content", None)
-    if not content:
-        return None
-    out = []
-    for token in content:
-        value = token.get("logprob") if isinstance(token, dict) else getattr(token, "logprob", None)
-        if isinstance(value, (int, float)):
-            out.append(round(float(value), 4))
-    return out or None
-
-
-# ------------------------------------------------------------------------------- error details
-def scrub(text: str) -> str:
-    """Remove secrets from an error text: values of *_KEY/*_TOKEN/... variables, key-like strings."""
-    for name, value in os.environ.items():
-        if KEY_VARS.search(name) and value and len(value) >= 6:
-            text = text.replace(value, "***")
-    text = re.sub(r"\b(sk|pk|rk|key)-[A-Za-z0-9_\-*]{6,}", r"\1-***", text)
-    text = re.sub(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}", r"\1***", text)
-    return re.sub(r"(?<=://)[^/@\s]+@", "***@", text)
-
-
-
-def short_message(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc)
-    return " ".join(str(text).split())[:300]
-
-
-def retry_after(exc: BaseException) -> float | None:
-    """Seconds from a Retry-After (or retry-after-ms) header on a litellm exception, if any."""
-    headers = getattr(exc, "litellm_response_headers", None)
-    if headers is None:
-        resp = getattr(exc, "response", None)
-        headers = getattr(resp, "headers", None)
-    if not headers:
-        return None
-    try:
-        low = {str(k).lower(): v for k, v in dict(headers).items()}
-    except Exception:
-        return None
-    try:
-        if "retry-after-ms" in low:
-            return max(0.0, float(low["retry-after-ms"]) / 1000)
-        if "retry-after" in low:
-            return max(0.0, float(low["retry-after"]))
-    except (TypeError, ValueError):
-        from email.utils import parsedate_to_datetime
-
-        try:
-            when = parsedate_to_datetime(str(low["retry-after"]))
-            return max(0.0, when.timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-    return None
+def io_loop() -> asyncio.AbstractEventLoop:
+    """The process's one I/O event loop for litellm calls, on a daemon thread started on first use.
+    One for every client (teacher, judge, eval judge): litellm keeps loop-bound globals (its
+    logging worker, cached HTTP clients), which two loops would fight over. It lives as long as the
+    process; a forked child starts its own."""
+    with _IO_LOCK:
+        if _IO["loop"] is None or _IO["pid"] != os.getpid():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="kdc-llm-io", daemon=True).start()
+            _IO.update(loop=loop, pid=os.getpid())
+        return _IO["loop"]
 
 
 class InProcess:
-    """litellm in this process: the default, and the only way for the embedded model."""
+    """litellm in this process: the default, and the only way for the embedded model.
+
+    The calls run on the I/O event loop (`io_loop`), not on the caller's: the main loop also runs
+    the gates, and while it is busy an answer that has arrived would wait there to be read (the
+    server sees its slot free, kdc does not, and the next request waits too). The I/O loop does
+    nothing else, so it reads an answer within a GIL switch (5 ms)."""
 
     def __init__(self, lt: Any):
         self.lt = lt
 
     async def call(self, kwargs: dict[str, Any], deadline: float) -> Outcome:
-        return await attempt(self.lt, kwargs, deadline)
+        future = asyncio.run_coroutine_threadsafe(attempt(self.lt, kwargs, deadline), io_loop())
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
 
     def close(self) -> None:
-        pass
+        pass  # the I/O loop is shared and lives with the process
 
 
 # ------------------------------------------------------------------------------- framing

@@ -1,11 +1,10 @@
 """`kdc eval`: did the data teach something? Base and tuned student answer each leaf's held-out seed
 examples (never shown to the teacher, never trained on); the answers are scored against the expert's.
 
-Scores per answer: ROUGE-L (F-measure of the longest common subsequence of tokens) and token F1 (bag of
-tokens overlap, as in SQuAD), both on lower-cased word tokens of the *final answer*: a student trained
-on "reasoning, then answer" is scored on its answer, not on its reasoning. With a judge model (any
-litellm model), a pairwise verdict per question: asked twice with the answers swapped, a win counts only
-when both orders agree (position bias becomes a tie).
+Scores per answer: ROUGE-L and token F1 (compiler/train/scores.py) on the *final answer*: a student
+trained on "reasoning, then answer" is scored on its answer, not on its reasoning. With a judge model
+(any litellm model), a pairwise verdict per question (compiler/train/evaljudge.py): asked twice with
+the answers swapped, a win counts only when both orders agree (position bias becomes a tie).
 
 The prompt a student sees is built the way the node's training samples were: the system message and
 the layout of question and context are read off the node's own train.jsonl, so eval asks in the form
@@ -22,9 +21,6 @@ are also answered by that phase-1 model, so eval.json shows what the knowledge p
 from __future__ import annotations
 
 import json
-import os
-import re
-import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,55 +29,14 @@ from typing import Any, Callable
 from compiler.io import builddir
 from compiler.io.builddir import Manifest
 from compiler.io.fsutil import read_jsonl, write_json
-from compiler.errors import ConfigError, TeacherError
-from compiler.resources import data_dir
+from compiler.errors import ConfigError
+from compiler.train.evaljudge import Judge, judge_pair, parse_verdict  # noqa: F401 (the eval API)
+from compiler.train.scores import rouge_l, token_f1, tokens  # noqa: F401 (the eval API)
 from compiler.train.student import load_model, load_tokenizer, resolve_student, set_stop_tokens
 
-JUDGE_TEMPLATE = "eval_judge.j2"
 MODES = ("closed-book", "open-book", "raft")
 RAFT_DISTRACTORS = 3
 Log = Callable[[str], None]
-_TOKEN = re.compile(r"\w+", re.UNICODE)
-
-
-# ---------------------------------------------------------------------------------------------- scores
-
-def tokens(text: str) -> list[str]:
-    return _TOKEN.findall(text.lower())
-
-
-def _lcs(a: list[str], b: list[str]) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b, 1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
-        prev = cur
-    return prev[-1]
-
-
-def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F-measure (beta = 1): harmonic mean of LCS/len(prediction) and LCS/len(reference)."""
-    p, r = tokens(prediction), tokens(reference)
-    if not p or not r:
-        return float(p == r)
-    lcs = _lcs(p, r)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(p), lcs / len(r)
-    return 2 * precision * recall / (precision + recall)
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    """Token-overlap F1 (multiset intersection), the SQuAD measure without its English-only rules."""
-    p, r = tokens(prediction), tokens(reference)
-    if not p or not r:
-        return float(p == r)
-    common = sum((Counter(p) & Counter(r)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(p), common / len(r)
-    return 2 * precision * recall / (precision + recall)
 
 
 # ---------------------------------------------------------------------------------------------- inputs
@@ -241,73 +196,6 @@ def _dtype(name: str) -> Any:
             return torch.bfloat16
         return torch.float16
     return {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[name]
-
-
-# ------------------------------------------------------------------------------------------------ judge
-
-@dataclass(frozen=True)
-class Judge:
-    model: str
-    api_base: str | None = None
-    timeout: float = 120.0
-    retries: int = 2  # on rate limits, timeouts, connection and server errors
-
-
-def judge_pair(judge: Judge, item: EvalItem, tuned: str, base: str) -> str:
-    """'model', 'base' or 'tie': asked in both orders, a side wins only when both verdicts agree."""
-    first = _ask_judge(judge, item, tuned, base)  # A = tuned
-    second = _ask_judge(judge, item, base, tuned)  # A = base
-    seen = {"A": "model", "B": "base"}.get(first), {"A": "base", "B": "model"}.get(second)
-    return seen[0] if seen[0] is not None and seen[0] == seen[1] else "tie"
-
-
-def _ask_judge(judge: Judge, item: EvalItem, answer_a: str, answer_b: str) -> str | None:
-    from jinja2 import FileSystemLoader, StrictUndefined
-    from jinja2.sandbox import SandboxedEnvironment
-    env = SandboxedEnvironment(loader=FileSystemLoader(str(data_dir("templates"))), autoescape=False,
-                               undefined=StrictUndefined)
-    prompt = env.get_template(JUDGE_TEMPLATE).render(question=item.question, context=item.context or "",
-                                                     reference=item.answer, answer_a=answer_a, answer_b=answer_b)
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-    api_key = None
-    if judge.api_base and judge.model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
-        api_key = "no-key"  # a local OpenAI-compatible server (vLLM, llama.cpp) needs none, litellm wants one
-    transient = (litellm.exceptions.RateLimitError, litellm.exceptions.APIConnectionError,
-                 litellm.exceptions.Timeout, litellm.exceptions.InternalServerError,
-                 litellm.exceptions.ServiceUnavailableError)
-    for attempt in range(judge.retries + 1):
-        try:
-            reply = litellm.completion(model=judge.model, api_base=judge.api_base, api_key=api_key,
-                                       temperature=0.0, max_tokens=300, timeout=judge.timeout,
-                                       messages=[{"role": "user", "content": prompt.strip()}])
-            return parse_verdict(reply.choices[0].message.content or "")
-        except transient as exc:
-            if attempt == judge.retries:
-                raise _judge_error(judge, exc) from exc
-            time.sleep(1.0 + attempt)
-        except Exception as exc:  # auth, unknown model, bad request: retrying will not help
-            raise _judge_error(judge, exc) from exc
-    return None
-
-
-def _judge_error(judge: Judge, exc: Exception) -> TeacherError:
-    from compiler.llm.transport import scrub  # a 401 body may echo the key it was sent
-
-    return TeacherError(f"the judge {judge.model!r} failed: {type(exc).__name__}: {scrub(str(exc))[:300]}",
-                        hint="check --judge and --judge-api-base (API keys come from the environment)")
-
-
-def parse_verdict(text: str) -> str | None:
-    """'A', 'B', 'tie' from the judge's JSON reply ({"winner": ...}), None when unreadable."""
-    m = re.search(r"\{.*\}", text, re.S)
-    if not m:
-        return None
-    try:
-        winner = str(json.loads(m.group(0)).get("winner", "")).strip()
-    except (ValueError, AttributeError):
-        return None
-    return {"a": "A", "b": "B", "tie": "tie"}.get(winner.lower())
 
 
 # ----------------------------------------------------------------------------------------------- report
