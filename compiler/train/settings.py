@@ -35,14 +35,15 @@ class DeviceDefaults:
 
 
 def device_defaults(cuda: bool | None = None) -> DeviceDefaults:
-    """GPU: 2 x 4 sequences of 1,024 tokens (8k tokens a step), bf16 where supported. CPU: 2 x 1 of 512
-    (at most 1k tokens a step), fp32: a CPU step at the GPU shape took 225 s. bf16 autocast on a CPU with
-    AMX was not faster in a loaded measurement (benchmarks/bench_train.py --bf16 on), so it stays opt-in."""
+    """GPU: 2 x 4 sequences of 1,024 tokens (8k tokens a step), bf16 where supported. CPU: 1 x 2 of 512
+    (at most 1k tokens a step), fp32: a CPU step at the GPU shape took 225 s; 2 x 1 of 512 took the same
+    ~10 s a step as 1 x 2 but peaked at 4.7 GiB instead of 3.2 (benchmarks/bench_train.py). bf16 autocast
+    on a CPU with AMX was not faster in a loaded measurement (--bf16 on), so it stays opt-in."""
     import torch
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if cuda:
         return DeviceDefaults(2, 4, 1024, torch.cuda.is_bf16_supported())
-    return DeviceDefaults(2, 1, 512, False)
+    return DeviceDefaults(1, 2, 512, False)
 
 
 def resolve_settings(config: "TrainConfig", n: int) -> tuple[PhaseConfig, int, bool]:
