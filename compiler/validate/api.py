@@ -206,8 +206,8 @@ def _salt() -> str:
         except importlib.metadata.PackageNotFoundError:
             h.update(f"{dist} ?\0".encode())
     pkg = Path(__file__).resolve().parent.parent
-    for mod in ("validate/api", "io/yamlload", "validate/lint", "validate/schemacheck", "validate/checks",
-                "taxonomy/tree"):
+    for mod in ("validate/api", "io/yamlload", "validate/lint", "validate/schemacheck", "validate/schemaeval",
+                "validate/checks", "taxonomy/tree"):
         h.update((pkg / f"{mod}.py").read_bytes())
     from compiler.resources import data_dir
 
@@ -339,7 +339,7 @@ def _warm_up() -> None:
     from compiler.validate import checks, lint, schemacheck
 
     for fam, ver in (("skill", 1), ("skill", 2), ("skill", 3), ("knowledge", 3)):
-        schemacheck._validator(fam, ver)
+        schemacheck._fast(fam, ver)
     lint._config(lint.REFERENCE_CONFIG)
     checks._permutations()
 
