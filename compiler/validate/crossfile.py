@@ -38,13 +38,13 @@ def cross_file_checks(jobs: list[Job], root: Path, opts: Options, stats: Stats) 
 
 
 def _document_checks(jobs: list[Job], root: Path, opts: Options, stats: Stats, add) -> None:
-    from compiler.validate.docrefs import check_document
-
     memo: dict[tuple, Any] = {}
     for j in jobs:
         doc = (j.outcome or {}).get("document")
         if not doc:
             continue
+        from compiler.validate.docrefs import check_document  # git and its runner: only for documents
+
         key = (doc["repo"], doc["commit"], tuple(doc["patterns"]))
         if key not in memo:
             memo[key] = check_document(doc["repo"], doc["commit"], doc["patterns"], root, fetch_remote=opts.fetch,
