@@ -7,6 +7,7 @@ validate cache and the cross-file checks cannot tell which path made a signature
 
 from __future__ import annotations
 
+import operator
 import struct
 import zlib
 
@@ -55,12 +56,14 @@ def bigram_rows(token_lists: list[list[str]]) -> list[list[int]]:
 
 
 def signatures(rows: list[list[int]], a: list[int], b: list[int], fmix: tuple[int, ...]) -> list[bytes]:
-    """checks._minhash_rows for each row, as little-endian uint32 bytes."""
+    """checks._minhash_rows for each row, as little-endian uint32 bytes.
+
+    All shingles sit in 64-bit lanes of one Python int, so each permutation is one big-int
+    multiply-add-mask (h * a + b < 2**64: no lane carries into the next) instead of a Python
+    loop over the shingles; only the per-row minimum is taken in Python."""
     s1, m1, s2, m2, s3 = fmix
-    pairs = list(zip(a, b))
-    out = []
+    mixed = []
     for row in rows:
-        mixed = []
         for h in row:
             h ^= h >> s1
             h = (h * m1) & M32
@@ -68,14 +71,28 @@ def signatures(rows: list[list[int]], a: list[int], b: list[int], fmix: tuple[in
             h = (h * m2) & M32
             h ^= h >> s3
             mixed.append(h)
-        out.append(struct.pack(f"<{len(pairs)}I", *(min([(h * pa + pb) & M32 for h in mixed]) for pa, pb in pairs)))
-    return out
+    n = len(mixed)
+    lanes = f"<{n}Q"
+    packed = int.from_bytes(struct.pack(lanes, *mixed), "little")
+    ones = int.from_bytes(struct.pack(lanes, *([1] * n)), "little")
+    mask = ones * M32
+    bounds, start = [], 0
+    for row in rows:
+        bounds.append((start, start + len(row)))
+        start += len(row)
+    mins: list[list[int]] = [[] for _ in rows]
+    for pa, pb in zip(a, b):
+        values = struct.unpack(lanes, ((packed * pa + ones * pb) & mask).to_bytes(8 * n, "little"))
+        for out_row, (lo, hi) in zip(mins, bounds):
+            out_row.append(min(values[lo:hi]))
+    return [struct.pack(f"<{len(a)}I", *row) for row in mins]
 
 
 def similar(left: list, right: list | None, threshold: float) -> list[tuple[int, int, float]]:
     """checks.similar_pairs for a few refs (same pairs, same similarities, same order)."""
     same_list = right is None
     right = left if right is None else right
+    values = {id(r): struct.unpack(f"<{len(r.signature) // 4}I", r.signature) for r in (*left, *right)}
     out: list[tuple[int, int, float]] = []
     for i, x in enumerate(left):
         for j, y in enumerate(right):
@@ -86,9 +103,8 @@ def similar(left: list, right: list | None, threshold: float) -> list[tuple[int,
                 continue
             if x.context != y.context:
                 continue
-            n = len(x.signature) // 4
-            sim = sum(p == q for p, q in zip(struct.unpack(f"<{n}I", x.signature),
-                                             struct.unpack(f"<{n}I", y.signature))) / n
+            xs, ys = values[id(x)], values[id(y)]
+            sim = sum(map(operator.eq, xs, ys)) / len(xs)
             if sim >= threshold:
                 out.append((i, j, sim))
     out.sort()
