@@ -58,34 +58,36 @@ def bigram_rows(token_lists: list[list[str]]) -> list[list[int]]:
 def signatures(rows: list[list[int]], a: list[int], b: list[int], fmix: tuple[int, ...]) -> list[bytes]:
     """checks._minhash_rows for each row, as little-endian uint32 bytes.
 
-    All shingles sit in 64-bit lanes of one Python int, so each permutation is one big-int
-    multiply-add-mask (h * a + b < 2**64: no lane carries into the next) instead of a Python
-    loop over the shingles; only the per-row minimum is taken in Python."""
+    The permutations sit in 64-bit lanes of one Python int, so a shingle's value under all of
+    them is one big-int multiply-add-mask (h * a + b < 2**64: no lane carries into the next),
+    and the running minimum is kept lane by lane with borrow-free arithmetic: v + 2**32 - m has
+    bit 32 set exactly where v >= m. A few big-int operations per shingle instead of a Python
+    loop over the permutations."""
     s1, m1, s2, m2, s3 = fmix
-    mixed = []
+    lanes = f"<{len(a)}Q"
+    perm_a = int.from_bytes(struct.pack(lanes, *a), "little")
+    perm_b = int.from_bytes(struct.pack(lanes, *b), "little")
+    ones = int.from_bytes(struct.pack(lanes, *([1] * len(a))), "little")
+    mask, bit32 = ones * M32, ones << 32
+    out = []
     for row in rows:
+        low = None
         for h in row:
             h ^= h >> s1
             h = (h * m1) & M32
             h ^= h >> s2
             h = (h * m2) & M32
             h ^= h >> s3
-            mixed.append(h)
-    n = len(mixed)
-    lanes = f"<{n}Q"
-    packed = int.from_bytes(struct.pack(lanes, *mixed), "little")
-    ones = int.from_bytes(struct.pack(lanes, *([1] * n)), "little")
-    mask = ones * M32
-    bounds, start = [], 0
-    for row in rows:
-        bounds.append((start, start + len(row)))
-        start += len(row)
-    mins: list[list[int]] = [[] for _ in rows]
-    for pa, pb in zip(a, b):
-        values = struct.unpack(lanes, ((packed * pa + ones * pb) & mask).to_bytes(8 * n, "little"))
-        for out_row, (lo, hi) in zip(mins, bounds):
-            out_row.append(min(values[lo:hi]))
-    return [struct.pack(f"<{len(a)}I", *row) for row in mins]
+            v = (perm_a * h + perm_b) & mask
+            if low is None:
+                low = v
+            else:
+                keep = (((v + bit32 - low) >> 32) & ones) * M32  # lanes where v >= low
+                low = (low & keep) | (v & (keep ^ mask))
+        if low is None:
+            raise ValueError("every set needs at least one shingle")
+        out.append(struct.pack(f"<{len(a)}I", *struct.unpack(lanes, low.to_bytes(8 * len(a), "little"))))
+    return out
 
 
 def similar(left: list, right: list | None, threshold: float) -> list[tuple[int, int, float]]:
