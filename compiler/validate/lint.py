@@ -42,11 +42,11 @@ class LintIssue:
     hint: str
 
 
-@dataclass(frozen=True)
 class _Rules:
     """What yamllint.linter reads from a YamlLintConfig: the resolved rules (no ignore patterns)."""
 
-    rules: dict
+    def __init__(self, rules: dict) -> None:
+        self.rules = rules
 
     def enabled_rules(self, filepath):
         import yamllint.rules
