@@ -143,7 +143,7 @@ def test_a_pdf_knowledge_leaf_compiles_into_rows_quoting_its_pages(tmp_path, mon
     text = (leaf / "qna.yaml").read_text(encoding="utf-8")
     (leaf / "qna.yaml").write_text(text[:text.index("document:\n")] + f"document:\n  repo: ../repos/comets\n"
                                    f"  commit: {commit}\n  patterns:\n    - \"*.pdf\"\n", encoding="utf-8")
-    (tax / "kdc.yaml").write_text("chunk_words: 20\nper_chunk: 1\nseed: 3\n", encoding="utf-8")
+    (tax / "kdc.yaml").write_text("chunk_words: 20\nper_chunk: 1\nseed: 3\naugment: {enabled: false}\n", encoding="utf-8")
     out = tmp_path / "out"
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with TeacherServer(latency=0.0) as srv:

@@ -6,6 +6,7 @@ linter directly gives the same problems for ~5 ms. Errors are fatal, warnings ar
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,11 +42,105 @@ class LintIssue:
     hint: str
 
 
+class _Rules:
+    """What yamllint.linter reads from a YamlLintConfig: the resolved rules (no ignore patterns)."""
+
+    def __init__(self, rules: dict) -> None:
+        self.rules = rules
+
+    def enabled_rules(self, filepath):
+        import yamllint.rules
+
+        return [yamllint.rules.get(rule_id) for rule_id, conf in self.rules.items() if conf is not False]
+
+    def is_file_ignored(self, filepath) -> bool:
+        return False
+
+
 @lru_cache(maxsize=8)
 def _config(spec: str):
+    """yamllint's configuration for `spec`. YamlLintConfig imports pathspec and parses the presets
+    with the pure-Python YAML loader, a fifth of a one-file validate; a spec made of presets and
+    rules without ignore patterns (the reference's) is resolved here instead, step for step as
+    YamlLintConfig does it (tests/test_validate.py compares the two). Anything else: YamlLintConfig."""
+    rules = _resolve(spec)
+    if rules is not None:
+        return _Rules(rules)
     from yamllint.config import YamlLintConfig
 
     return YamlLintConfig(spec)
+
+
+def _resolve(content: str) -> dict | None:
+    """YamlLintConfig(content).rules, or None where it would need more than presets and rules."""
+    import yaml
+    import yamllint
+
+    conf = yaml.load(content, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    if not isinstance(conf, dict) or set(conf) - {"extends", "rules", "yaml-files"}:
+        return None
+    rules = conf.get("rules", {})
+    if not isinstance(rules, dict):
+        return None
+    rules = {k: {} if v == "enable" else False if v == "disable" else v for k, v in rules.items()}
+    if "extends" in conf:
+        name = conf["extends"]
+        preset = os.path.join(os.path.dirname(os.path.realpath(yamllint.__file__)), "conf", f"{name}.yaml")
+        if not isinstance(name, str) or "/" in name or not os.path.isfile(preset):
+            return None
+        with open(preset, encoding="utf-8") as fh:
+            base = _resolve(fh.read())
+        if base is None:
+            return None
+        for rule, rule_conf in rules.items():  # YamlLintConfig.extend
+            if isinstance(rule_conf, dict) and rule in base and base[rule] is not False:
+                base[rule].update(rule_conf)
+            else:
+                base[rule] = rule_conf
+        rules = base
+    for rule, rule_conf in rules.items():
+        rules[rule] = _validated(rule, rule_conf)
+        if rules[rule] is None:
+            return None
+    return rules
+
+
+def _validated(rule_id: str, conf):
+    """yamllint.config.validate_rule_conf for a conf without ignore patterns; None where that
+    function would raise (YamlLintConfig then reports the error) or need pathspec."""
+    import yamllint.rules
+
+    if conf is False:
+        return False
+    try:
+        rule = yamllint.rules.get(rule_id)
+    except Exception:
+        return None
+    if not isinstance(conf, dict) or "ignore" in conf or "ignore-from-file" in conf:
+        return None
+    conf.setdefault("level", "error")
+    if conf["level"] not in ("error", "warning"):
+        return None
+    options, defaults = getattr(rule, "CONF", {}), getattr(rule, "DEFAULT", {})
+    for key, value in conf.items():
+        if key == "level":
+            continue
+        allowed = options.get(key)
+        if allowed is None:
+            return None
+        if isinstance(allowed, tuple):
+            ok = value in allowed or type(value) in allowed
+        elif isinstance(allowed, list):
+            ok = isinstance(value, list) and all(v in allowed or type(v) in allowed for v in value)
+        else:
+            ok = isinstance(value, allowed)
+        if not ok:
+            return None
+    for key in options:
+        conf.setdefault(key, defaults[key])
+    if hasattr(rule, "VALIDATE") and rule.VALIDATE(conf):
+        return None
+    return conf
 
 
 def lint(text: str, config: str = REFERENCE_CONFIG, *, parsed: bool = False) -> list[LintIssue]:

@@ -3,12 +3,12 @@
 The rules are InstructLab's (instructlab-schema 0.4.2): the schema family comes from the nearest
 `compositional_skills/` or `knowledge/` folder, else from the content; the version is the one the
 file declares (default 1); knowledge v1/v2 are deprecated. The schemas are ours (schemas/qna_*.json);
-jsonschema evaluates them, and each error is placed on the YAML node it is about.
+compiler/validate/schemaeval.py evaluates them (jsonschema's semantics, without its
+import cost), and each error is placed on the YAML node it is about.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 
 from compiler.resources import load_schema
+from compiler.validate import schemaeval
+from compiler.validate.schemaeval import SchemaError
 from compiler.io.yamlload import key_node_at, mark_of, node_at
 
 # The reference's taxonomy folders (foundational_skills is not one: it goes by content).
@@ -87,19 +89,35 @@ def schema_for(family: str, version: int) -> dict:
 
 @lru_cache(maxsize=None)
 def _validator(family: str, version: int):
+    """jsonschema's validator, for a schema that schemaeval cannot evaluate (none of ours today)."""
     from jsonschema import Draft202012Validator
 
     return Draft202012Validator(schema_for(family, version))
+
+
+def schema_errors(content: Any, family: str, version: int) -> list[SchemaError]:
+    """The schema's errors in jsonschema's order: by schemaeval (no jsonschema import) when the
+    schema uses only the keywords it evaluates, else by jsonschema."""
+    schema = schema_for(family, version)
+    if _fast(family, version):
+        return list(schemaeval.errors(schema, content))
+    return [SchemaError(str(e.validator), e.validator_value, tuple(e.absolute_path), e.instance, e.schema, e.message)
+            for e in _validator(family, version).iter_errors(content)]
+
+
+@lru_cache(maxsize=None)
+def _fast(family: str, version: int) -> bool:
+    return schemaeval.supported(schema_for(family, version))
 
 
 def check_schema(content: Mapping, family: str, version: int, root: yaml.Node | None) -> list[SchemaIssue]:
     """Every schema error, located on its YAML node, in words a contributor can act on."""
     issues: list[SchemaIssue] = []
     reported_missing: set[tuple] = set()
-    errors = list(_validator(family, version).iter_errors(content))
-    typed = {tuple(e.absolute_path) for e in errors if e.validator == "type"}
+    errors = schema_errors(content, family, version)
+    typed = {e.path for e in errors if e.validator == "type"}
     for e in errors:
-        path = list(e.absolute_path)
+        path = list(e.path)
         where = _where(path)
         kind = e.validator
         if kind == "required":
@@ -240,6 +258,8 @@ def _unknown_hint(key: str, path: list, allowed: list[str], family: str, version
                     "a list of question/answer pairs")
     if family == "skill" and not path and key in ("document", "domain", "document_outline"):
         return "skills take no documents: move the file under knowledge/, or remove the key"
+    import difflib
+
     close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.75)
     if close:
         return f"did you mean '{close[0]}'?"
