@@ -53,6 +53,8 @@ def compile_once(args, work: Path, name: str, teacher: str, judge: str | None, l
 
     cli = {"out": work / name, "teacher": "openai/teacher-bench", "api_base": (teacher,),
            "concurrency": args.concurrency, "samples_per_node": samples, "seed": 1, "max_retries": 4}
+    if args.teacher_workers is not None:
+        cli["teacher_workers"] = args.teacher_workers
     cli["judge"] = ""  # plain: no judge at all (not even the teacher judging itself, kdc's default)
     if judge:
         cli["judge"] = "openai/judge-bench"
@@ -73,6 +75,7 @@ def main() -> None:
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--capacity", type=int, default=32)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--teacher-workers", type=int, default=None, help="default: kdc's automatic rule")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kdc-bench-judge-"))
     procs = []
