@@ -25,6 +25,7 @@ from compiler.io.fsutil import atomic_write, jsonl_text, read_jsonl
 MANIFEST = "manifest.json"
 CARD = "README.md"
 REPORT = "report.html"
+MIXES = "mixes"
 VERDICTS = "reviews/verdicts.jsonl"
 NODE_FILES = ("train", "rejected", "eval")
 NOT_A_BUILD_HINT = "pass the folder given to `kdc compile --out`"
@@ -136,7 +137,22 @@ def load_verdicts(root: str | Path) -> dict[str, dict[str, Any]]:
 
 def mix_path(root: Path, entry: dict[str, Any], name: str) -> Path:
     """A mix's file, by the manifest's `mixes` entry (train reads it)."""
-    return root / (entry.get("path") or f"mixes/{name}.jsonl")
+    return root / (entry.get("path") or mix_files(name)["path"])
+
+
+def mix_files(phase: str) -> dict[str, str]:
+    """A mix's file and its recipe, relative to the build (the manifest's `mixes` entry)."""
+    return {"path": f"{MIXES}/{phase}.jsonl", "recipe": f"{MIXES}/{phase}.recipe.yaml"}
+
+
+def mixes_dir(root: Path) -> Path:
+    """mixes/: the SFT mixes, their recipes and (under sources/) what the recipes draw from."""
+    return Path(root) / MIXES
+
+
+def write_mix_file(mixes: Path, rel: str, text: str) -> None:
+    """A mix, recipe or mix source, atomically (`rel` relative to mixes/, as recipes name them)."""
+    atomic_write(mixes / rel, text)
 
 
 def manifest_digest(root: Path) -> tuple[Path, str]:

@@ -21,7 +21,8 @@ from typing import Any
 import yaml
 
 from compiler.mix import knowledge as knowmix
-from compiler.io.fsutil import atomic_write, read_jsonl
+from compiler.io import builddir
+from compiler.io.fsutil import read_jsonl
 from compiler.errors import BuildError, ConfigError
 from compiler.records import Chunk, Sample, Seed
 from compiler.taxonomy.tree import Taxonomy
@@ -222,7 +223,7 @@ def build_mixes(out_dir: Path, taxonomy: Taxonomy, accepted: dict[str, list[Samp
     """Write mixes/phase1_knowledge.jsonl and mixes/phase2_skills.jsonl, their sources and a recipe
     beside each (all atomically); return the manifest's `mixes` section."""
     out_dir = Path(out_dir)
-    mixes = out_dir / "mixes"
+    mixes = builddir.mixes_dir(out_dir)
     kinds = {leaf.node_id: leaf.kind for leaf in taxonomy.leaves()}
 
     def kind_of(node_id: str) -> str:
@@ -314,7 +315,7 @@ def _summary(phase: str, rows: list[dict], nodes: dict) -> dict:
         kind = row["metadata"].get("row_kind", "")
         by_kind[kind] = by_kind.get(kind, 0) + 1
     total = len(rows)
-    return {"path": f"mixes/{phase}.jsonl", "recipe": f"mixes/{phase}.recipe.yaml", "rows": total,
+    return {**builddir.mix_files(phase), "rows": total,
             "by_source": dict(sorted(by_source.items())),
             "shares": {k: round(v / total, 4) for k, v in sorted(by_source.items())} if total else {},
             "row_kinds": {k: round(v / total, 4) for k, v in sorted(by_kind.items())} if total else {},
@@ -325,14 +326,15 @@ def _write_mix(mixes: Path, phase: str, datasets: list[dict], seed: int) -> list
     recipe = {"datasets": datasets, "seed": seed}
     header = (f"# kdc mix recipe for {phase}.jsonl: rebuild it with compiler.mix.phases.rebuild_mix(this file).\n"
               "# sampling_size: rows drawn from the file (a float: a share of it); paths are relative to here.\n")
-    atomic_write(mixes / f"{phase}.recipe.yaml", header + yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))
+    builddir.write_mix_file(mixes, f"{phase}.recipe.yaml", header + yaml.safe_dump(recipe, sort_keys=False,
+                                                                                allow_unicode=True))
     rows = apply_recipe(recipe, mixes)
-    atomic_write(mixes / f"{phase}.jsonl", "".join(_dumps(r) + "\n" for r in rows))
+    builddir.write_mix_file(mixes, f"{phase}.jsonl", "".join(_dumps(r) + "\n" for r in rows))
     return rows
 
 
 def _write_source(mixes: Path, rel: str, rows: list[dict]) -> str:
-    atomic_write(mixes / rel, "".join(_dumps(r) + "\n" for r in rows))
+    builddir.write_mix_file(mixes, rel, "".join(_dumps(r) + "\n" for r in rows))
     return rel
 
 
