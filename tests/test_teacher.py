@@ -14,7 +14,8 @@ from jsonschema import Draft202012Validator
 
 from compiler.errors import TeacherError
 from compiler.compile.generate import parse
-from compiler.llm.teacher import Teacher, TeacherFailure, response_format, response_schema, scrub
+from compiler.llm.secrets import scrub
+from compiler.llm.teacher import Teacher, TeacherFailure, response_format, response_schema
 from teacher_server import FaultPlan, TeacherServer
 
 MESSAGES = [{"role": "system", "content": "You write data."}, {"role": "user", "content": "Write one example."}]

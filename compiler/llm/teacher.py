@@ -35,7 +35,7 @@ from compiler.llm.schemafallback import JSON_OBJECT, schema_feature, schema_refu
 from compiler.llm.secrets import scrub
 from compiler.llm.transport import InProcess, Outcome, WorkerPool, can_fork
 
-__all__ = ["Completion", "Teacher", "TeacherFailure", "TeacherStats", "response_format", "response_schema", "scrub"]
+__all__ = ["Completion", "Teacher", "TeacherFailure", "TeacherStats", "response_format", "response_schema"]
 
 log = logging.getLogger("kdc.teacher")
 

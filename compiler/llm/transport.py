@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from compiler.llm.backend import Outcome, attempt
-from compiler.llm.secrets import KEY_VARS, scrub
 
-__all__ = ["KEY_VARS", "InProcess", "Outcome", "WorkerPool", "can_fork", "scrub"]
+__all__ = ["InProcess", "Outcome", "WorkerPool", "can_fork"]
 
 log = logging.getLogger("kdc.teacher")
 
