@@ -45,6 +45,8 @@ class Outcome:
     error_type: str = ""
     retry_after: float | None = None
     logprobs: list[float] | None = None  # per generated token, when asked for and returned
+    # rate-limit response headers, names lower-cased: x-ratelimit-* and retry-after (ok or not)
+    headers: dict[str, str] | None = None
     sent: float = 0.0
     answered: float = 0.0
 
