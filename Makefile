@@ -10,26 +10,34 @@ export HF_HUB_DISABLE_TELEMETRY = 1
 export LITELLM_LOCAL_MODEL_COST_MAP = True
 export CMAKE_BUILD_PARALLEL_LEVEL = 2
 
-.PHONY: demo test test-fast venv lock doc-repos browser bench clean
+.PHONY: demo test test-fast venv demo-venv lock doc-repos browser bench clean
 
 # constraints.txt pins every package to the versions the suite last passed with, so a new
 # upstream release cannot turn a fresh machine's CI red unnoticed; `make lock` refreshes it.
 LOCK   ?= constraints.txt
 LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
 
-$(VENV)/.installed: pyproject.toml $(LOCK)
+# Two stages, so that `make demo` installs only what a compile with the embedded teacher needs
+# (llama.cpp and litellm: no torch, no training stack) and `make test` adds the rest.
+$(VENV)/.installed-demo: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade -c $(LOCK) pip
-	# torch first, pinned: this takes the CPU wheel (an unpinned torch pulls a multi-GB CUDA build).
-	$(PY) -m pip install --quiet -c $(LOCK) torch==2.13.0
 	# llama-cpp-python builds from source. -march=native turns on ggml's AMX kernels wherever the CPU
 	# reports AMX, and they segfault on VMs that report it without enabling it: build for portable
 	# x86-64 (AVX2/FMA) instead, bypassing pip's cache so a natively built wheel is never reused.
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet --no-cache-dir -c $(LOCK) llama-cpp-python
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[embedded]'
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.installed-demo
+	# torch first, pinned: this takes the CPU wheel (an unpinned torch pulls a multi-GB CUDA build).
+	$(PY) -m pip install --quiet -c $(LOCK) torch==2.13.0
 	$(PY) -m pip install --quiet -c $(LOCK) -e '.[all,test]'
 	touch $@
 
 venv: $(VENV)/.installed
+
+demo-venv: $(VENV)/.installed-demo
 
 # Resolve everything afresh (newest releases allowed by pyproject.toml) in a scratch venv and
 # write the exact versions to $(LOCK). Run `make test` afterwards before committing the new lock.
@@ -46,10 +54,10 @@ lock:
 
 # Knowledge leaves name documents by git repo + commit; the repos are built, deterministically,
 # from the markdown folders in documents/ (see scripts/make_doc_repos.py).
-doc-repos: venv
+doc-repos: demo-venv
 	$(PY) scripts/make_doc_repos.py documents build/doc-repos
 
-demo: venv doc-repos
+demo: demo-venv doc-repos
 	$(KDC) validate taxonomy
 	$(KDC) compile taxonomy --out $(OUT)
 

@@ -191,7 +191,7 @@ def test_rows_longer_than_max_length_are_reported(build, tiny, tmp_path):
     said: list[str] = []
     result = train(build, tmp_path / "run", config(tiny, phases=(1,), max_steps=1, max_length=24), log=said.append)
     assert result.phases[0].truncated_rows == 20
-    assert any("20 of 20 rows are longer than max length 24" in m for m in said)
+    assert any("20 of 20 rows have answers longer than max length 24" in m for m in said)
     ok = train(build, tmp_path / "run2", config(tiny, phases=(1,), max_steps=1))
     assert ok.phases[0].truncated_rows == 0
 

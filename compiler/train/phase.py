@@ -14,6 +14,7 @@ from typing import Any
 
 from compiler.errors import TrainError
 from compiler.io.fsutil import write_json
+from compiler.train.fitrows import fit_rows
 from compiler.train.lmhead import compact_lm_head
 from compiler.train.settings import MIXES, Log, PhaseResult, TrainConfig, resolve_settings
 from compiler.train.student import ensure_chat_template, fingerprint, load_model, load_tokenizer, set_stop_tokens
@@ -28,7 +29,8 @@ class _Phase:
     template: str
     start_fingerprint: str
     continue_adapter: bool
-    truncated: int  # rows longer than max_length: their ends (the answers) are cut off
+    truncated: int  # rows whose answer alone is over max_length: their ends are cut off
+    shortened: int = 0  # rows over max_length whose prompt lost its middle instead (train/fitrows.py)
 
 
 def make_trainer(n: int, rows: list[dict], start: Path, student: Path, out: Path,
@@ -85,8 +87,9 @@ def make_trainer(n: int, rows: list[dict], start: Path, student: Path, out: Path
         data_seed=config.seed,
         dataloader_num_workers=0,
     )
-    truncated = sum(len(tokenizer.apply_chat_template(r["messages"], tokenize=True, return_dict=True)["input_ids"])
-                    > max_length for r in rows)
+    fitted = fit_rows(rows, lambda m: len(tokenizer.apply_chat_template(m, tokenize=True, return_dict=True)["input_ids"]),
+                      max_length)
+    rows, truncated, shortened = fitted.rows, fitted.truncated, fitted.shortened
     if _can_mask_assistant(tokenizer):
         dataset = Dataset.from_list([{"messages": r["messages"]} for r in rows])
     else:
@@ -106,7 +109,7 @@ def make_trainer(n: int, rows: list[dict], start: Path, student: Path, out: Path
         from peft import PeftModel
         inner = trainer.model
         compact_lm_head(inner.get_base_model() if isinstance(inner, PeftModel) else inner)
-    return _Phase(trainer, tokenizer, template, start_fp, continue_adapter, truncated)
+    return _Phase(trainer, tokenizer, template, start_fp, continue_adapter, truncated, shortened)
 
 
 def _can_mask_assistant(tokenizer: Any) -> bool:
@@ -132,9 +135,13 @@ def run_phase(n: int, rows: list[dict], start: Path, student: Path, out: Path, c
     prepared = make_trainer(n, rows, start, student, out, config)
     trainer, tokenizer, template = prepared.trainer, prepared.tokenizer, prepared.template
     continue_adapter, start_fp, truncated = prepared.continue_adapter, prepared.start_fingerprint, prepared.truncated
+    prepared_shortened = prepared.shortened
+    if prepared_shortened:
+        say(f"phase {n}: {prepared_shortened} of {len(rows)} rows were over max length {max_length} tokens: "
+            f"their prompts lost text from the middle so that the whole answer is trained")
     if truncated:
-        say(f"phase {n}: warning: {truncated} of {len(rows)} rows are longer than max length "
-            f"{max_length} tokens; their ends (answers included) are cut off: raise --max-length")
+        say(f"phase {n}: warning: {truncated} of {len(rows)} rows have answers longer than max length "
+            f"{max_length} tokens; their ends are cut off: raise --max-length")
     cuda = torch.cuda.is_available()
 
     resume_from = get_last_checkpoint(str(ckpt_dir)) if config.resume and ckpt_dir.is_dir() else None
@@ -188,7 +195,7 @@ def run_phase(n: int, rows: list[dict], start: Path, student: Path, out: Path, c
                                                          "chat_template": template, "manifest": provenance})
 
     result = PhaseResult(
-        phase=n, mix=MIXES[n], rows=len(rows), truncated_rows=truncated, start_model=str(start),
+        phase=n, mix=MIXES[n], rows=len(rows), truncated_rows=truncated, shortened_rows=prepared_shortened, start_model=str(start),
         start_fingerprint=start_fp,
         end_fingerprint=end_fp, model_dir=str(model_dir) if model_dir else None,
         adapter_dir=str(adapter_dir) if adapter_dir else None, settings=asdict(pc), max_length=max_length,

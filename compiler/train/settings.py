@@ -106,7 +106,7 @@ class PhaseResult:
     phase: int
     mix: str
     rows: int
-    truncated_rows: int  # rows longer than max_length (their answers partly or wholly untrained)
+    truncated_rows: int  # rows whose answer alone is over max_length (its end untrained)
     start_model: str  # the folder the phase started from
     start_fingerprint: str  # sha256 of the weights the phase started from (adapter included, if continued)
     end_fingerprint: str  # sha256 of the weights the phase produced (merged, or base + adapter)
@@ -124,6 +124,7 @@ class PhaseResult:
     seconds_per_step: float
     tokens_per_second: float
     peak_memory_mb: float | None  # GPU peak (CUDA) else process peak RSS
+    shortened_rows: int = 0  # rows over max_length whose prompt lost its middle (train/fitrows.py)
 
 
 @dataclass
