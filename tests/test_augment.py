@@ -111,6 +111,61 @@ def test_a_view_quoting_text_not_in_the_source_is_rejected(tax, tmp_path, kdc):
     assert typed_prompts and not any(INVENTED in p for p in typed_prompts)  # never asked about
 
 
+def _content_rows(out: Path, node: str) -> list[dict]:
+    return read_jsonl(out / "mixes" / "sources" / "phase1_knowledge" / node / "content.jsonl")
+
+
+def test_accepted_views_become_content_rows_and_rejected_ones_never(tax, tmp_path, kdc):
+    """Item 4: summaries (and fact lists) as content rows, the view text the target; a build whose
+    teacher invents its summaries keeps every invented one out of the mix."""
+    def half_liar(request: dict, number: int) -> dict:  # lies on the detailed summaries only
+        made = default_responder(request, number)
+        if "summary" in made:
+            made["summary"] = INVENTED
+        return made
+
+    out = tmp_path / "out"
+    with TeacherServer(responder=half_liar) as srv:
+        assert kdc(*compile_args(tax, out, srv))[0] == 0
+    mix = read_jsonl(out / "mixes" / "phase1_knowledge.jsonl")
+    for node in (SOLAR, GIT):
+        views = read_jsonl(out / "nodes" / node / "views.jsonl")
+        accepted = {v["sha256"]: v for v in views if v["status"] == "accepted"}
+        rejected = [v for v in views if v["status"] == "rejected"]
+        assert "detailed_summary" in {v["kind"] for v in rejected}  # (a table row is no atomic fact either)
+        assert "detailed_summary" not in {v["kind"] for v in accepted.values()}
+        rows = _content_rows(out, node)
+        view_rows = [r for r in rows if "view" in r["metadata"]]
+        assert {r["metadata"]["view"]["kind"] for r in view_rows} == {v["kind"] for v in accepted.values()}
+        assert "extractive_summary" in {r["metadata"]["view"]["kind"] for r in view_rows}
+        assert len(view_rows) == len({"\n".join(v["items"]) for v in accepted.values()})
+        for r in view_rows:  # the target is exactly the accepted view's text, its provenance beside it
+            meta = r["metadata"]["view"]
+            v = accepted[meta["sha256"]]
+            assert r["messages"][-1] == {"role": "assistant", "content": "\n".join(v["items"])}
+            assert meta["source"]["sha256"] == v["source"]["sha256"] and meta["request_key"] == v["request_key"]
+            assert meta["kind"] == v["kind"] and r["metadata"]["row_kind"] == "content"
+            assert r["messages"][-2]["role"] == "user" and v["source"]["heading"] in r["messages"][-2]["content"]
+        assert len({r["messages"][-2]["content"].split(" ", 1)[0] for r in view_rows}) > 1  # phrasings vary
+        assert not any(INVENTED in m["content"] for r in rows for m in r["messages"])
+        assert any("view" in r["metadata"] and r["metadata"]["node_id"] == node for r in mix)
+    assert not any(INVENTED in m["content"] for r in mix for m in r["messages"])
+
+
+def test_content_views_setting_picks_the_view_kinds(tax, tmp_path, kdc):
+    cfg = tax / "kdc.yaml"
+    cfg.write_text(cfg.read_text() + "mix: {content_views: [detailed_summary]}\n")
+    out = tmp_path / "out"
+    with TeacherServer() as srv:
+        assert kdc(*compile_args(tax, out, srv))[0] == 0
+    rows = _content_rows(out, SOLAR)
+    assert {r["metadata"]["view"]["kind"] for r in rows if "view" in r["metadata"]} == {"detailed_summary"}
+    assert any("view" not in r["metadata"] for r in rows)  # the sections themselves stay
+    cfg.write_text(cfg.read_text().replace("[detailed_summary]", "[summaries]"))
+    code, stdout, err = kdc(*compile_args(tax, tmp_path / "out2", "http://127.0.0.1:9/v1"))
+    assert code != 0 and "mix.content_views" in stdout + err and "Traceback" not in stdout + err
+
+
 def test_k_typed_questions_become_k_samples_with_their_types(tax, tmp_path, kdc):
     out = tmp_path / "out"
     with TeacherServer() as srv:
