@@ -10,8 +10,12 @@ knowledge leaf:
 and the row-kind shares of the knowledge mix. Targets (issue 15): >= 90 % per corpus, no leaf
 under 60 %, closed-book, RAFT and content rows each >= 10 %.
 
+With --augment on (the default) the taxonomy is copied and its kdc.yaml's `augment: enabled`
+set to true (the example turns it off for the embedded demo), so views are written, asked
+about and become content rows; the report then counts content rows from views apart.
+
 usage: bench_coverage.py [--taxonomy DIR] [--teacher loopback|embedded] [--samples N] [--per-chunk N]
-                         [--out DIR] [--json out.json]
+                         [--augment on|off|config] [--out DIR] [--json out.json]
 """
 
 from __future__ import annotations
@@ -60,6 +64,30 @@ def compile_once(taxonomy: Path, out: Path, teacher: str, samples: int, per_chun
         return compile_taxonomy(load_config(taxonomy, None, cli)).manifest
 
 
+def with_augment(taxonomy: Path, work: Path, mode: str) -> Path:
+    """The taxonomy to compile: as it is (`config`), or a copy whose kdc.yaml sets augment.enabled.
+    The copy keeps the layout the example needs (build/doc-repos beside it, a repo root marker)."""
+    if mode == "config":
+        return taxonomy
+    dest = work / "taxonomy"
+    shutil.copytree(taxonomy, dest)
+    docs = taxonomy.resolve().parent / "build" / "doc-repos"
+    if docs.is_dir():
+        shutil.copytree(docs, work / "build" / "doc-repos", symlinks=True)
+    (work / ".git").mkdir(exist_ok=True)
+    cfg = dest / "kdc.yaml"
+    text = cfg.read_text() if cfg.is_file() else ""
+    flag = "true" if mode == "on" else "false"
+    if re.search(r"(?m)^augment:\s*\n\s+enabled:", text):
+        text = re.sub(r"(?m)^(augment:\s*\n\s+enabled:)\s*\S+", rf"\1 {flag}", text)
+    elif re.search(r"(?m)^augment:", text):
+        raise SystemExit("bench_coverage: cannot set augment.enabled in this kdc.yaml; use --augment config")
+    else:
+        text += f"\naugment:\n  enabled: {flag}\n"
+    cfg.write_text(text)
+    return dest
+
+
 def measure(taxonomy: Path, out: Path, manifest: dict) -> dict:
     from compiler.taxonomy.documents import load_documents
     from compiler.taxonomy.tree import load_taxonomy
@@ -75,7 +103,13 @@ def measure(taxonomy: Path, out: Path, manifest: dict) -> dict:
         seen = set().union(set(), *(grams(row_text(r)) for r in mine))
         qa = set().union(set(), *(grams(row_text(r)) for r in mine if r["metadata"].get("row_kind") != "content"))
         n = manifest["nodes"][leaf.node_id]
-        leaves[leaf.node_id] = {"doc_5grams": len(doc), "share": round(len(doc & seen) / max(1, len(doc)), 4),
+        kinds_here: dict[str, int] = {}
+        for r in mine:
+            k = r["metadata"].get("row_kind", "")
+            kinds_here[k] = kinds_here.get(k, 0) + 1
+        leaves[leaf.node_id] = {"rows": len(mine), "row_kinds": dict(sorted(kinds_here.items())),
+                                "content_rows_from_views": sum(1 for r in mine if "view" in r["metadata"]),
+                                "views": n.get("views"),"doc_5grams": len(doc), "share": round(len(doc & seen) / max(1, len(doc)), 4),
                                 "share_qa_rows_only": round(len(doc & qa) / max(1, len(doc)), 4),
                                 "chunks": n.get("chunks"), "coverage": n.get("coverage"),
                                 "accepted": n["accepted"], "target": n["target"]}
@@ -96,6 +130,8 @@ def main() -> int:
     ap.add_argument("--teacher", choices=("loopback", "embedded"), default="loopback")
     ap.add_argument("--samples", type=int, default=3, help="samples_per_node (the floor)")
     ap.add_argument("--per-chunk", type=int, default=None, help="override kdc.yaml's per_chunk")
+    ap.add_argument("--augment", choices=("on", "off", "config"), default="on",
+                    help="augmentation views: force on (default) or off in a copy, or as kdc.yaml says")
     ap.add_argument("--out", type=Path, default=None, help="build folder (default: a temporary one)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -105,22 +141,26 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="kdc-bench-coverage-"))
     out = args.out or work / "out"
     try:
+        taxonomy = with_augment(args.taxonomy, work, args.augment)
         t0 = time.monotonic()
-        manifest = compile_once(args.taxonomy, out, args.teacher, args.samples, args.per_chunk)
+        manifest = compile_once(taxonomy, out, args.teacher, args.samples, args.per_chunk)
         result = {"teacher": args.teacher, "taxonomy": str(args.taxonomy), "samples_per_node": args.samples,
+                  "augment": args.augment,
                   "per_chunk": manifest["config"].get("per_chunk"), "compile_s": round(time.monotonic() - t0, 1),
-                  **measure(args.taxonomy, out, manifest)}
+                  **measure(taxonomy, out, manifest)}
     finally:
         if args.out is None:
             shutil.rmtree(work, ignore_errors=True)
     for node, v in result["leaves"].items():
         cov = v["coverage"] or {}
         print(f"{node}: 5-gram share {100 * v['share']:.1f} % (Q&A rows only {100 * v['share_qa_rows_only']:.1f} %), "
-              f"chunks {cov.get('covered')}/{cov.get('chunks')} with an accepted Q&A, {v['accepted']}/{v['target']} samples")
+              f"chunks {cov.get('covered')}/{cov.get('chunks')} with an accepted Q&A, {v['accepted']}/{v['target']} samples; "
+              f"{v['rows']} rows " + str(v["row_kinds"]) + f", {v['content_rows_from_views']} content rows from views")
     print(f"corpus: {100 * result['corpus_share']:.1f} % of document 5-grams in the knowledge mix "
           f"({result['rows']} rows); row kinds: "
           + ", ".join(f"{k} {100 * s:.0f} %" for k, s in result["row_kinds"].items()))
     print("targets met:", result["targets_met"])
+    print(f"command: {' '.join(sys.argv)}  (load average {os.getloadavg()[0]:.2f})")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

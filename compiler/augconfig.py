@@ -23,7 +23,8 @@ class AugmentConfig:
     questions_per_call: int = 3  # K typed questions asked in one call about one chunk or view
     question_types: list[str] = field(default_factory=lambda: list(QUESTION_TYPES))
     facts_per_group: int = 5  # atomic facts shown together as one unit to ask about
-    do_not_repeat: int = 20  # how many earlier accepted questions the prompt lists
+    do_not_repeat: int = 20  # how many questions (the leaf's seeds, then earlier accepted ones) the prompt lists
+    wave_calls: int = 8  # typed calls a leaf launches per round; wave w lists waves < w (0: the whole quota at once)
     min_summary_support: float = 0.6  # share of a detailed summary's content words found in its source
     min_fact_support: float = 0.7  # the same, per atomic fact (a fact below it is dropped)
     min_passage_words: int = 5  # an extractive passage shorter than this is not a passage
@@ -65,8 +66,8 @@ def parse_augment(value: Any, fail: Callable[..., Exception], key: str = "augmen
             if name == "question_types" and not v:
                 raise fail(where, "augment.question_types must name at least one type")
             v = [i.strip() for i in v]
-        elif name in ("questions_per_call", "facts_per_group", "do_not_repeat", "min_passage_words"):
-            low = 0 if name == "do_not_repeat" else 1
+        elif name in ("questions_per_call", "facts_per_group", "do_not_repeat", "min_passage_words", "wave_calls"):
+            low = 0 if name in ("do_not_repeat", "wave_calls") else 1
             if isinstance(v, bool) or not isinstance(v, int) or v < low or (name == "questions_per_call" and v > 10):
                 raise fail(where, f"augment.{name} must be an integer "
                                   + ("from 1 to 10" if name == "questions_per_call" else f">= {low}"))

@@ -14,7 +14,7 @@ import pytest
 from compiler.augconfig import AugmentConfig
 from compiler.compile.augment import check_view
 from compiler.llm.cache import request_key
-from compiler.compile.plan import LeafPlan, do_not_repeat, question_types_for
+from compiler.compile.plan import LeafPlan, do_not_repeat, question_types_for, round_calls
 from compiler.records import Chunk, Leaf
 from teacher_server import FaultPlan, TeacherServer, default_responder
 from test_compile import ROOT, SOLAR, compile_args, kdc, read_jsonl, tree_hashes  # noqa: F401 (kdc: fixture)
@@ -111,6 +111,61 @@ def test_a_view_quoting_text_not_in_the_source_is_rejected(tax, tmp_path, kdc):
     assert typed_prompts and not any(INVENTED in p for p in typed_prompts)  # never asked about
 
 
+def _content_rows(out: Path, node: str) -> list[dict]:
+    return read_jsonl(out / "mixes" / "sources" / "phase1_knowledge" / node / "content.jsonl")
+
+
+def test_accepted_views_become_content_rows_and_rejected_ones_never(tax, tmp_path, kdc):
+    """Item 4: summaries (and fact lists) as content rows, the view text the target; a build whose
+    teacher invents its summaries keeps every invented one out of the mix."""
+    def half_liar(request: dict, number: int) -> dict:  # lies on the detailed summaries only
+        made = default_responder(request, number)
+        if "summary" in made:
+            made["summary"] = INVENTED
+        return made
+
+    out = tmp_path / "out"
+    with TeacherServer(responder=half_liar) as srv:
+        assert kdc(*compile_args(tax, out, srv))[0] == 0
+    mix = read_jsonl(out / "mixes" / "phase1_knowledge.jsonl")
+    for node in (SOLAR, GIT):
+        views = read_jsonl(out / "nodes" / node / "views.jsonl")
+        accepted = {v["sha256"]: v for v in views if v["status"] == "accepted"}
+        rejected = [v for v in views if v["status"] == "rejected"]
+        assert "detailed_summary" in {v["kind"] for v in rejected}  # (a table row is no atomic fact either)
+        assert "detailed_summary" not in {v["kind"] for v in accepted.values()}
+        rows = _content_rows(out, node)
+        view_rows = [r for r in rows if "view" in r["metadata"]]
+        assert {r["metadata"]["view"]["kind"] for r in view_rows} == {v["kind"] for v in accepted.values()}
+        assert "extractive_summary" in {r["metadata"]["view"]["kind"] for r in view_rows}
+        assert len(view_rows) == len({"\n".join(v["items"]) for v in accepted.values()})
+        for r in view_rows:  # the target is exactly the accepted view's text, its provenance beside it
+            meta = r["metadata"]["view"]
+            v = accepted[meta["sha256"]]
+            assert r["messages"][-1] == {"role": "assistant", "content": "\n".join(v["items"])}
+            assert meta["source"]["sha256"] == v["source"]["sha256"] and meta["request_key"] == v["request_key"]
+            assert meta["kind"] == v["kind"] and r["metadata"]["row_kind"] == "content"
+            assert r["messages"][-2]["role"] == "user" and v["source"]["heading"] in r["messages"][-2]["content"]
+        assert len({r["messages"][-2]["content"].split(" ", 1)[0] for r in view_rows}) > 1  # phrasings vary
+        assert not any(INVENTED in m["content"] for r in rows for m in r["messages"])
+        assert any("view" in r["metadata"] and r["metadata"]["node_id"] == node for r in mix)
+    assert not any(INVENTED in m["content"] for r in mix for m in r["messages"])
+
+
+def test_content_views_setting_picks_the_view_kinds(tax, tmp_path, kdc):
+    cfg = tax / "kdc.yaml"
+    cfg.write_text(cfg.read_text() + "mix: {content_views: [detailed_summary]}\n")
+    out = tmp_path / "out"
+    with TeacherServer() as srv:
+        assert kdc(*compile_args(tax, out, srv))[0] == 0
+    rows = _content_rows(out, SOLAR)
+    assert {r["metadata"]["view"]["kind"] for r in rows if "view" in r["metadata"]} == {"detailed_summary"}
+    assert any("view" not in r["metadata"] for r in rows)  # the sections themselves stay
+    cfg.write_text(cfg.read_text().replace("[detailed_summary]", "[summaries]"))
+    code, stdout, err = kdc(*compile_args(tax, tmp_path / "out2", "http://127.0.0.1:9/v1"))
+    assert code != 0 and "mix.content_views" in stdout + err and "Traceback" not in stdout + err
+
+
 def test_k_typed_questions_become_k_samples_with_their_types(tax, tmp_path, kdc):
     out = tmp_path / "out"
     with TeacherServer() as srv:
@@ -142,48 +197,97 @@ def test_k_typed_questions_become_k_samples_with_their_types(tax, tmp_path, kdc)
         assert sum(tokens) == max(tokens) > 0  # the call's usage is counted once, on its first record
 
 
+def _seed_questions(node: str | None = None) -> set[str]:
+    from compiler.taxonomy.tree import load_taxonomy
+
+    return {sd.question.strip() for leaf in load_taxonomy(ROOT / "taxonomy").leaves() for sd in leaf.seeds()
+            if node in (None, leaf.node_id)}
+
+
+SEED_QUESTIONS = _seed_questions()
+
+
+def _listed(prompt: str) -> list[str]:
+    """The prompt's "do not repeat" list."""
+    if "Questions already asked" not in prompt:
+        return []
+    block = prompt.split("Questions already asked", 1)[1].split("\n\n")[0]
+    return [line[2:] for line in block.splitlines()[1:] if line.startswith("- ")]
+
+
 def _flaky(request: dict, number: int) -> str | None:
     """Round 1's typed calls fail one time in two (by prompt hash, so at any arrival order); calls
-    that list earlier questions never fail, so the build completes in a later round."""
+    that list earlier accepted questions (not only seeds) never fail, so the build completes in a
+    later round."""
     if not _typed({"body": request}):
         return None
     text = request["messages"][1]["content"]
-    if "Questions already asked" in text:
+    if set(_listed(text)) - SEED_QUESTIONS:
         return None
     return "malformed-json" if hashlib.sha256(text.encode()).digest()[0] % 2 else None
 
 
-def test_do_not_repeat_lists_questions_accepted_in_earlier_rounds(tax, tmp_path, kdc):
+def test_do_not_repeat_lists_seeds_from_round_1_and_questions_accepted_in_earlier_rounds(tax, tmp_path, kdc):
     out = tmp_path / "out"
     with TeacherServer(faults=FaultPlan(match=_flaky)) as srv:
         assert kdc(*compile_args(tax, out, srv))[0] == 0
         prompts = {request_key(e["body"]["messages"]): e["body"]["messages"][1]["content"] for e in srv.log if _typed(e)}
     train = read_jsonl(out / "nodes" / SOLAR / "train.jsonl")
-    accepted = {s["record"]["question"]: s["metadata"]["sample_index"] for s in train}
+    held_out = {e["question"].strip() for e in read_jsonl(out / "nodes" / SOLAR / "eval.jsonl")}
+    seeds = _seed_questions(SOLAR) - held_out
+    assert held_out and held_out <= _seed_questions(SOLAR)
+    accepted = {s["record"]["question"]: s for s in train}
     # round 1 asks for 12 samples in 4 calls of 3 (indexes 0-3); half fail, so later rounds top up
-    listed_by = {}
+    later = {}
     for s in train:
-        p = prompts[s["metadata"]["prompt_sha256"]]
-        if "Questions already asked" not in p:
-            assert s["metadata"]["sample_index"] < 4 or not accepted  # only round 1 has nothing to list
-            continue
-        block = p.split("Questions already asked", 1)[1].split("\n\n")[0]
-        listed_by[s["metadata"]["sample_index"]] = [line[2:] for line in block.splitlines()[1:] if line.startswith("- ")]
-    assert listed_by and min(listed_by) >= 4
-    for index, listed in listed_by.items():
-        assert listed and all(q in accepted for q in listed)  # only accepted questions
-        assert all(accepted[q] < index for q in listed)  # accepted before this call's round
-        round1 = {q for q, i in accepted.items() if i < 4}
-        assert round1 <= set(listed)  # every question accepted in round 1 is listed (12 < the limit of 20)
+        listed = _listed(prompts[s["metadata"]["prompt_sha256"]])
+        assert listed and not set(listed) & held_out  # seeds from round 1 on; held-out seeds never
+        if s["metadata"]["sample_index"] < 4:
+            assert set(listed) <= seeds and len(listed) == min(20, len(seeds))  # round 1: the seeds only
+        else:
+            later[s["metadata"]["sample_index"]] = (s, listed)
+    assert later and all(len(v[1]) == 20 for v in later.values())  # the limit, filled
+    round1 = [s for s in train if s["metadata"]["sample_index"] < 4]
+    for index, (s, listed) in later.items():
+        asked = [q for q in listed if q not in SEED_QUESTIONS]
+        assert asked and all(q in accepted for q in asked)  # only accepted questions
+        assert all(accepted[q]["metadata"]["sample_index"] < index for q in asked)  # from an earlier round
+        same = [r["record"]["question"] for r in round1
+                if r["metadata"]["document"]["sha256"] == s["metadata"]["document"]["sha256"]]
+        assert listed[:len(same)] == same  # round 1's questions about the same section come first
+        assert set(listed[len(same):]) & seeds  # then the leaf's own seeds
+
+
+def test_waves_list_the_questions_of_earlier_waves(tax, tmp_path, kdc):
+    """With augment.wave_calls: 2, round 1 is cut into waves of two calls: calls 2-3 list what
+    calls 0-1 had accepted, though no call failed."""
+    cfg = tax / "kdc.yaml"
+    cfg.write_text(cfg.read_text().replace("  questions_per_call: 3", "  questions_per_call: 3\n  wave_calls: 2"))
+    out = tmp_path / "out"
+    with TeacherServer() as srv:
+        assert kdc(*compile_args(tax, out, srv))[0] == 0
+        prompts = {request_key(e["body"]["messages"]): e["body"]["messages"][1]["content"] for e in srv.log if _typed(e)}
+    train = read_jsonl(out / "nodes" / SOLAR / "train.jsonl")
+    index = {s["record"]["question"]: s["metadata"]["sample_index"] for s in train}
+    waves: dict[int, set[str]] = {}
+    for s in train:
+        listed = set(_listed(prompts[s["metadata"]["prompt_sha256"]])) - SEED_QUESTIONS
+        waves.setdefault(s["metadata"]["sample_index"] // 2, set()).update(listed)
+        assert all(index[q] // 2 < s["metadata"]["sample_index"] // 2 for q in listed if q in index)
+    assert waves[0] == set() and waves[1] and max(waves) >= 1
+    first = {q for q, i in index.items() if i < 2}
+    assert first and first <= waves[1]  # everything wave 0 accepted is listed in wave 1
 
 
 def test_typed_build_is_byte_identical_at_concurrency_1_and_8(tax, tmp_path, kdc):
+    cfg = tax / "kdc.yaml"
+    cfg.write_text(cfg.read_text().replace("  questions_per_call: 3", "  questions_per_call: 3\n  wave_calls: 2"))
     outs = {}
     for conc in ("1", "8"):
         with TeacherServer(faults=FaultPlan(match=_flaky)) as srv:
             out = tmp_path / f"out{conc}"
             args = compile_args(tax, out, srv)
-            args[args.index("--concurrency") + 1] = conc
+            args[args.index("--concurrency") + 1] = conc  # (waves of 2 calls: see the config below)
             assert kdc(*args)[0] == 0
             outs[conc] = {f: h for f, h in tree_hashes(out).items() if f != "report.html"}  # it names its folder
     assert outs["1"] == outs["8"]
@@ -222,6 +326,14 @@ def test_question_types_and_do_not_repeat_are_deterministic():
     lp.avoid = (("s1", "q1"), ("s2", "q2"), ("s1", "q3"), ("s2", "q4"))
     assert do_not_repeat(lp, "s1", 3) == ["q1", "q3", "q4"]  # the same section first, then the latest others
     assert do_not_repeat(lp, "s2", 1) == ["q4"] and do_not_repeat(lp, "s1", 0) == []
+    lp.seed_avoid = ("seed a", "q2", "seed b")  # the seeds come after the same section's, before the rest
+    assert do_not_repeat(lp, "s1", 5) == ["q1", "q3", "seed a", "q2", "seed b"]
+    assert do_not_repeat(lp, "s1", 6) == ["q1", "q3", "seed a", "q2", "seed b", "q4"]  # q2 listed once
+    lp.avoid = ()
+    assert do_not_repeat(lp, "s1", 2) == ["seed a", "q2"]  # round 1: the seeds alone
+    assert [round_calls(lp, n, 8) for n in (3, 8, 30)] == [3, 8, 8] and round_calls(lp, 30, 0) == 30
+    lp.questions = 0
+    assert round_calls(lp, 30, 8) == 30  # one Q&A a call (no typed mode): no waves
 
 
 def test_bad_augment_setting_is_a_located_error(tax, tmp_path, kdc):

@@ -190,7 +190,8 @@ def write_build(sched: Scheduler, out: Path, broken: dict[str, dict[str, str]], 
     builddir.remove_stale(out, set(sched.nodes))
     mixes = build_mixes(out, sched.taxonomy, {n: st.accepted for n, st in sched.nodes.items()},
                         {n: st.lp.train_seeds for n, st in sched.nodes.items()}, mix_config,
-                        {n: st.lp.chunks for n, st in sched.nodes.items()})
+                        {n: st.lp.chunks for n, st in sched.nodes.items()},
+                        {n: [v.to_json() for v in st.lp.views] for n, st in sched.nodes.items()})
     costs = [n.cost_usd for n in nodes.values()]
     manifest = Manifest(
         kdc_version=__version__,

@@ -88,6 +88,7 @@ class LeafPlan:
     units: list[Unit] = field(default_factory=list)  # the chunks, then (after augmentation) their views
     views: list[Any] = field(default_factory=list)  # augment.View / augment.ViewRejection, for the build dir
     avoid: tuple[tuple[str, str], ...] = ()  # (chunk sha256, question) accepted before this round
+    seed_avoid: tuple[str, ...] = ()  # typed mode: the training seeds' questions, listed from round 1 on
     view_run: dict[str, int] = field(default_factory=lambda: {"teacher_calls": 0, "cache_hits": 0})  # views, this run
 
     def note_accepted(self, samples: list) -> None:
@@ -162,6 +163,7 @@ def make_plan(taxonomy: Taxonomy, cfg: CompileConfig, *, keep_going: bool = Fals
         if leaf.kind == "knowledge" and cfg.augment.active(cfg.teacher):
             lp.questions, lp.question_types = cfg.augment.questions_per_call, tuple(cfg.augment.question_types)
             set_units(lp, [Unit("chunk", c, c.text) for c in chunks], cfg)
+            lp.seed_avoid = tuple(dict.fromkeys(sd.question.strip() for sd in lp.train_seeds if sd.question.strip()))
         plans.append(lp)
     if failed and keep_going:
         if broken is not None:
@@ -264,14 +266,27 @@ def question_types_for(lp: LeafPlan, index: int, seed: int) -> list[str]:
 
 
 def do_not_repeat(lp: LeafPlan, chunk_sha: str, limit: int) -> list[str]:
-    """Up to `limit` questions accepted in earlier rounds: those about the same source section
-    first (the likeliest repeats), then the leaf's most recent others."""
+    """Up to `limit` questions not to ask again: those accepted in earlier rounds (waves) about
+    the same source section (the likeliest repeats), then the leaf's training seed questions
+    (known before any call, so round 1 has a list too; a repeat of one is a wasted call), then
+    the leaf's most recent other accepted questions."""
     if limit <= 0:
         return []
     same = [q for sha, q in lp.avoid if sha == chunk_sha][-limit:]
-    rest = limit - len(same)
-    others = [q for sha, q in lp.avoid if sha != chunk_sha][-rest:] if rest else []
-    return same + others
+    taken = set(same)
+    seeds = [q for q in lp.seed_avoid if q not in taken][:limit - len(same)]
+    taken.update(seeds)
+    rest = limit - len(same) - len(seeds)
+    others = [q for sha, q in lp.avoid if sha != chunk_sha and q not in taken][-rest:] if rest else []
+    return same + seeds + others
+
+
+def round_calls(lp: LeafPlan, wanted: int, wave: int) -> int:
+    """How many calls a typed leaf launches this round: at most one wave of `wave` calls (0: all
+    it wants), so wave w's prompts list the questions accepted in waves < w. The wave size is a
+    setting, not the concurrency, so the rounds — and every prompt — are the same at any
+    concurrency; all leaves' waves run side by side in a round, which keeps the teacher busy."""
+    return min(wanted, wave) if lp.questions and wave > 0 else wanted
 
 
 def _typed_task(lp: LeafPlan, index: int, cfg: CompileConfig, variables: dict[str, Any], shown: tuple[int, ...],

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compiler.compile.generate import Request, ask, chat_messages, prepare, provenance
-from compiler.compile.plan import LeafPlan, task_for
+from compiler.compile.plan import LeafPlan, round_calls, task_for
 from compiler.compile.prompts import Prompts
 from compiler.config import CompileConfig
 from compiler.compile import augment, typed
@@ -198,6 +198,7 @@ class Scheduler:
                 continue
             rate = 1.0 if st.used == 0 else max(0.2, len(st.accepted) / st.used)
             n = min(room, math.ceil(st.need / rate / max(1, st.lp.questions)))  # K records a typed call
+            n = round_calls(st.lp, n, self.cfg.augment.wave_calls)  # typed: one wave a round
             st.lp.note_accepted(st.accepted)  # "do not repeat" = accepted in earlier rounds
             plan.extend((st, st.next_index + i) for i in range(n))
             st.next_index += n

@@ -5,7 +5,14 @@ and RAFT, see docs/build-layout.md). So every knowledge leaf's accepted Q&A and 
 chunks become, per leaf and in configured shares:
 
 - `content`: the user asks what the document says about a section; the assistant's target is the
-  section text itself, so the loss runs over the document.
+  section text itself, so the loss runs over the document. With augmentation on, every *accepted*
+  view of a section (detailed summary, extractive summary, atomic-fact list: `views.jsonl` lines
+  with status "accepted"; `mix.content_views` picks the kinds) is a content row too, its target the
+  view text, its provenance (view kind, hash, source span, request key) in `metadata.view`.
+  Rejected views never become rows. Views are content rows, not a fifth kind, because they teach
+  the same thing the same way (the document's own statements in the loss), the issue's outside
+  check counts them as content, and existing `mix.knowledge_shares` stay valid; sections and
+  views share the `content` share in proportion to how many of each there are.
 - `closed_book`: the question alone, no excerpt in the prompt: recall.
 - `raft`: the gold excerpt shuffled among excerpts of *other* documents (with `raft_gold_share`
   of the rows holding the gold at all): pick the right source, or answer from memory.
@@ -27,6 +34,7 @@ from compiler.records import Chunk, Sample
 
 ROW_KINDS = ("content", "closed_book", "raft", "open_book")
 DEFAULT_SHARES = {"content": 0.25, "closed_book": 0.3, "raft": 0.25, "open_book": 0.2}
+VIEW_ROW_KINDS = ("detailed_summary", "extractive_summary", "atomic_facts")  # mix.content_views default
 
 
 def _h(*parts: object) -> bytes:
@@ -69,9 +77,11 @@ def _with_user(sample: Sample, user: str) -> list[dict]:
     return out
 
 
-def content_rows(node_id: str, chunks: Sequence[Chunk], samples: Sequence[Sample]) -> list[dict]:
-    """One row per chunk: the section (heading kept) as the assistant's target. Without planned
-    chunks (a hand-built call), the distinct contexts of the samples stand in."""
+def content_rows(node_id: str, chunks: Sequence[Chunk], samples: Sequence[Sample],
+                 views: Sequence[dict] = (), view_kinds: Sequence[str] = VIEW_ROW_KINDS) -> list[dict]:
+    """One row per chunk: the section (heading kept) as the assistant's target, then one per
+    accepted view of a kind in `view_kinds`. Without planned chunks (a hand-built call), the
+    distinct contexts of the samples stand in."""
     system = _system(samples)
     rows, seen = [], set()
     if not chunks:
@@ -88,7 +98,53 @@ def content_rows(node_id: str, chunks: Sequence[Chunk], samples: Sequence[Sample
             {"role": "user", "content": user}, {"role": "assistant", "content": text}]
         rid = "content-" + hashlib.sha256(f"{node_id}\0{c.file}\0{c.start}\0{text}".encode()).hexdigest()[:20]
         rows.append(_row(msgs, node_id, rid, "content"))
+    by_span = {(c.file, c.start): c for c in chunks}
+    for v in views:
+        if v.get("status") != "accepted" or v.get("kind") not in view_kinds:
+            continue  # a rejected view (failed its schema or grounding) never teaches anything
+        text = "\n".join(v.get("items") or []).strip()
+        if not text or text in seen:
+            continue
+        seen.add(text)
+        src = v.get("source") or {}
+        chunk = by_span.get((src.get("file"), src.get("start")))
+        rows.append(view_row(node_id, v, text, system, _title(chunk) if chunk else None))
     return rows
+
+
+# The user turns of view rows, per view kind; one is picked by a hash of (node, view), so the
+# student does not learn a single phrasing and the same build writes the same bytes.
+VIEW_ASKS = {
+    "detailed_summary": ("Summarise what {where} says about {topic}, in detail.",
+                         "Give a detailed summary of the part of {where} on {topic}.",
+                         "What does {where} explain about {topic}? Summarise it fully."),
+    "extractive_summary": ("Quote the key passages of {where} on {topic}.",
+                           "Which passages of {where} state the essentials of {topic}? Quote them.",
+                           "Recite the most important sentences {where} gives about {topic}."),
+    "atomic_facts": ("List the facts {where} states about {topic}, one per line.",
+                     "What are the individual facts in {where} about {topic}? One per line.",
+                     "State each fact {where} gives on {topic}, one a line."),
+}
+
+
+def view_row(node_id: str, view: dict, text: str, system: str | None, where: str | None = None) -> dict:
+    """A content row whose target is an accepted view's text (its items, one per line, exactly
+    the text its `sha256` names); `where` names the document (its title), else its file."""
+    src = view.get("source") or {}
+    file = str(src.get("file") or "")
+    where = where or (PurePosixPath(file).stem.replace("_", " ").replace("-", " ") if file else "the document")
+    topic = src.get("heading") or "this part"
+    asks = VIEW_ASKS[view["kind"]]
+    pick = int.from_bytes(_h("view-ask", node_id, view.get("sha256"), src.get("start"))[:4], "big") % len(asks)
+    msgs = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": asks[pick].format(where=where, topic=topic)},
+        {"role": "assistant", "content": text}]
+    rid = "content-" + hashlib.sha256(f"{node_id}\0{view['kind']}\0{file}\0{src.get('start')}\0{text}"
+                                      .encode()).hexdigest()[:20]
+    row = _row(msgs, node_id, rid, "content")
+    row["metadata"]["view"] = {"kind": view["kind"], "sha256": view.get("sha256"), "request_key": view.get("request_key"),
+                               "source": {k: src.get(k) for k in ("repo", "commit", "file", "start", "end", "sha256")}}
+    return row
 
 
 def closed_book_rows(node_id: str, samples: Sequence[Sample]) -> list[dict]:
@@ -130,9 +186,10 @@ def raft_rows(node_id: str, samples: Sequence[Sample], pool: Sequence[Chunk], *,
 
 
 def leaf_rows(node_id: str, samples: Sequence[Sample], chunks: Sequence[Chunk], pool: Sequence[Chunk], *,
-              distractors: int, gold_share: float, seed: int) -> dict[str, list[dict]]:
-    """Every candidate row of one knowledge leaf, by row kind."""
-    return {"content": content_rows(node_id, chunks, samples),
+              distractors: int, gold_share: float, seed: int, views: Sequence[dict] = (),
+              view_kinds: Sequence[str] = VIEW_ROW_KINDS) -> dict[str, list[dict]]:
+    """Every candidate row of one knowledge leaf, by row kind (`views`: its views.jsonl lines)."""
+    return {"content": content_rows(node_id, chunks, samples, views, view_kinds),
             "closed_book": closed_book_rows(node_id, samples),
             "raft": raft_rows(node_id, samples, pool, distractors=distractors, gold_share=gold_share, seed=seed),
             "open_book": open_book_rows(node_id, samples)}

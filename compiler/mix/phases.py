@@ -47,6 +47,8 @@ class MixConfig:
     knowledge_shares: dict[str, float] = field(default_factory=lambda: dict(knowmix.DEFAULT_SHARES))
     raft_distractors: int = 3  # excerpts of other documents beside the gold one
     raft_gold_share: float = 0.8  # RAFT rows that hold the gold excerpt at all (the rest: from memory)
+    # accepted augmentation views that become content rows too (compiler/mix/knowledge.py); [] = sections only
+    content_views: list[str] = field(default_factory=lambda: list(knowmix.VIEW_ROW_KINDS))
 
     @classmethod
     def from_settings(cls, settings: dict | None) -> "MixConfig":
@@ -67,6 +69,12 @@ class MixConfig:
                 if why:
                     raise ConfigError(why, hint="defaults: " + ", ".join(f"{k}: {v}" for k, v in knowmix.DEFAULT_SHARES.items()))
                 value = {k: float(v) for k, v in value.items()}
+            elif key == "content_views":
+                if not isinstance(value, list) or not all(v in knowmix.VIEW_ROW_KINDS for v in value) \
+                        or len(set(value)) != len(value):
+                    raise ConfigError(f"mix.content_views must be a list of distinct view kinds, got {value!r}",
+                                      hint="known: " + ", ".join(knowmix.VIEW_ROW_KINDS))
+                value = list(value)
             elif key in ("replay_share", "seed_share", "raft_gold_share"):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ConfigError(f"mix.{key} must be a number between 0 and 1, got {value!r}")
@@ -219,9 +227,10 @@ def phase2_counts(synthetic: int, seeds: int, phase1: int, cfg: MixConfig) -> tu
 
 def build_mixes(out_dir: Path, taxonomy: Taxonomy, accepted: dict[str, list[Sample]],
                 train_seeds: dict[str, list[Seed]], config: MixConfig,
-                chunks: dict[str, list[Chunk]] | None = None) -> dict:
+                chunks: dict[str, list[Chunk]] | None = None, views: dict[str, list[dict]] | None = None) -> dict:
     """Write mixes/phase1_knowledge.jsonl and mixes/phase2_skills.jsonl, their sources and a recipe
-    beside each (all atomically); return the manifest's `mixes` section."""
+    beside each (all atomically); return the manifest's `mixes` section. `views`: each knowledge
+    leaf's views.jsonl lines (accepted ones become content rows)."""
     out_dir = Path(out_dir)
     mixes = builddir.mixes_dir(out_dir)
     kinds = {leaf.node_id: leaf.kind for leaf in taxonomy.leaves()}
@@ -240,7 +249,8 @@ def build_mixes(out_dir: Path, taxonomy: Taxonomy, accepted: dict[str, list[Samp
             continue
         by_kind = knowmix.leaf_rows(node_id, accepted[node_id], chunks.get(node_id) or [], pool,
                                     distractors=config.raft_distractors, gold_share=config.raft_gold_share,
-                                    seed=config.seed)
+                                    seed=config.seed, views=(views or {}).get(node_id) or (),
+                                    view_kinds=config.content_views)
         counts = knowmix.kind_counts({k: len(v) for k, v in by_kind.items()}, config.knowledge_shares,
                                      config.per_node_cap, config.per_node_floor)
         for row_kind, rows in by_kind.items():
