@@ -80,7 +80,8 @@ def test_auto_worker_count_follows_concurrency_and_the_embedded_model_stays_in_p
 
 def test_the_calls_run_in_the_workers_not_in_this_process(monkeypatch):
     with TeacherServer(latency=0.05) as srv:
-        teacher = Teacher("openai/teacher-test", api_bases=[srv.url], concurrency=8, workers=2, timeout=10)
+        teacher = Teacher("openai/teacher-test", api_bases=[srv.url], concurrency=8, workers=2, timeout=10,
+                          transport="litellm")
         with teacher:
             assert isinstance(teacher._transport, WorkerPool) and len(teacher._transport.pids) == 2
 
