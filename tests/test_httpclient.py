@@ -256,5 +256,6 @@ def test_a_build_is_byte_identical_through_either_transport_and_the_direct_one_n
     a, b = _hashes(tmp_path / "http"), _hashes(tmp_path / "litellm")
     assert len(a) > 10 and a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
-    manifest = json.loads((tmp_path / "http" / "manifest.json").read_text())
-    assert manifest["config"]["transport"] == "http"
+    for name in ("http", "litellm"):
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        assert manifest["config"]["transport"] == manifest["totals"]["transport"] == name

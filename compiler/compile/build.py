@@ -210,6 +210,7 @@ def write_build(sched: Scheduler, out: Path, broken: dict[str, dict[str, str]], 
                 "teacher_calls": sum(st.teacher_calls for st in sched.nodes.values()),
                 "http_attempts": teacher.stats.calls, "retries": teacher.stats.retries,
                 "mean_in_flight": round(teacher.stats.mean_in_flight, 2), "teacher_workers": teacher.workers,
+                "transport": teacher.transport,
                 "cache_hits": sum(st.cache_hits for st in sched.nodes.values()),
                 "spent_usd": round(sched.spent, 6), "seconds": round(elapsed, 2)})
     manifest.recount()

@@ -184,14 +184,16 @@ class HttpClient:
         url = base.rstrip("/") + "/chat/completions"
         session = self._session()
         sent = time.monotonic()
-        status, raw, got = None, b"", {}
+        got: dict[str, str] = {}
+
+        async def exchange() -> tuple[int, bytes]:
+            async with session.post(url, data=json.dumps(body), headers=headers) as resp:
+                got.update((k.lower(), v) for k, v in resp.headers.items() if k.lower().startswith(_HEADER_PREFIXES))
+                return resp.status, await resp.read()
+
         try:
-            async with asyncio.timeout(limit):
-                async with session.post(url, data=json.dumps(body), headers=headers) as resp:
-                    status = resp.status
-                    got = {k.lower(): v for k, v in resp.headers.items() if k.lower().startswith(_HEADER_PREFIXES)}
-                    raw = await resp.read()
-        except TimeoutError:
+            status, raw = await asyncio.wait_for(exchange(), limit)
+        except asyncio.TimeoutError:
             return Outcome("timeout", message=f"no answer within {limit:g}s", error_type="Timeout",
                            headers=got or None, sent=sent, answered=time.monotonic())
         except (aiohttp.ClientError, OSError, ValueError) as exc:  # refused, reset, dropped, bad URL
