@@ -259,3 +259,12 @@ def test_a_build_is_byte_identical_through_either_transport_and_the_direct_one_n
     for name in ("http", "litellm"):
         manifest = json.loads((tmp_path / name / "manifest.json").read_text())
         assert manifest["config"]["transport"] == manifest["totals"]["transport"] == name
+
+
+def test_auto_forks_no_workers_on_the_direct_path_but_a_forced_count_still_holds(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    base = ["http://127.0.0.1:1/v1"]
+    assert Teacher("openai/t", api_bases=base, concurrency=256, workers=None, transport="http").workers == 1
+    assert Teacher("openai/t", api_bases=base, concurrency=256, workers=2, transport="http").workers == 2
+    if (os.cpu_count() or 1) >= 2:  # litellm's rule: one worker per 64 in flight, up to the cores
+        assert Teacher("openai/t", api_bases=base, concurrency=256, workers=None, transport="litellm").workers >= 2

@@ -199,10 +199,11 @@ class Teacher:
         self._transport: InProcess | WorkerPool = InProcess(self._litellm, self._direct)
 
     def _worker_count(self, asked: int | None) -> int:
-        """None means auto: in this process below WORKERS_FROM requests in flight (workers only pay
-        above ~300 requests/s: transport.py), then one worker per WORKER_SHARE in flight, up to the
-        cores (1 = no workers). The embedded model lives in this process, and workers need fork."""
-        if self.model.startswith("kdc/") or not can_fork():
+        """None means auto: litellm in this process below WORKERS_FROM requests in flight (workers only
+        pay above ~300 requests/s: transport.py), then one worker per WORKER_SHARE in flight, up to the
+        cores (1 = no workers); the direct client (~1 ms a request) never needs them. The embedded
+        model lives in this process, and workers need fork."""
+        if self.model.startswith("kdc/") or not can_fork() or (asked is None and self._direct is not None):
             return 1
         if asked is None:
             asked = 1 if self.concurrency < WORKERS_FROM else min(os.cpu_count() or 1, 8,
@@ -384,9 +385,8 @@ class Teacher:
 
     # -- estimates for --dry-run and --max-cost --------------------------------------------
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
-        if self._direct is not None:
-            return httpclient.count_tokens(messages)
-        return backend.count_tokens(self._litellm, self.model, messages)
+        direct = self._direct is not None
+        return httpclient.count_tokens(messages) if direct else backend.count_tokens(self._litellm, self.model, messages)
 
     def price(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         """USD for a request of that size, by litellm's offline price map; None when unknown."""

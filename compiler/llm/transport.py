@@ -16,6 +16,12 @@ concurrency alone: in this process below 128 in flight (at >= 0.5 s an answer, u
 requests/s), then one worker per 64 in flight, up to the cores. `teacher_workers` /
 `--teacher-workers N` forces a count, e.g. for a fast local server at high request rates.
 
+On the direct path (compiler/llm/httpclient.py) a request costs ~1 ms of client CPU instead of
+~11, so one process keeps up with several hundred requests a second and workers only add pipes:
+measured with benchmarks/bench_client_cpu.py (2 cores, 200 ms, 32 in flight) 1.3 ms and 100 req/s
+in process against 2.1 ms and 92 req/s with 2 workers. So `auto` forks none there; the workers
+still carry the direct client when a count is forced.
+
 Messages are length-prefixed pickles over pipes read by the event loops (no threads, no
 blocking writes). A worker exits when its request pipe closes, so `kill -9` of the parent leaves
 no orphan behind; a worker that dies fails its requests as transport errors (retried elsewhere).
