@@ -17,10 +17,12 @@ Prices come from litellm's own offline price map, read as a JSON file from the i
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import json
 import os
 import time
+import weakref
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -151,6 +153,7 @@ class HttpClient:
         self.concurrency = max(1, concurrency)
         self._sessions: dict[asyncio.AbstractEventLoop, Any] = {}
         self._prices: dict[str, tuple[float, float] | None] = {}
+        _OPEN.add(self)  # closed at exit if nobody did (no "Unclosed client session" on stderr)
 
     def _session(self):
         import aiohttp
@@ -161,7 +164,8 @@ class HttpClient:
             connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0, ttl_dns_cache=300)
             session = aiohttp.ClientSession(connector=connector, json_serialize=json.dumps,
                                             timeout=aiohttp.ClientTimeout(total=None))
-            self._sessions = {lp: s for lp, s in self._sessions.items() if not lp.is_closed()}
+            for lp in [lp for lp in self._sessions if lp.is_closed()]:
+                _discard(self._sessions.pop(lp))
             self._sessions[loop] = session
         return session
 
@@ -234,6 +238,7 @@ class HttpClient:
         """Close the sessions on their own loops (each session belongs to one loop)."""
         for loop, session in list(self._sessions.items()):
             if session.closed or loop.is_closed():
+                _discard(session)
                 continue
             try:
                 running = asyncio.get_running_loop()
@@ -249,6 +254,21 @@ class HttpClient:
             else:
                 loop.run_until_complete(session.close())
         self._sessions.clear()
+
+
+def _discard(session: Any) -> None:
+    """Let go of a session whose loop is gone: its sockets closed without that loop."""
+    try:
+        connector = session.connector
+        session.detach()
+        if connector is not None:
+            connector._close()
+    except Exception:
+        pass
+
+
+_OPEN: "weakref.WeakSet[HttpClient]" = weakref.WeakSet()
+atexit.register(lambda: [client.close() for client in list(_OPEN)])
 
 
 def _failure(status: int | None, raw: bytes, got: dict, sent: float, answered: float, key: str | None) -> Outcome:
