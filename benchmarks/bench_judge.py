@@ -11,6 +11,8 @@ throughput times the judge's latency, so on a CPU-starved machine (see load_avg)
 together; the teacher's own mean in flight in each run is reported for that reason.
 
 usage: bench_judge.py [--leaves 20] [--samples 30] [--latency 0.2] [--capacity 32] [--concurrency 32]
+                      [--transport auto|http|litellm] [--repeat N]
+With --repeat the plain and judged runs alternate N times (fresh servers each) and medians are shown.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,6 +58,7 @@ def compile_once(args, work: Path, name: str, teacher: str, judge: str | None, l
            "concurrency": args.concurrency, "samples_per_node": samples, "seed": 1, "max_retries": 4}
     if args.teacher_workers is not None:
         cli["teacher_workers"] = args.teacher_workers
+    cli["transport"] = args.transport
     cli["judge"] = ""  # plain: no judge at all (not even the teacher judging itself, kdc's default)
     if judge:
         cli["judge"] = "openai/judge-bench"
@@ -76,6 +80,8 @@ def main() -> None:
     ap.add_argument("--capacity", type=int, default=32)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--teacher-workers", type=int, default=None, help="default: kdc's automatic rule")
+    ap.add_argument("--transport", choices=["auto", "http", "litellm"], default="auto")
+    ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kdc-bench-judge-"))
     procs = []
@@ -86,25 +92,32 @@ def main() -> None:
         wproc, warm_judge = server(args, "--judge")
         procs += [tproc, wproc]
         compile_once(args, work, "warm", teacher, warm_judge, 1, 4)  # imports, connections: paid once
-        # fresh servers per measured run: each one's busy period is that run only
-        pproc, teacher = server(args)
-        procs.append(pproc)
-        plain = compile_once(args, work, "plain", teacher, None, args.leaves, args.samples)
-        plain["teacher_server_mean_in_flight"] = round(stats(teacher)["mean_in_flight"], 2)
-        tproc2, teacher = server(args)
-        jproc, judge = server(args, "--judge")
-        procs += [tproc2, jproc]
-        judged = compile_once(args, work, "judged", teacher, judge, args.leaves, args.samples)
-        judged["teacher_server_mean_in_flight"] = round(stats(teacher)["mean_in_flight"], 2)
-        j1 = stats(judge)
-        mean = j1["mean_in_flight"]
-        report = {"machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()},
+        rounds = []
+        for r in range(args.repeat):
+            # fresh servers per measured run: each one's busy period is that run only
+            pproc, teacher = server(args)
+            procs.append(pproc)
+            plain = compile_once(args, work, f"plain{r}", teacher, None, args.leaves, args.samples)
+            plain["teacher_server_mean_in_flight"] = round(stats(teacher)["mean_in_flight"], 2)
+            tproc2, teacher = server(args)
+            jproc, judge = server(args, "--judge")
+            procs += [tproc2, jproc]
+            judged = compile_once(args, work, f"judged{r}", teacher, judge, args.leaves, args.samples)
+            judged["teacher_server_mean_in_flight"] = round(stats(teacher)["mean_in_flight"], 2)
+            j1 = stats(judge)
+            mean = j1["mean_in_flight"]
+            rounds.append({"plain": plain, "judged": judged, "judge_server_mean_in_flight": round(mean, 2),
+                           "judge_server_max_in_flight": j1["max_in_flight"],
+                           "judge_in_flight_share": round(mean / args.concurrency, 3),
+                           "judged_over_plain_wall": round(judged["wall_s"] / plain["wall_s"], 3)})
+        report = {"command": "python benchmarks/bench_judge.py " + " ".join(sys.argv[1:]),
+                  "machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg()},
                   "latency_s": args.latency, "capacity": args.capacity, "concurrency": args.concurrency,
-                  "plain": plain, "judged": judged,
-                  "judge_server_mean_in_flight": round(mean, 2),
-                  "judge_server_max_in_flight": j1["max_in_flight"],
-                  "judge_in_flight_share": round(mean / args.concurrency, 3),
-                  "judged_over_plain_wall": round(judged["wall_s"] / plain["wall_s"], 3)}
+                  "transport": args.transport, **rounds[len(rounds) // 2]}
+        if len(rounds) > 1:
+            for key in ("judge_in_flight_share", "judged_over_plain_wall"):
+                report[f"median_{key}"] = statistics.median(x[key] for x in rounds)
+                report[f"all_{key}"] = [x[key] for x in rounds]
         print(json.dumps(report, indent=2))
     finally:
         for p in procs:

@@ -43,6 +43,7 @@ class CompileConfig:
     api_base: list[str] = field(default_factory=list)
     concurrency: int = 8
     teacher_workers: int | None = None  # processes making litellm calls; None: auto (llm/teacher.py)
+    transport: str = "auto"  # auto | http (kdc's aiohttp client) | litellm (llm/httpclient.py)
     samples_per_node: int = 5
     seed: int = 0
     timeout: float = 120.0  # seconds per teacher request
@@ -137,6 +138,7 @@ _SCALARS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "per_chunk": (int, "an integer >= 0"),
     "fetch_documents": (bool, "true or false"),
     "pdf_converter": (str, "pypdf or docling"),
+    "transport": (str, "auto, http or litellm"),
     "fail_on_shortfall": (bool, "true or false"),
     "judge": (str, "a litellm model string"),
     "out": (str, "a folder path"),
@@ -288,6 +290,8 @@ def _check(cfg: CompileConfig) -> None:
         raise bad("max_tokens", "max_tokens must be at least 16")
     if cfg.few_shot < 1:
         raise bad("few_shot", "few_shot must be at least 1")
+    if cfg.transport not in ("auto", "http", "litellm"):
+        raise bad("transport", f"unknown transport {cfg.transport!r}", "use auto, http or litellm")
     if cfg.pdf_converter not in ("pypdf", "docling"):
         raise bad("pdf_converter", f"unknown pdf_converter {cfg.pdf_converter!r}", "use pypdf or docling")
     if cfg.chunk_words < 20:

@@ -1,6 +1,6 @@
-"""The teacher client against a real OpenAI-protocol HTTP server on 127.0.0.1 (through litellm),
-and the answer parser. Every teacher test runs twice: litellm in this process, and litellm in
-two forked worker processes (compiler/llm/transport.py) - the behaviour must not differ."""
+"""The teacher client against a real OpenAI-protocol HTTP server on 127.0.0.1, and the answer
+parser. Every teacher test runs three times: kdc's direct HTTP client in this process and in two
+forked worker processes (compiler/llm/transport.py), and litellm - the behaviour must not differ."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ MESSAGES = [{"role": "system", "content": "You write data."}, {"role": "user", "
 FMT = response_format("freeform_skill")
 
 
-WORKERS = {"n": 1}  # set per test by the `workers` fixture below
+WORKERS = {"n": 1, "transport": "http"}  # set per test by the `workers` fixture below
 
 
 def ask(teacher: Teacher, n: int = 1, fmt: dict = FMT):
@@ -37,14 +37,16 @@ def make(url, **kw) -> Teacher:
     kw.setdefault("max_retries", 3)
     kw.setdefault("timeout", 5)
     kw.setdefault("workers", WORKERS["n"])
+    kw.setdefault("transport", WORKERS["transport"])
     return Teacher("openai/teacher-test", api_bases=[url] if isinstance(url, str) else url, **kw)
 
 
-@pytest.fixture(autouse=True, params=[1, 2], ids=["in-process", "2-workers"])
+@pytest.fixture(autouse=True, params=[(1, "http"), (2, "http"), (1, "litellm")],
+                ids=["in-process", "2-workers", "litellm"])
 def workers(request):
-    WORKERS["n"] = request.param
-    yield request.param
-    WORKERS["n"] = 1
+    WORKERS["n"], WORKERS["transport"] = request.param
+    yield request.param[0]
+    WORKERS.update(n=1, transport="http")
 
 
 @pytest.fixture(autouse=True)

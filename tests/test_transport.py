@@ -66,21 +66,23 @@ def _key(monkeypatch):
 
 def test_auto_worker_count_follows_concurrency_and_the_embedded_model_stays_in_process():
     """Auto: in-process below 128 in flight (hosted teachers run at tens of requests a second,
-    where workers only cost), then one worker per 64 in flight, up to the cores."""
+    where workers only cost), then one worker per 64 in flight, up to the cores. This is litellm's
+    rule; the direct client never needs workers (tests/test_httpclient.py)."""
     cores = os.cpu_count() or 1
     base = ["http://127.0.0.1:9/v1"]
-    assert Teacher("openai/t", api_bases=base, concurrency=8, workers=None).workers == 1
-    assert Teacher("openai/t", api_bases=base, concurrency=64, workers=None).workers == 1
-    assert Teacher("openai/t", api_bases=base, concurrency=127, workers=None).workers == 1
-    assert Teacher("openai/t", api_bases=base, concurrency=128, workers=None).workers == min(cores, 2)
-    assert Teacher("openai/t", api_bases=base, concurrency=512, workers=None).workers == min(cores, 8)
+    assert Teacher("openai/t", api_bases=base, concurrency=8, workers=None, transport="litellm").workers == 1
+    assert Teacher("openai/t", api_bases=base, concurrency=64, workers=None, transport="litellm").workers == 1
+    assert Teacher("openai/t", api_bases=base, concurrency=127, workers=None, transport="litellm").workers == 1
+    assert Teacher("openai/t", api_bases=base, concurrency=128, workers=None, transport="litellm").workers == min(cores, 2)
+    assert Teacher("openai/t", api_bases=base, concurrency=512, workers=None, transport="litellm").workers == min(cores, 8)
     assert Teacher("openai/t", api_bases=["http://127.0.0.1:9/v1"], concurrency=2, workers=5).workers == 2
     assert Teacher("kdc/gemma3-270m", workers=4).workers == 1
 
 
 def test_the_calls_run_in_the_workers_not_in_this_process(monkeypatch):
     with TeacherServer(latency=0.05) as srv:
-        teacher = Teacher("openai/teacher-test", api_bases=[srv.url], concurrency=8, workers=2, timeout=10)
+        teacher = Teacher("openai/teacher-test", api_bases=[srv.url], concurrency=8, workers=2, timeout=10,
+                          transport="litellm")
         with teacher:
             assert isinstance(teacher._transport, WorkerPool) and len(teacher._transport.pids) == 2
 

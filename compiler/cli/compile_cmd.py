@@ -25,6 +25,9 @@ from compiler.io.builddir import MANIFEST
 @click.option("--api-base", "api_base", multiple=True,
               help="Teacher endpoint; repeat it to balance requests across several servers.")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Teacher requests in flight.")
+@click.option("--transport", type=click.Choice(["auto", "http", "litellm"]),
+              help="Who makes the HTTP calls: auto (kdc's own client for openai/ and hosted_vllm/ models "
+                   "with --api-base, else litellm), http or litellm.")
 @click.option("--teacher-workers", type=click.IntRange(min=1),
               help="Processes making the teacher calls (default: one per 16 requests in flight, up to the cores).")
 @click.option("--samples-per-node", type=click.IntRange(min=1), help="Accepted samples per leaf.")
@@ -48,7 +51,7 @@ from compiler.io.builddir import MANIFEST
                    f"{MANIFEST}, and the exit status is 4.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest totals (or the plan) as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
-def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, teacher_workers, samples_per_node,
+def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, transport, teacher_workers, samples_per_node,
              seed, timeout, max_retries, max_cost, judge, no_judge, fetch, allow_repo, trust_config, dry_run, fail_on_shortfall,
              keep_going, as_json, quiet):
     """Compile TAXONOMY into per-node datasets, SFT mixes and a manifest in --out."""
@@ -57,7 +60,7 @@ def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, t
 
     _setup_logging()
     cli = {"out": out, "teacher": teacher, "api_base": api_base, "concurrency": concurrency,
-           "teacher_workers": teacher_workers,
+           "teacher_workers": teacher_workers, "transport": transport,
            "samples_per_node": samples_per_node, "seed": seed, "timeout": timeout, "max_retries": max_retries,
            "max_cost": max_cost, "judge": "" if no_judge else judge, "dry_run": dry_run or None, "fail_on_shortfall": fail_on_shortfall,
            "fetch_documents": fetch, "allow_repos": allow_repo}

@@ -28,6 +28,7 @@ from compiler.errors import BuildError, KdcError, TaxonomyError
 from compiler.gates.judging import default_judge, response_format_used
 from compiler.io import builddir
 from compiler.io.buildrecords import Manifest, NodeStats, reason_counts, review_entry
+from compiler.llm.httpclient import set_default_transport
 from compiler.llm.teacher import Teacher
 from compiler.taxonomy.tree import Taxonomy, load_taxonomy
 
@@ -73,6 +74,7 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None, *, ke
     if gates.judge_concurrency is None:
         gates.judge_concurrency = cfg.concurrency
     judge_note = default_judge(cfg, gates)  # the teacher judges itself unless told otherwise
+    set_default_transport(cfg.transport)  # the judge's client follows the run's transport
     teacher = Teacher(cfg.teacher, api_bases=cfg.api_base, timeout=cfg.timeout, max_retries=cfg.max_retries,
                       concurrency=cfg.concurrency, sampling=cfg.sampling,
                       workers=1 if cfg.dry_run else cfg.teacher_workers,
@@ -209,6 +211,7 @@ def write_build(sched: Scheduler, out: Path, broken: dict[str, dict[str, str]], 
                 "teacher_calls": sum(st.teacher_calls for st in sched.nodes.values()),
                 "http_attempts": teacher.stats.calls, "retries": teacher.stats.retries,
                 "mean_in_flight": round(teacher.stats.mean_in_flight, 2), "teacher_workers": teacher.workers,
+                "transport": teacher.transport,
                 "cache_hits": sum(st.cache_hits for st in sched.nodes.values()),
                 "spent_usd": round(sched.spent, 6), "seconds": round(elapsed, 2)})
     manifest.recount()

@@ -13,7 +13,8 @@ API keys are read by litellm from each provider's usual environment variable; kd
 receives, logs or stores them, and scrubs anything key-like from error details
 (compiler/llm/secrets.py). The litellm call itself runs in this process or in forked workers
 (compiler/llm/transport.py: why, how and when); use the Teacher as a context manager (`with
-teacher:`) to start and stop them.
+teacher:`) to start and stop them. `transport` (auto|http|litellm) picks who makes the HTTP call:
+litellm, or kdc's own aiohttp client (compiler/llm/httpclient.py: when and why).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import Any
 
 from compiler.errors import TeacherError
 from compiler.resources import load_schema
-from compiler.llm import backend
+from compiler.llm import backend, httpclient
 from compiler.llm.schemafallback import JSON_OBJECT, schema_feature, schema_refusal
 from compiler.llm.secrets import scrub
 from compiler.llm.transport import InProcess, Outcome, WorkerPool, can_fork
@@ -164,7 +165,7 @@ class Teacher:
 
     def __init__(self, model: str, *, api_bases: list[str] | None = None, timeout: float = 120.0,
                  max_retries: int = 4, concurrency: int = 8, sampling: dict[str, Any] | None = None,
-                 workers: int | None = 1, logprobs: bool = False):
+                 workers: int | None = 1, logprobs: bool = False, transport: str | None = None):
         self.model = model
         self.api_bases = list(api_bases or [])
         self.timeout = timeout
@@ -183,7 +184,9 @@ class Teacher:
         self._sem: asyncio.Semaphore | None = None
         self._sem_loop: asyncio.AbstractEventLoop | None = None
         self._jitter = random.Random()
-        self._litellm = backend.load()
+        self.transport = httpclient.choose_transport(model, self.api_bases, transport)
+        self._direct = httpclient.HttpClient(concurrency) if self.transport == "http" else None
+        self._litellm = backend.load() if self._direct is None else None  # the direct path never imports it
         if model.startswith("kdc/"):
             from compiler.llm.embedded import check_available, register
 
@@ -193,13 +196,14 @@ class Teacher:
         self._api_key = self._check_environment()
         self.price_known = self._register_price()
         self.workers = self._worker_count(workers)
-        self._transport: InProcess | WorkerPool = InProcess(self._litellm)
+        self._transport: InProcess | WorkerPool = InProcess(self._litellm, self._direct)
 
     def _worker_count(self, asked: int | None) -> int:
-        """None means auto: in this process below WORKERS_FROM requests in flight (workers only pay
-        above ~300 requests/s: transport.py), then one worker per WORKER_SHARE in flight, up to the
-        cores (1 = no workers). The embedded model lives in this process, and workers need fork."""
-        if self.model.startswith("kdc/") or not can_fork():
+        """None means auto: litellm in this process below WORKERS_FROM requests in flight (workers only
+        pay above ~300 requests/s: transport.py), then one worker per WORKER_SHARE in flight, up to the
+        cores (1 = no workers); the direct client (~1 ms a request) never needs them. The embedded
+        model lives in this process, and workers need fork."""
+        if self.model.startswith("kdc/") or not can_fork() or (asked is None and self._direct is not None):
             return 1
         if asked is None:
             asked = 1 if self.concurrency < WORKERS_FROM else min(os.cpu_count() or 1, 8,
@@ -209,19 +213,20 @@ class Teacher:
     def __enter__(self) -> "Teacher":
         """Start the worker processes (before any event loop runs: they are forked)."""
         if self.workers > 1 and isinstance(self._transport, InProcess):
-            self._transport = WorkerPool(self._litellm, self.workers)
+            self._transport = WorkerPool(self._litellm, self.workers, self._direct)
         return self
 
     def __exit__(self, *exc) -> None:
         self._transport.close()
-        self._transport = InProcess(self._litellm)
+        self._transport = InProcess(self._litellm, self._direct)
 
     def _check_environment(self) -> str | None:
         """Fail early, with the variable's name, when the provider needs a key that is not set.
         Local OpenAI-compatible servers (an --api-base) get a placeholder key instead."""
         if self.model.startswith("kdc/"):
             return None
-        missing = backend.missing_keys(self._litellm, self.model)
+        direct = self._direct is not None
+        missing = httpclient.missing_keys(self.model) if direct else backend.missing_keys(self._litellm, self.model)
         if not missing:
             return None
         if self.api_bases:
@@ -235,6 +240,8 @@ class Teacher:
         and kdc reports the cost as unknown (None), never as zero."""
         if self.model.startswith("kdc/"):
             return True
+        if self._direct is not None:  # litellm's price map, read as a file (httpclient.model_price)
+            return httpclient.model_price(self.model) is not None
         if self.model in _ZERO_PRICED:
             return False
         if backend.price_known(self._litellm, self.model):
@@ -378,7 +385,8 @@ class Teacher:
 
     # -- estimates for --dry-run and --max-cost --------------------------------------------
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
-        return backend.count_tokens(self._litellm, self.model, messages)
+        direct = self._direct is not None
+        return httpclient.count_tokens(messages) if direct else backend.count_tokens(self._litellm, self.model, messages)
 
     def price(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         """USD for a request of that size, by litellm's offline price map; None when unknown."""
@@ -386,5 +394,7 @@ class Teacher:
             return 0.0
         if not self.price_known:
             return None
+        if self._direct is not None:
+            return httpclient.price(self.model, prompt_tokens, completion_tokens)
         return backend.price(self._litellm, self.model, prompt_tokens, completion_tokens)
 

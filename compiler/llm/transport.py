@@ -16,6 +16,12 @@ concurrency alone: in this process below 128 in flight (at >= 0.5 s an answer, u
 requests/s), then one worker per 64 in flight, up to the cores. `teacher_workers` /
 `--teacher-workers N` forces a count, e.g. for a fast local server at high request rates.
 
+On the direct path (compiler/llm/httpclient.py) a request costs ~1 ms of client CPU instead of
+~11, so one process keeps up with several hundred requests a second and workers only add pipes:
+measured with benchmarks/bench_client_cpu.py (2 cores, 200 ms, 32 in flight) 1.3 ms and 100 req/s
+in process against 2.1 ms and 92 req/s with 2 workers. So `auto` forks none there; the workers
+still carry the direct client when a count is forced.
+
 Messages are length-prefixed pickles over pipes read by the event loops (no threads, no
 blocking writes). A worker exits when its request pipe closes, so `kill -9` of the parent leaves
 no orphan behind; a worker that dies fails its requests as transport errors (retried elsewhere).
@@ -62,18 +68,19 @@ def io_loop() -> asyncio.AbstractEventLoop:
 
 
 class InProcess:
-    """litellm in this process: the default, and the only way for the embedded model.
+    """litellm (or the direct HTTP client, `direct`) in this process: the default, and the only way
+    for the embedded model.
 
     The calls run on the I/O event loop (`io_loop`), not on the caller's: the main loop also runs
     the gates, and while it is busy an answer that has arrived would wait there to be read (the
     server sees its slot free, kdc does not, and the next request waits too). The I/O loop does
     nothing else, so it reads an answer within a GIL switch (5 ms)."""
 
-    def __init__(self, lt: Any):
-        self.lt = lt
+    def __init__(self, lt: Any = None, direct: Any = None):
+        self.lt, self.direct = lt, direct
 
     async def call(self, kwargs: dict[str, Any], deadline: float) -> Outcome:
-        future = asyncio.run_coroutine_threadsafe(attempt(self.lt, kwargs, deadline), io_loop())
+        future = asyncio.run_coroutine_threadsafe(_attempt(self.lt, self.direct, kwargs, deadline), io_loop())
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -81,7 +88,13 @@ class InProcess:
             raise
 
     def close(self) -> None:
-        pass  # the I/O loop is shared and lives with the process
+        if self.direct is not None:  # its session lives on the I/O loop; the loop lives on
+            self.direct.close()
+
+
+def _attempt(lt: Any, direct: Any, kwargs: dict[str, Any], deadline: float):
+    """One attempt on the direct HTTP client when there is one, else through litellm."""
+    return direct.attempt(kwargs, deadline) if direct is not None else attempt(lt, kwargs, deadline)
 
 
 # ------------------------------------------------------------------------------- framing
@@ -166,7 +179,7 @@ class _Channel:
 
 
 # ------------------------------------------------------------------------------- the worker
-def _worker_main(read_fd: int, write_fd: int, close_fds: list[int], lt: Any) -> None:
+def _worker_main(read_fd: int, write_fd: int, close_fds: list[int], lt: Any, direct: Any = None) -> None:
     """Body of a forked worker: answer requests until the parent closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # Everything inherited (litellm and its ~400k objects) lives as long as the worker: out of the
@@ -179,18 +192,18 @@ def _worker_main(read_fd: int, write_fd: int, close_fds: list[int], lt: Any) -> 
         except OSError:
             pass
     try:
-        asyncio.run(_serve(read_fd, write_fd, lt))
+        asyncio.run(_serve(read_fd, write_fd, lt, direct))
     finally:
         os._exit(0)
 
 
-async def _serve(read_fd: int, write_fd: int, lt: Any) -> None:
+async def _serve(read_fd: int, write_fd: int, lt: Any, direct: Any = None) -> None:
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     tasks: set[asyncio.Task] = set()
 
     async def answer(rid: int, kwargs: dict[str, Any], deadline: float) -> None:
-        outcome = await attempt(lt, kwargs, deadline)
+        outcome = await _attempt(lt, direct, kwargs, deadline)
         if not channel.lost:
             channel.send((rid, outcome))
 
@@ -224,19 +237,19 @@ class _Worker:
 class WorkerPool:
     """N forked workers; each request goes to the live worker with the fewest outstanding."""
 
-    def __init__(self, lt: Any, n: int):
+    def __init__(self, lt: Any, n: int, direct: Any = None):
         import multiprocessing
 
         ctx = multiprocessing.get_context("fork")
         self.workers: list[_Worker] = []
-        self._fallback = InProcess(lt)
+        self._fallback = InProcess(lt, direct)
         self._pending: dict[int, tuple[int, asyncio.Future]] = {}
         self._next_id = 0
         parent_fds: list[int] = []
         for i in range(n):
             req_r, req_w = os.pipe()
             res_r, res_w = os.pipe()
-            proc = ctx.Process(target=_worker_main, args=(req_r, res_w, [*parent_fds, req_w, res_r], lt),
+            proc = ctx.Process(target=_worker_main, args=(req_r, res_w, [*parent_fds, req_w, res_r], lt, direct),
                                daemon=True, name=f"kdc-teacher-{i}")
             proc.start()
             os.close(req_r)
