@@ -134,55 +134,65 @@ class Scheduler:
             self.cache.close()
 
     async def _generate(self) -> None:
-        """Rounds until every node is full or out of budget. Within a round, requests run ahead of
-        the gate through a window of a few times the concurrency (bounded memory on huge plans,
-        a full pipe for the teacher); results are gated strictly in the round's order."""
+        """Rounds until every node is full or out of budget. Requests run ahead of the gate through
+        a window of a few times the concurrency (bounded memory on huge plans, a full pipe for the
+        teacher); results are gated strictly in plan order.
+
+        A node's next round is planned as soon as its own round is decided, not when every node's
+        is: the pipe never drains between rounds. The order stays what whole rounds give (the
+        rest of round r in node order, then round r+1 in node order: each node's items are
+        contiguous and its round ends in node order), and a node's next round depends only on its
+        own decisions, so the bytes are the same as with global rounds at any concurrency."""
         window = max(64, 4 * self.teacher.concurrency)
         await augment.augment_leaves(self)  # views first, so the units and quotas are known
-        while True:
-            plan = self._next_round()
-            if not plan:
-                return
-            todo = iter(plan)
-            pending: deque[tuple[Request, asyncio.Future]] = deque()
+        todo: deque[tuple[NodeState, int]] = deque(self._next_round(sorted(self.nodes)))
+        left = Counter(st.lp.node_id for st, _ in todo)  # per node: items of its round not yet resolved
+        pending: deque[tuple[Request, asyncio.Future]] = deque()
 
-            def fill() -> None:
-                while len(pending) < window:
-                    item = next(todo, None)
-                    if item is None:
-                        return
-                    st, index = item
-                    if st.need <= 0:
-                        continue  # the node filled up earlier in this round
-                    req = prepare(task_for(st.lp, index, self.cfg), self.prompts, self.cfg.teacher, self.cfg.sampling,
-                                  logprobs=self.teacher.logprobs)
-                    pending.append((req, asyncio.ensure_future(self._ask_screened(req, st.sent))))
-                    st.sent += 1
+        def resolved(st: NodeState) -> None:
+            left[st.lp.node_id] -= 1
+            if left[st.lp.node_id] == 0:
+                more = self._next_round([st.lp.node_id])
+                todo.extend(more)
+                left[st.lp.node_id] = len(more)
 
-            fill()
-            try:
-                while pending:
-                    req, fut = pending.popleft()
-                    answer, screened = await fut
-                    for sub, sub_answer, sub_screened in typed.unpack(req, answer, screened):
-                        self._gate(sub, sub_answer, sub_screened)  # a typed call: each of its K records
-                    st = self.nodes[req.task.node_id]
-                    st.decided += 1
-                    if isinstance(answer, Completion) and answer.cached:
-                        st.hits_gated += 1
-                    st.gated.set()
-                    fill()
-            except BaseException:
-                for _, fut in pending:
-                    fut.cancel()
-                await asyncio.gather(*(fut for _, fut in pending), return_exceptions=True)
-                raise
+        def fill() -> None:
+            while len(pending) < window and todo:
+                st, index = todo.popleft()
+                if st.need <= 0:
+                    resolved(st)  # the node filled up earlier: not sent (and no next round)
+                    continue
+                req = prepare(task_for(st.lp, index, self.cfg), self.prompts, self.cfg.teacher, self.cfg.sampling,
+                              logprobs=self.teacher.logprobs)
+                pending.append((req, asyncio.ensure_future(self._ask_screened(req, st.sent))))
+                st.sent += 1
 
-    def _next_round(self) -> list[tuple[NodeState, int]]:
-        """The next round's (node, sample index) pairs in node order: per node enough new indexes
-        to fill its quota at the acceptance rate seen so far, within its attempt budget."""
+        fill()
+        try:
+            while pending:
+                req, fut = pending.popleft()
+                answer, screened = await fut
+                for sub, sub_answer, sub_screened in typed.unpack(req, answer, screened):
+                    self._gate(sub, sub_answer, sub_screened)  # a typed call: each of its K records
+                st = self.nodes[req.task.node_id]
+                st.decided += 1
+                if isinstance(answer, Completion) and answer.cached:
+                    st.hits_gated += 1
+                st.gated.set()
+                resolved(st)
+                fill()
+        except BaseException:
+            for _, fut in pending:
+                fut.cancel()
+            await asyncio.gather(*(fut for _, fut in pending), return_exceptions=True)
+            raise
+
+    def _next_round(self, node_ids: list[str]) -> list[tuple[NodeState, int]]:
+        """The next round's (node, sample index) pairs of these nodes, in their order: per node
+        enough new indexes to fill its quota at the acceptance rate seen so far, within its
+        attempt budget."""
         plan: list[tuple[NodeState, int]] = []
-        for node_id in sorted(self.nodes):
+        for node_id in node_ids:
             st = self.nodes[node_id]
             if st.need <= 0 or st.stopped:
                 continue
