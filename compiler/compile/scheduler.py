@@ -114,6 +114,7 @@ class Scheduler:
         self.spent = 0.0  # USD actually spent in this run (known prices)
         self.reserved = 0.0  # USD reserved by requests in flight (worst case)
         self.cost_stop = False
+        self.batch_stats = None  # --batch: compile/batchrun.py's BatchStats
 
     # -- generation ------------------------------------------------------------------------
     def run(self) -> None:
@@ -143,6 +144,10 @@ class Scheduler:
             plan = self._next_round()
             if not plan:
                 return
+            if self.cfg.batch:  # the round's answers through the batch API first, into the cache
+                from compiler.compile.batchrun import prefetch
+
+                await prefetch(self, plan)
             todo = iter(plan)
             pending: deque[tuple[Request, asyncio.Future]] = deque()
 
