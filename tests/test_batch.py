@@ -110,20 +110,24 @@ def test_a_4xx_on_create_is_a_batch_error_with_its_status_and_no_key():
 
 
 # --------------------------------------------------------------------------- compile --batch
-def test_batch_mode_writes_the_same_accepted_data_as_live_mode(tax, tmp_path, kdc):
+@pytest.mark.parametrize("augment", [False, True])
+def test_batch_mode_writes_the_same_accepted_data_as_live_mode(tax, tmp_path, kdc, augment):
     live, batch = tmp_path / "live", tmp_path / "batch"
+    cfg = tmp_path / "kdc.yaml"  # augmentation on: views (live) and typed calls (K records a batch item)
+    cfg.write_text((tax / "kdc.yaml").read_text().replace("enabled: false", f"enabled: {str(augment).lower()}"))
     with BatchServer() as srv:
-        assert kdc(*args(tax, live, srv)[:-2])[0] == 0  # live (no --batch)
+        assert kdc(*args(tax, live, srv, "--config", cfg))[0] == 0  # live (no --batch)
         calls = srv.chat_requests
         assert srv.creates == 0 and calls > 0
         srv.reset_log()
-        code, _, err = kdc(*args(tax, batch, srv, "--batch"))
+        code, _, err = kdc(*args(tax, batch, srv, "--config", cfg, "--batch"))
         assert code == 0, err
-        # every generation request of the build went in a batch; only the views (augmentation) live
-        assert srv.creates >= 1 and srv.batch_lines >= 18
-        live_bodies = [e["body"] for e in srv.log if not e.get("batch")]
-        assert all(not (b.get("response_format") or {}).get("json_schema", {}).get("name", "").endswith("_record")
-                   for b in live_bodies)
+        assert srv.creates >= 1 and srv.batch_lines >= (6 if augment else 18)
+        # every generation request went in a batch; only augmentation views are asked live
+        live_formats = {((e["body"].get("response_format") or {}).get("json_schema") or {}).get("name")
+                        for e in srv.log if not e.get("batch")}
+        assert live_formats <= ({"kdc_detailed_summary", "kdc_extractive_summary", "kdc_atomic_facts"} if augment else set())
+        assert srv.batch_lines + live_chat(srv) == calls  # not one request more than live mode
     assert datasets(batch) == datasets(live) and datasets(live)
     m = json.loads((batch / "manifest.json").read_text())
     b = m["totals"]["batch"]
@@ -207,3 +211,17 @@ def test_batch_needs_a_provider_with_a_batch_api(tax, tmp_path, kdc):
     code, _, err = kdc("compile", tax, "--out", tmp_path / "o", "--teacher", "anthropic/claude-3-haiku-20240307",
                        "--api-base", "http://127.0.0.1:9/v1", "--batch", "--no-judge")
     assert code != 0 and "batch API" in err
+
+
+def test_batch_settings_in_kdc_yaml_are_checked_with_their_line(tax, tmp_path):
+    from compiler.config import load_config
+    from compiler.errors import ConfigError
+
+    cfg = tmp_path / "batch.yaml"
+    cfg.write_text("teacher: openai/teacher-test\nbatch: true\nbatch_poll: 5\n")
+    loaded = load_config(tax, cfg, {})
+    assert loaded.batch is True and loaded.batch_poll == 5
+    cfg.write_text("teacher: openai/teacher-test\nbatch: true\nbatch_poll: 0\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(tax, cfg, {})
+    assert exc.value.line == 3 and "batch_poll" in str(exc.value)
