@@ -9,6 +9,7 @@ every line of its input file with the responder. Faults:
   expire=True                     the batch ends `expired`: the first `expire_after` lines answered,
                                   the rest in the errors file (code batch_expired), as OpenAI does
   create_status=400               POST /v1/batches answers this status (the upload still works)
+  hold=True                       batches stay in_progress until `hold` is set false (a long batch)
 `creates`, `uploads`, `retrieves` and `batches` record what the client did.
 """
 
@@ -28,8 +29,10 @@ STEPS = ("validating", "in_progress", "completed")
 
 class BatchServer(TeacherServer):
     def __init__(self, *, steps: tuple[str, ...] = STEPS, fail_item: Callable[[dict], str | None] | None = None,
-                 expire: bool = False, expire_after: int = 0, create_status: int | None = None, **kw: Any):
+                 expire: bool = False, expire_after: int = 0, create_status: int | None = None,
+                 hold: bool = False, **kw: Any):
         super().__init__(**kw)
+        self.hold = hold
         self.steps = steps
         self.fail_item = fail_item
         self.expire = expire
@@ -103,7 +106,9 @@ class BatchServer(TeacherServer):
         if batch is None:
             return web.json_response({"error": {"message": "no such batch"}}, status=404)
         self.retrieves += 1
-        if batch["status"] not in ("completed", "expired"):
+        if self.hold:
+            batch["status"] = "in_progress"
+        elif batch["status"] not in ("completed", "expired"):
             batch["_step"] = min(batch["_step"] + 1, len(self.steps) - 1)
             final = batch["_step"] == len(self.steps) - 1
             batch["status"] = ("expired" if self.expire else self.steps[-1]) if final else self.steps[batch["_step"]]

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -194,6 +198,29 @@ def test_a_compile_killed_after_create_resumes_the_stored_batch_without_resubmit
         assert srv.creates == rounds  # the first round's batch was not submitted again
         m = json.loads((out / "manifest.json").read_text())["totals"]["batch"]
         assert m["resumed"] == 1 and m["batches"] == rounds - 1
+    assert datasets(out) == datasets(ref)
+
+
+def test_kill_9_while_the_batch_runs_then_rerun_resumes_it(tax, tmp_path, kdc):
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    with BatchServer() as srv:
+        assert kdc(*args(tax, ref, srv, "--batch"))[0] == 0
+        rounds = srv.creates
+    with BatchServer(hold=True) as srv:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen([sys.executable, "-m", "compiler", *map(str, args(tax, out, srv, "--batch"))],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 240
+        while srv.retrieves < 3 and proc.poll() is None:  # created, stored, and being polled
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert srv.creates == 1 and srv.batch_lines == 0
+        srv.hold = False  # the provider finishes the batch while kdc is down
+        code, _, err = kdc(*args(tax, out, srv, "--batch"))
+        assert code == 0, err
+        assert "resuming batch" in err and srv.creates == rounds
     assert datasets(out) == datasets(ref)
 
 
