@@ -172,6 +172,19 @@ def test_a_refused_batch_falls_back_to_live_with_a_warning(tax, tmp_path, kdc):
     assert datasets(out) == datasets(ref)
 
 
+def test_a_round_bigger_than_a_batch_is_split_into_several(tax, tmp_path, kdc, monkeypatch):
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    with BatchServer() as srv:
+        assert kdc(*args(tax, ref, srv, "--batch"))[0] == 0
+        whole = srv.creates
+    monkeypatch.setattr(batchrun, "MAX_LINES", 4)
+    with BatchServer() as srv:
+        assert kdc(*args(tax, out, srv, "--batch"))[0] == 0
+        sizes = [len(srv.files[b["input_file_id"]].splitlines()) for b in srv.batches.values()]
+        assert srv.creates > whole and max(sizes) <= 4 and live_chat(srv) == 0
+    assert datasets(out) == datasets(ref)
+
+
 def test_a_compile_killed_after_create_resumes_the_stored_batch_without_resubmitting(tax, tmp_path, kdc,
                                                                                       monkeypatch):
     ref, out = tmp_path / "ref", tmp_path / "out"

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from compiler.compile.scheduler import NodeState, Scheduler
 
 log = logging.getLogger("kdc.batch")
+MAX_LINES = 50_000  # requests per batch (OpenAI's limit); a bigger round is split into several
 RETRIEVE_TRIES = 5  # consecutive failed retrieves before the round goes live (the batch stays open)
 
 
@@ -80,19 +81,26 @@ async def prefetch(sched: "Scheduler", plan: list[tuple["NodeState", int]]) -> N
     wanted = {k: r for k, r in wanted.items() if not sched.cache.has(k)}
     if not wanted or _over_cap(sched, lt, wanted.values()):
         return
-    requests = {k: (r.task.node_id, r.task.sample_index) for k, r in wanted.items()}
-    lines = [_line(lt, sched, r) for r in wanted.values()]
-    try:
-        batch_id = await client.submit(lines, {"kdc": "compile", "requests": str(len(lines))})
-    except BatchError as exc:
-        log.warning("the batch API refused the round's %d requests (%s); asking them live", len(lines), exc.message)
-        stats.failed["batch-refused"] += len(lines)
-        return
-    sched.cache.put_batch(batch_id, requests)  # from here on a restart resumes this batch
-    stats.batches += 1
-    stats.requests += len(lines)
-    log.info("batch %s submitted: %d requests", batch_id, len(lines))
-    await _read_back(sched, lt, client, batch_id, requests, stats)
+    keys = list(wanted)
+    submitted: list[tuple[str, dict[str, tuple[str, int]]]] = []
+    for start in range(0, len(keys), MAX_LINES):  # all parts submitted first: the provider runs them together
+        part = [wanted[k] for k in keys[start:start + MAX_LINES]]
+        requests = {r.key: (r.task.node_id, r.task.sample_index) for r in part}
+        lines = [_line(lt, sched, r) for r in part]
+        try:
+            batch_id = await client.submit(lines, {"kdc": "compile", "requests": str(len(lines))})
+        except BatchError as exc:
+            log.warning("the batch API refused %d of the round's requests (%s); asking them live", len(lines),
+                        exc.message)
+            stats.failed["batch-refused"] += len(lines)
+            continue
+        sched.cache.put_batch(batch_id, requests)  # from here on a restart resumes this batch
+        stats.batches += 1
+        stats.requests += len(lines)
+        log.info("batch %s submitted: %d requests", batch_id, len(lines))
+        submitted.append((batch_id, requests))
+    for batch_id, requests in submitted:
+        await _read_back(sched, lt, client, batch_id, requests, stats)
 
 
 def _line(lt: Any, sched: "Scheduler", req: Request) -> dict[str, Any]:
