@@ -62,6 +62,8 @@ class CompileConfig:
     allow_repos: list[str] = field(default_factory=list)  # document repos allowed outside the checkout
     pdf_converter: str = "pypdf"  # PDF documents: pypdf (text layer) or docling (installed with its models)
     fail_on_shortfall: bool = False
+    batch: bool = False  # generation requests through the provider's batch API (compile/batchrun.py)
+    batch_poll: float = 30.0  # seconds between batch status checks
     dry_run: bool = False
     judge: str | None = None
     diversity: dict[str, list[str]] = field(default_factory=lambda: {
@@ -140,6 +142,8 @@ _SCALARS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "pdf_converter": (str, "pypdf or docling"),
     "transport": (str, "auto, http or litellm"),
     "fail_on_shortfall": (bool, "true or false"),
+    "batch": (bool, "true or false"),
+    "batch_poll": ((int, float), "a number of seconds"),
     "judge": (str, "a litellm model string"),
     "out": (str, "a folder path"),
 }
@@ -278,6 +282,8 @@ def _check(cfg: CompileConfig) -> None:
         raise bad("timeout", "timeout must be a positive number of seconds")
     if cfg.max_cost is not None and cfg.max_cost < 0:
         raise bad("max_cost", "max_cost must be 0 or more")
+    if cfg.batch_poll <= 0:
+        raise bad("batch_poll", "batch_poll must be a positive number of seconds")
     if cfg.max_attempts is not None and cfg.max_attempts < 1:
         raise bad("max_attempts", "max_attempts must be at least 1")
     if not 0.0 <= cfg.eval_share < 1.0:

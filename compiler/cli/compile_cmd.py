@@ -43,6 +43,10 @@ from compiler.io.builddir import MANIFEST
               help="Also accept document repos under this folder or URL prefix (repeatable); see README Security.")
 @click.option("--trust-config", is_flag=True,
               help="Let the taxonomy's own kdc.yaml set endpoints, key variables, out, allow_repos and fetching.")
+@click.option("--batch", is_flag=True, default=None,
+              help="Send each round's requests through the provider's batch API (about half price, slower); "
+                   "resumes a submitted batch after a restart.")
+@click.option("--batch-poll", type=click.FloatRange(min=0.001), help="Seconds between batch status checks (default 30).")
 @click.option("--dry-run", is_flag=True, help="Show the plan (leaves, requests, tokens, cost); send nothing.")
 @click.option("--fail-on-shortfall", is_flag=True, default=None,
               help="Exit with status 3 when a node misses its quota.")
@@ -52,8 +56,8 @@ from compiler.io.builddir import MANIFEST
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest totals (or the plan) as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress display.")
 def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, transport, teacher_workers, samples_per_node,
-             seed, timeout, max_retries, max_cost, judge, no_judge, fetch, allow_repo, trust_config, dry_run, fail_on_shortfall,
-             keep_going, as_json, quiet):
+             seed, timeout, max_retries, max_cost, judge, no_judge, fetch, allow_repo, trust_config, batch, batch_poll, dry_run,
+             fail_on_shortfall, keep_going, as_json, quiet):
     """Compile TAXONOMY into per-node datasets, SFT mixes and a manifest in --out."""
     from compiler.compile.build import compile_taxonomy
     from compiler.config import load_config
@@ -63,7 +67,7 @@ def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, t
            "teacher_workers": teacher_workers, "transport": transport,
            "samples_per_node": samples_per_node, "seed": seed, "timeout": timeout, "max_retries": max_retries,
            "max_cost": max_cost, "judge": "" if no_judge else judge, "dry_run": dry_run or None, "fail_on_shortfall": fail_on_shortfall,
-           "fetch_documents": fetch, "allow_repos": allow_repo}
+           "fetch_documents": fetch, "allow_repos": allow_repo, "batch": batch, "batch_poll": batch_poll}
     cfg = load_config(taxonomy, config_file, cli, trust=trust_config)
     progress: Progress = Progress() if quiet or dry_run else (
         RichProgress() if sys.stderr.isatty() else LogProgress())
@@ -137,6 +141,10 @@ def _print_plan(plan: dict) -> None:
     table.add_row("total", "", str(t["target"]), str(t["max_requests"]), "", "", f"{t['prompt_tokens']:,}",
                   f"{t['completion_tokens']:,}", cost, style="bold")
     console.print(table)
+    if plan.get("batch"):
+        b = plan["batch"]
+        cost = "unknown" if b["cost_usd"] is None else f"{b['cost_usd']:.4f}"
+        console.print(f"with --batch: est. cost $ {cost} ({b['basis']}); the judge and augmentation views stay live")
     if plan.get("max_cost") is not None:
         verdict = "over" if plan["over_max_cost"] else "within"
         console.print(f"estimated cost is {verdict} --max-cost {plan['max_cost']}; the real run stops at the cap")

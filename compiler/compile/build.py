@@ -79,8 +79,14 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None, *, ke
                       concurrency=cfg.concurrency, sampling=cfg.sampling,
                       workers=1 if cfg.dry_run else cfg.teacher_workers,
                       logprobs=gates.min_mean_logprob is not None)
+    from compiler.compile import batchrun
+
+    batchrun.check(cfg, teacher)  # --batch with a provider that has no batch API fails here
     if cfg.dry_run:
-        return BuildResult(cfg.out or Path("."), dry_run_plan(cfg, taxonomy, plans, prompts, teacher), True)
+        plan = dry_run_plan(cfg, taxonomy, plans, prompts, teacher)
+        if cfg.batch:
+            plan["batch"] = batchrun.dry_run_price(teacher, plan["totals"])
+        return BuildResult(cfg.out or Path("."), plan, True)
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise BuildError(f"{out} exists and is not a folder")
@@ -213,7 +219,8 @@ def write_build(sched: Scheduler, out: Path, broken: dict[str, dict[str, str]], 
                 "mean_in_flight": round(teacher.stats.mean_in_flight, 2), "teacher_workers": teacher.workers,
                 "transport": teacher.transport,
                 "cache_hits": sum(st.cache_hits for st in sched.nodes.values()),
-                "spent_usd": round(sched.spent, 6), "seconds": round(elapsed, 2)})
+                "spent_usd": round(sched.spent, 6), "seconds": round(elapsed, 2),
+                **({"batch": sched.batch_stats.to_json()} if sched.batch_stats else {})})
     manifest.recount()
     builddir.write_manifest(out, manifest)
     return manifest

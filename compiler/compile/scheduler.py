@@ -114,6 +114,7 @@ class Scheduler:
         self.spent = 0.0  # USD actually spent in this run (known prices)
         self.reserved = 0.0  # USD reserved by requests in flight (worst case)
         self.cost_stop = False
+        self.batch_stats = None  # --batch: compile/batchrun.py's BatchStats
 
     # -- generation ------------------------------------------------------------------------
     def run(self) -> None:
@@ -145,16 +146,15 @@ class Scheduler:
         own decisions, so the bytes are the same as with global rounds at any concurrency."""
         window = max(64, 4 * self.teacher.concurrency)
         await augment.augment_leaves(self)  # views first, so the units and quotas are known
-        todo: deque[tuple[NodeState, int]] = deque(self._next_round(sorted(self.nodes)))
-        left = Counter(st.lp.node_id for st, _ in todo)  # per node: items of its round not yet resolved
+        todo: deque[tuple[NodeState, int]] = deque()
+        left: Counter = Counter()  # per node: items of its current round not yet resolved
+        ready = sorted(self.nodes)  # nodes whose next round is to be planned
         pending: deque[tuple[Request, asyncio.Future]] = deque()
 
         def resolved(st: NodeState) -> None:
             left[st.lp.node_id] -= 1
             if left[st.lp.node_id] == 0:
-                more = self._next_round([st.lp.node_id])
-                todo.extend(more)
-                left[st.lp.node_id] = len(more)
+                ready.append(st.lp.node_id)
 
         def fill() -> None:
             while len(pending) < window and todo:
@@ -167,9 +167,23 @@ class Scheduler:
                 pending.append((req, asyncio.ensure_future(self._ask_screened(req, st.sent))))
                 st.sent += 1
 
-        fill()
         try:
-            while pending:
+            while True:
+                # batch mode keeps whole rounds: one batch a round, not one per node and round
+                if ready and not (self.cfg.batch and (todo or pending)):
+                    plan = self._next_round(sorted(ready))
+                    ready.clear()
+                    if self.cfg.batch and plan:  # the round's answers through the batch API, into the cache
+                        from compiler.compile.batchrun import prefetch
+
+                        await prefetch(self, plan)
+                    todo.extend(plan)
+                    left.update(st.lp.node_id for st, _ in plan)
+                fill()
+                if not pending:
+                    if ready:
+                        continue
+                    return
                 req, fut = pending.popleft()
                 answer, screened = await fut
                 for sub, sub_answer, sub_screened in typed.unpack(req, answer, screened):
@@ -180,7 +194,6 @@ class Scheduler:
                     st.hits_gated += 1
                 st.gated.set()
                 resolved(st)
-                fill()
         except BaseException:
             for _, fut in pending:
                 fut.cancel()

@@ -8,7 +8,9 @@ durable once `put` returns, so `kill -9` at any moment loses at most the request
 Teacher answers are cached (raw text + usage), never kdc's verdicts: parsing and gating re-run and
 stay consistent with the current code. The LLM judge's scores are cached too (table `judgments`,
 keyed by the judge model and its exact prompt): they cost a model call, and a resumed or re-run
-build must not pay for them twice.
+build must not pay for them twice. `kdc compile --batch` keeps the ids of the batches it submitted
+(table `batches`, with the requests each carries) so a crash or restart resumes a batch instead of
+paying for it twice (compiler/compile/batchrun.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ CREATE TABLE IF NOT EXISTS answers (
 CREATE TABLE IF NOT EXISTS judgments (
     key TEXT PRIMARY KEY,
     payload TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    requests TEXT NOT NULL
 );
 """
 
@@ -79,6 +86,24 @@ class Cache:
     def put_judgment(self, key: str, payload: dict[str, Any]) -> None:
         self.db.execute("INSERT OR REPLACE INTO judgments (key, payload) VALUES (?, ?)",
                         (key, json.dumps(payload, ensure_ascii=False)))
+
+    def has(self, key: str) -> bool:
+        """Whether an answer is stored (not counted as a hit or a miss)."""
+        return self.db.execute("SELECT 1 FROM answers WHERE key = ?", (key,)).fetchone() is not None
+
+    def put_batch(self, batch_id: str, requests: dict[str, tuple[str, int]]) -> None:
+        """A submitted batch (state `open`) and its requests: cache key -> (node id, sample index)."""
+        self.db.execute("INSERT OR REPLACE INTO batches (batch_id, state, requests) VALUES (?, 'open', ?)",
+                        (batch_id, json.dumps(requests, sort_keys=True)))
+
+    def open_batches(self) -> list[tuple[str, dict[str, tuple[str, int]]]]:
+        """(batch id, requests) of every batch submitted and not yet read back, oldest first."""
+        rows = self.db.execute("SELECT batch_id, requests FROM batches WHERE state = 'open' ORDER BY rowid").fetchall()
+        return [(bid, {k: (v[0], int(v[1])) for k, v in json.loads(req).items()}) for bid, req in rows]
+
+    def close_batch(self, batch_id: str, state: str) -> None:
+        """A batch read back (`completed`, `expired`, `failed`, `cancelled`) or given up (`lost`)."""
+        self.db.execute("UPDATE batches SET state = ? WHERE batch_id = ?", (state, batch_id))
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
