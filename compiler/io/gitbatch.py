@@ -5,15 +5,16 @@ rev-parse, ls-tree, cat-file -s, cat-file blob); a process start costs more than
 Through one batch process the commit, every tree and every blob is a request and its reply.
 Trees are parsed here (mode, name, object id: the format git has kept since 2005) so that no
 `ls-tree` is needed. compiler/io/gitrepo.py builds the hardened command and owns the policy;
-this module only speaks the protocol.
+this module only speaks the protocol. The process is started with os.posix_spawnp, not
+subprocess, whose import (selectors, signal, threading) costs a one-file validate more than the
+git process does.
 """
 
 from __future__ import annotations
 
+import _thread
 import os
 import stat
-import subprocess
-import threading
 from dataclasses import dataclass
 
 
@@ -33,22 +34,33 @@ class BatchReader:
     """Requests to one `git cat-file --batch`, started on first use (again after a refused read,
     and in a forked child, which must not share its parent's pipes). Thread-safe."""
 
-    def __init__(self, cmd: list[str], env: dict[str, str], cwd: str):
-        self.cmd, self.env, self.cwd = cmd, env, cwd
-        self._proc: subprocess.Popen | None = None
-        self._pid = 0
-        self._lock = threading.Lock()
+    def __init__(self, cmd: list[str], env: dict[str, str]):
+        self.cmd, self.env = cmd, env
+        self._pid = 0  # the git process (0: none)
+        self._owner = 0  # the process that started it
+        self._stdin = self._stdout = None
+        self._lock = _thread.allocate_lock()
 
-    def _process(self) -> subprocess.Popen:
-        if self._proc is not None and self._pid == os.getpid() and self._proc.poll() is None:
-            return self._proc
+    def _process(self):
+        if self._pid and self._owner == os.getpid():
+            return self._stdin, self._stdout
+        in_r, in_w = os.pipe()  # non-inheritable: the child keeps only its dup2'ed ends
+        out_r, out_w = os.pipe()
         try:
-            self._proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                          stderr=subprocess.DEVNULL, env=self.env, cwd=self.cwd)
-        except FileNotFoundError:
-            raise BatchError("git is not installed") from None
-        self._pid = os.getpid()
-        return self._proc
+            self._pid = os.posix_spawnp(self.cmd[0], self.cmd, self.env, file_actions=[
+                (os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1),
+                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0)])
+        except OSError as exc:
+            os.close(in_w)
+            os.close(out_r)
+            missing = isinstance(exc, FileNotFoundError)
+            raise BatchError("git is not installed" if missing else f"cannot start git: {exc}") from None
+        finally:
+            os.close(in_r)
+            os.close(out_w)
+        self._owner = os.getpid()
+        self._stdin, self._stdout = os.fdopen(in_w, "wb"), os.fdopen(out_r, "rb")
+        return self._stdin, self._stdout
 
     def get(self, rev: str, limit: int | None = None) -> Reply | None:
         """The object `rev` names (any rev expression without a newline), or None: missing or
@@ -56,11 +68,11 @@ class BatchReader:
         if "\n" in rev:
             return None
         with self._lock:
-            proc = self._process()
+            stdin, stdout = self._process()
             try:
-                proc.stdin.write(rev.encode("utf-8", "surrogateescape") + b"\n")
-                proc.stdin.flush()
-                header = proc.stdout.readline()
+                stdin.write(rev.encode("utf-8", "surrogateescape") + b"\n")
+                stdin.flush()
+                header = stdout.readline()
                 parts = header.split()
                 if len(parts) != 3:  # "<rev> missing" or "<rev> ambiguous"
                     if not header:
@@ -70,7 +82,7 @@ class BatchReader:
                 if limit is not None and size > limit:
                     self._stop()
                     return Reply(oid, typ, size, None)
-                data = proc.stdout.read(size + 1)  # the object and git's newline after it
+                data = stdout.read(size + 1)  # the object and git's newline after it
             except (OSError, ValueError) as exc:
                 self._stop()
                 raise BatchError(f"git cat-file failed: {exc}") from None
@@ -80,16 +92,19 @@ class BatchReader:
             return Reply(oid, typ, size, data[:-1])
 
     def _stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or self._pid != os.getpid():
-            return
-        for stream in (proc.stdin, proc.stdout):
+        pid, self._pid = self._pid, 0
+        if not pid or self._owner != os.getpid():
+            return  # a forked child leaves its parent's git alone
+        for stream in (self._stdin, self._stdout):
             try:
                 stream.close()
             except OSError:
                 pass
-        proc.kill()
-        proc.wait()
+        try:
+            os.kill(pid, 9)  # SIGKILL: git only reads, nothing is lost
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
 
     def close(self) -> None:
         with self._lock:

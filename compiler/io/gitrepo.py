@@ -23,10 +23,13 @@ import fnmatch
 import hashlib
 import os
 import re
-import subprocess
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from compiler.io.gitbatch import BatchError, BatchReader, Reply, regular_blobs
+
+if TYPE_CHECKING:
+    from subprocess import CompletedProcess
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SCP = re.compile(r"^[\w.-]+@[\w.-]+:")
@@ -63,15 +66,17 @@ def env(own_config: bool = False) -> dict[str, str]:
 
 
 def git(args: list[str], git_dir: Path | None = None, *, cwd: Path | None = None, timeout: int = GIT_TIMEOUT,
-        protocols: tuple[str, ...] = (), own_config: bool = False) -> subprocess.CompletedProcess:
+        protocols: tuple[str, ...] = (), own_config: bool = False) -> CompletedProcess:
     """The one way kdc runs git (every call in compiler/ comes here). Hardened for hostile input:
     no system or global config (`own_config`: keep the maintainer's global config, for their own
     checkout), no hooks, fsmonitor, askpass, credential helper or alternate-refs command, no lazy
     fetch, no transport except the `protocols` named, bare repositories only by explicit
     `git_dir`, bytes out. Raises RefError when git is missing or hangs."""
+    import subprocess  # not at the top: a one-file validate reads through gitbatch only
+
     try:
-        return subprocess.run(command(args, git_dir, cwd=cwd, protocols=protocols), capture_output=True, timeout=timeout, env=env(own_config),
-                              stdin=subprocess.DEVNULL, cwd=cwd or git_dir)
+        return subprocess.run(command(args, git_dir, cwd=cwd, protocols=protocols), capture_output=True,
+                              timeout=timeout, env=env(own_config), stdin=subprocess.DEVNULL, cwd=cwd or git_dir)
     except FileNotFoundError:
         raise RefError("repo", "git is not installed", "install git: knowledge documents are read with git") from None
     except subprocess.TimeoutExpired:
@@ -272,7 +277,7 @@ def _reader(path: Path) -> BatchReader:
     if reader is None:
         if not _READERS:
             atexit.register(_close_readers)
-        reader = _READERS[path] = BatchReader(command(["cat-file", "--batch"], path), env(), str(path))
+        reader = _READERS[path] = BatchReader(command(["cat-file", "--batch"], path.absolute()), env())
     return reader
 
 
