@@ -226,20 +226,37 @@ def signature_matrix(hv: Any, sizes: Any, num_perm: int) -> Any:
 
 
 def signatures_py(rows: list[list[int]], a: list[int], b: list[int]) -> list[bytes]:
-    """signature_matrix's rows for non-empty shingle lists, by hand, as little-endian uint32 bytes."""
+    """signature_matrix's rows for non-empty shingle lists, by hand, as little-endian uint32 bytes.
+
+    All permutations at once, as 64-bit lanes of one big int (SIMD within a register): lane k of
+    h * A + B is h * a[k] + b[k] < 2**64 (h, a, b < 2**32), so no lane carries into the next;
+    its low 32 bits are the affine32 value. The running minimum is kept lane-wise too: in
+    2**32 + cur - v (no borrow, every lane positive) bit 32 says cur >= v."""
     s1, m1, s2, m2, s3 = FMIX32
-    pairs = list(zip(a, b))
+    n = len(a)
+
+    def lanes(values: list[int]) -> int:
+        return int.from_bytes(struct.pack(f"<{n}Q", *values), "little")
+
+    big_a, big_b = lanes(a), lanes(b)
+    low, guard, ones = lanes([M32] * n), lanes([1 << 32] * n), lanes([1] * n)
+    words = struct.Struct(f"<{2 * n}I")
     out = []
     for row in rows:
-        mixed = []
+        cur = None
         for h in row:
             h ^= h >> s1
             h = (h * m1) & M32
             h ^= h >> s2
             h = (h * m2) & M32
             h ^= h >> s3
-            mixed.append(h)
-        out.append(struct.pack(f"<{len(pairs)}I", *(min([(h * pa + pb) & M32 for h in mixed]) for pa, pb in pairs)))
+            v = (h * big_a + big_b) & low
+            if cur is None:
+                cur = v
+                continue
+            ge = (((cur + guard - v) >> 32) & ones) * M32  # all ones in the lanes where cur >= v
+            cur ^= (cur ^ v) & ge
+        out.append(struct.pack(f"<{n}I", *words.unpack(cur.to_bytes(8 * n, "little"))[::2]))
     return out
 
 

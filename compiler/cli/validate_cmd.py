@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from pathlib import Path
 
 import click
 
 from compiler.validate.checks import Limits
 from compiler.errors import KdcError
-from compiler.validate.api import FileResult, Stats, default_cache_dir, summarize, validate_paths
-
-
-def _default_root() -> Path:
-    return Path("taxonomy") if Path("taxonomy").is_dir() else Path(".")
-
-
-def _display(result: FileResult) -> str:
-    """Paths relative to the working directory, as GitHub annotations need (else absolute)."""
-    if result.abs_path is None:
-        return result.path
-    rel = os.path.relpath(result.abs_path)
-    return str(result.abs_path) if rel.startswith("..") else rel
-
-
-def _auto_jobs() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+from compiler.cli.validate_run import run
 
 
 @click.command(name="validate")
@@ -63,8 +42,9 @@ def validate(paths, root, strict, fmt, changed_since, fetch, allow_repo, no_cach
     PATHS are files or folders (default: the taxonomy root). Exit status: 0 when every file is
     valid, 1 when any is not, 2 on a usage error."""
     try:
-        code = _run(paths, root, strict, fmt, changed_since, fetch, no_cache, jobs,
-                    Limits(max_context_words, max_qa_words, max_skill_words, near_dup_threshold), allow_repo)
+        code = run(paths, root, strict, fmt, changed_since, fetch, no_cache, jobs,
+                   Limits(max_context_words, max_qa_words, max_skill_words, near_dup_threshold), allow_repo,
+                   echo=click.echo, style=_style)
     except KdcError as exc:
         click.secho(f"error: {exc.located()}", fg="red", err=True)
         if exc.hint:
@@ -73,59 +53,5 @@ def validate(paths, root, strict, fmt, changed_since, fetch, allow_repo, no_cach
     sys.exit(code)
 
 
-def _run(paths, root, strict, fmt, changed_since, fetch, no_cache, jobs, limits: Limits, allow_repo=()) -> int:
-    from compiler.validate import output as out
-
-    started = time.perf_counter()
-    if root is None:
-        root = _default_root()
-        dirs = [p for p in paths if p.is_dir()]
-        outside = [p for p in paths if os.path.relpath(os.path.abspath(p), os.path.abspath(root)).startswith("..")]
-        if len(paths) == 1 and dirs and outside:  # `kdc validate some/other/taxonomy`
-            root = paths[0]
-    targets = list(paths) or [root]
-    if changed_since:
-        from compiler.validate.changed import changed_files
-
-        changed, base = changed_files(changed_since, root)
-        wanted = [Path(os.path.abspath(t)) for t in targets]
-        targets = [c for c in changed if any(_under(c, w) for w in wanted)]
-        if not targets:
-            click.echo(f"no qna.yaml file added or changed since {changed_since} (merge base {base[:12]}): "
-                       "nothing to validate", err=True)
-            if fmt == "json":
-                click.echo(out.as_json([], summarize([]), _display))
-            return 0
-    stats = Stats()
-    results = validate_paths(targets, root=root, strict=strict, limits=limits, fetch=fetch,
-                             cache_dir=None if no_cache else default_cache_dir(), jobs=jobs or _auto_jobs(),
-                             stats=stats, allow_repos=tuple(allow_repo))
-    summary = summarize(results, stats)
-    summary["seconds"] = round(time.perf_counter() - started, 3)
-    if not results:
-        click.echo(f"no qna.yaml files found in {', '.join(str(t) for t in targets)}", err=True)
-    if fmt == "json":
-        click.echo(out.as_json(results, summary, _display))
-    elif fmt == "github":
-        for line in out.github(results, _display):
-            click.echo(line)
-        click.echo(out.summary_line(summary))
-    else:
-        def style(text: str, severity: str) -> str:
-            return click.style(text, fg="red" if severity == "error" else "yellow", bold=severity == "error")
-
-        for line in out.human(results, _display, style):
-            click.echo(line)
-        click.echo(out.summary_line(summary))
-    return 0 if all(r.valid for r in results) else 1
-
-
-def _under(path: Path, folder: Path) -> bool:
-    if path == folder:
-        return True
-    try:
-        path.relative_to(folder)
-        return True
-    except ValueError:
-        return False
-
+def _style(text: str, severity: str) -> str:
+    return click.style(text, fg="red" if severity == "error" else "yellow", bold=severity == "error")

@@ -3,10 +3,14 @@
 A leaf's `document: {repo, commit, patterns}` is resolved with real git: `repo` is a path
 (relative paths start at the taxonomy root) or a URL whose bare clone lives in a shared cache
 (network only when fetching is allowed), confined by compiler/io/repopolicy.py; `commit` must be a
-commit sha present in it; files are regular blobs listed with `git ls-tree` at that commit and
-read from the object store, so the working tree, symlinks and submodules never leak in and no
-pattern can reach outside the repo. A local repository is never opened by git itself: git reads
-a private copy of its objects (`private_copy`), so its config, hooks and promisors stay inert.
+commit sha present in it; files are regular blobs of that commit's tree, read from the object
+store, so the working tree, symlinks and submodules never leak in and no pattern can reach outside
+the repo. A local repository is never opened by git itself: git reads a private copy of its
+objects (`private_copy`), so its config, hooks and promisors stay inert.
+
+Reading is one `git cat-file --batch` process per repository (compiler/io/gitbatch.py): commit,
+trees and blobs all come through it, since a process start is most of a one-file validate's git
+time. tempfile and shutil are not imported on that path for the same reason (start-up time).
 
 Failures raise `RefError` naming the `document` key at fault; validate turns them into located
 issues (compiler/validate/docrefs.py), compile into located errors (compiler/taxonomy/documents.py).
@@ -19,10 +23,13 @@ import fnmatch
 import hashlib
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from compiler.io.gitbatch import BatchError, BatchReader, Reply, regular_blobs
+
+if TYPE_CHECKING:
+    from subprocess import CompletedProcess
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SCP = re.compile(r"^[\w.-]+@[\w.-]+:")
@@ -46,7 +53,7 @@ class RefError(Exception):
         self.field, self.message, self.hint, self.rule = field, message, hint, rule
 
 
-def _env(own_config: bool) -> dict[str, str]:
+def env(own_config: bool = False) -> dict[str, str]:
     """The process environment minus every GIT_* variable (GIT_DIR, GIT_CONFIG_PARAMETERS,
     GIT_SSH_COMMAND, ... could each redirect or run something), plus the lock-down ones."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") and k != "SSH_ASKPASS"}
@@ -59,12 +66,26 @@ def _env(own_config: bool) -> dict[str, str]:
 
 
 def git(args: list[str], git_dir: Path | None = None, *, cwd: Path | None = None, timeout: int = GIT_TIMEOUT,
-        protocols: tuple[str, ...] = (), own_config: bool = False) -> subprocess.CompletedProcess:
+        protocols: tuple[str, ...] = (), own_config: bool = False) -> CompletedProcess:
     """The one way kdc runs git (every call in compiler/ comes here). Hardened for hostile input:
     no system or global config (`own_config`: keep the maintainer's global config, for their own
     checkout), no hooks, fsmonitor, askpass, credential helper or alternate-refs command, no lazy
     fetch, no transport except the `protocols` named, bare repositories only by explicit
     `git_dir`, bytes out. Raises RefError when git is missing or hangs."""
+    import subprocess  # not at the top: a one-file validate reads through gitbatch only
+
+    try:
+        return subprocess.run(command(args, git_dir, cwd=cwd, protocols=protocols), capture_output=True,
+                              timeout=timeout, env=env(own_config), stdin=subprocess.DEVNULL, cwd=cwd or git_dir)
+    except FileNotFoundError:
+        raise RefError("repo", "git is not installed", "install git: knowledge documents are read with git") from None
+    except subprocess.TimeoutExpired:
+        raise RefError("repo", f"git {args[0]} timed out after {timeout}s") from None
+
+
+def command(args: list[str], git_dir: Path | None = None, *, cwd: Path | None = None,
+            protocols: tuple[str, ...] = ()) -> list[str]:
+    """git's argument list with every hardening override (run it with `env(...)`)."""
     allow = ["-c", "protocol.allow=never"]
     for proto in protocols:
         allow += ["-c", f"protocol.{proto}.allow=always"]
@@ -73,13 +94,7 @@ def git(args: list[str], git_dir: Path | None = None, *, cwd: Path | None = None
         base += [f"--git-dir={git_dir}"]
     elif cwd is not None:
         base += ["-C", str(cwd)]
-    try:
-        return subprocess.run(base + args, capture_output=True, timeout=timeout, env=_env(own_config),
-                              stdin=subprocess.DEVNULL, cwd=cwd or git_dir)
-    except FileNotFoundError:
-        raise RefError("repo", "git is not installed", "install git: knowledge documents are read with git") from None
-    except subprocess.TimeoutExpired:
-        raise RefError("repo", f"git {args[0]} timed out after {timeout}s") from None
+    return base + args
 
 
 def _last_line(stderr: bytes) -> str:
@@ -112,6 +127,8 @@ def _protocols(url: str) -> tuple[str, ...]:
 def fetch(url: str) -> Path:
     """Clone (bare) or update the cached clone of a remote repository; raises RefError.
     Which URLs may get here is compiler/io/repopolicy.py's decision."""
+    import shutil
+
     dest = cached_clone(url)
     if not url.startswith(_SAFE_SCHEMES) and not _SCP.match(url):
         raise RefError("repo", f"unsupported repository URL scheme: {redact(url)}", "use an https:// URL")
@@ -150,6 +167,8 @@ _PACK = re.compile(r"^pack-[0-9a-f]{40,64}\.(pack|idx)$")
 _COPIES: dict[Path, Path] = {}  # source git dir -> kdc's private copy of its objects
 _SOURCES: dict[Path, Path] = {}  # private copy -> the folder the taxonomy named (for messages)
 _scratch: list[Path] = []
+_READERS: dict[Path, BatchReader] = {}  # git dir -> its one `git cat-file --batch`
+_LISTINGS: dict[tuple[Path, str], dict[str, str]] = {}  # (git dir, commit) -> path -> blob id
 
 
 def _git_dir_of(path: Path, repo: str) -> Path:
@@ -174,20 +193,21 @@ def private_copy(git_dir: Path) -> Path:
     simply missing and no command of the taxonomy's can run, whatever the git version."""
     if git_dir in _COPIES:
         return _COPIES[git_dir]
-    if not _scratch:
-        _scratch.append(Path(tempfile.mkdtemp(prefix="kdc-repos-")))
-        atexit.register(shutil.rmtree, _scratch[0], True)
-    dest = Path(tempfile.mkdtemp(dir=_scratch[0])) / "objects.git"
+    dest = _scratch_dir() / f"{len(_COPIES)}.git"
     try:
         head = (git_dir / "config").read_bytes()[:65536] if (git_dir / "config").is_file() else b""
     except OSError:
         head = b""
-    fmt = "sha256" if re.search(rb"(?im)^\s*objectformat\s*=\s*sha256\s*$", head) else "sha1"
-    r = git(["init", "--bare", "--quiet", "--template=", f"--object-format={fmt}", str(dest)])
-    if r.returncode != 0:
-        raise RefError("repo", f"cannot prepare a private copy: {_last_line(r.stderr)}")
+    sha256 = re.search(rb"(?im)^\s*objectformat\s*=\s*sha256\s*$", head) is not None
     src = git_dir / "objects"
     try:
+        # what `git init --bare` writes, without a process: HEAD, refs/, objects/, our own config
+        (dest / "objects").mkdir(parents=True)
+        (dest / "refs" / "heads").mkdir(parents=True)
+        (dest / "HEAD").write_bytes(b"ref: refs/heads/main\n")
+        (dest / "config").write_bytes(b"[core]\n\trepositoryformatversion = 1\n\tbare = true\n[extensions]\n"
+                                      b"\tobjectformat = sha256\n" if sha256 else
+                                      b"[core]\n\trepositoryformatversion = 0\n\tbare = true\n")
         for sub in os.scandir(src):
             if not (sub.is_dir(follow_symlinks=False) and (sub.name == "pack" or _HEX2.match(sub.name))):
                 continue
@@ -195,12 +215,83 @@ def private_copy(git_dir: Path) -> Path:
             (dest / "objects" / sub.name).mkdir(exist_ok=True)
             for f in os.scandir(sub.path):
                 if wanted.match(f.name) and f.is_file(follow_symlinks=False):
-                    shutil.copyfile(f.path, dest / "objects" / sub.name / f.name, follow_symlinks=False)
+                    _link_or_copy(f.path, dest / "objects" / sub.name / f.name)
     except OSError as exc:
         raise RefError("repo", f"cannot read the repository's objects: {exc.strerror or exc}") from None
     _COPIES[git_dir] = dest
     _SOURCES[dest] = git_dir.parent if git_dir.name == ".git" else git_dir
     return dest
+
+
+def _scratch_dir() -> Path:
+    """kdc's private folder for this process (mode 0700, removed at exit). Not tempfile: its
+    import (random, shutil, bz2, lzma) costs a one-file validate more than this does."""
+    if not _scratch:
+        base = os.environ.get("TMPDIR") or "/tmp"
+        while True:
+            folder = Path(base) / f"kdc-repos-{os.urandom(8).hex()}"
+            try:
+                folder.mkdir(mode=0o700)
+                break
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                raise RefError("repo", f"cannot create a private folder in {base}: {exc.strerror or exc}",
+                               "set TMPDIR to a writable folder") from None
+        _scratch.append(folder)
+        atexit.register(_remove_tree, folder)
+    return _scratch[0]
+
+
+def _remove_tree(folder: Path) -> None:
+    for dirpath, dirs, files in os.walk(folder, topdown=False):  # never follows a link
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]:
+            _quiet(os.unlink, os.path.join(dirpath, name))
+        for name in dirs:
+            _quiet(os.rmdir, os.path.join(dirpath, name))
+    _quiet(os.rmdir, folder)
+
+
+def _quiet(fn, path: str | Path) -> None:
+    try:
+        fn(path)
+    except OSError:
+        pass
+
+
+def _link_or_copy(src: str, dest: Path) -> None:
+    """A hard link (git only reads the copy), else a copy of the bytes."""
+    try:
+        os.link(src, dest, follow_symlinks=False)
+        return
+    except OSError:
+        pass
+    with open(src, "rb") as fin, open(dest, "wb") as fout:
+        while chunk := fin.read(1 << 20):
+            fout.write(chunk)
+
+
+def _reader(path: Path) -> BatchReader:
+    """The batch reader of a git directory (a private copy or a cached clone)."""
+    reader = _READERS.get(path)
+    if reader is None:
+        if not _READERS:
+            atexit.register(_close_readers)
+        reader = _READERS[path] = BatchReader(command(["cat-file", "--batch"], path.absolute()), env())
+    return reader
+
+
+def _close_readers() -> None:
+    for reader in _READERS.values():
+        reader.close()
+
+
+def _get(path: Path, rev: str, limit: int | None = None) -> Reply | None:
+    try:
+        return _reader(path).get(rev, limit)
+    except BatchError as exc:
+        hint = "install git: knowledge documents are read with git" if "not installed" in str(exc) else ""
+        raise RefError("repo", str(exc), hint) from None
 
 
 # ------------------------------------------------------------------------------- resolution
@@ -235,17 +326,18 @@ def resolve_commit(path: Path, commit: str, *, fetch_missing: bool = False) -> s
                        "pin the document to a full commit sha (git rev-parse HEAD)")
     commit = commit.strip().lower()
     remote = path.is_relative_to(cache_root())  # a cached clone of a remote repository
-    r = git(["rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"], path)
-    if r.returncode != 0 and fetch_missing and remote:  # a commit on no branch (e.g. a pull request's)
+    found = _get(path, f"{commit}^{{commit}}")
+    if found is None and fetch_missing and remote:  # a commit on no branch (e.g. a pull request's)
         url = git(["config", "--get", "remote.origin.url"], path).stdout.decode("utf-8", "replace").strip()
         git(["fetch", "--quiet", "origin", commit], path, timeout=FETCH_TIMEOUT, protocols=_protocols(url))
-        r = git(["rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"], path)
-    if r.returncode != 0:
+        _reader(path).close()  # the next request sees the new pack
+        found = _get(path, f"{commit}^{{commit}}")
+    if found is None:
         where = "the cached clone" if remote else str(_SOURCES.get(path, path))
         hint = ("fetch again (`kdc validate --fetch` or `kdc compile --fetch`)" if remote else
                 "commit the documents and copy the full sha from `git rev-parse HEAD`")
         raise RefError("commit", f"commit {commit} not found in {where}", hint)
-    return r.stdout.decode().strip()
+    return found.oid
 
 
 def unsafe_pattern(pattern: str) -> bool:
@@ -254,20 +346,22 @@ def unsafe_pattern(pattern: str) -> bool:
     return p.is_absolute() or ".." in p.parts or pattern.startswith("~")
 
 
+def _listing(path: Path, commit: str) -> dict[str, str]:
+    key = (path, commit)
+    if key not in _LISTINGS:
+        tree = _get(path, f"{commit}^{{tree}}")
+        if tree is None:
+            raise RefError("repo", f"cannot list files: {commit} is not a commit of the repository")
+        try:
+            _LISTINGS[key] = regular_blobs(_reader(path), tree.oid)
+        except BatchError as exc:
+            raise RefError("repo", f"cannot list files: {exc}") from None
+    return _LISTINGS[key]
+
+
 def regular_files(path: Path, commit: str) -> list[str]:
     """Every regular file at `commit` (symlinks and submodules left out: they could point outside)."""
-    r = git(["ls-tree", "-r", "-z", "--full-tree", commit], path)
-    if r.returncode != 0:
-        raise RefError("repo", f"cannot list files: {_last_line(r.stderr)}")
-    out = []
-    for entry in r.stdout.split(b"\0"):
-        meta, _, name = entry.partition(b"\t")
-        if not name:
-            continue
-        mode, typ, _ = meta.decode().split(" ", 2)
-        if typ == "blob" and mode in ("100644", "100755"):
-            out.append(name.decode("utf-8", "replace"))
-    return sorted(out)
+    return sorted(_listing(path, commit))
 
 
 def matching(names: list[str], pattern: str) -> list[str]:
@@ -275,16 +369,11 @@ def matching(names: list[str], pattern: str) -> list[str]:
     return [n for n in names if fnmatch.fnmatchcase(n, pattern.strip())]
 
 
-def read_blob(path: Path, commit: str, name: str) -> bytes:
-    r = git(["cat-file", "blob", f"{commit}:{name}"], path)
-    if r.returncode != 0:
-        raise RefError("patterns", f"cannot read {name} at {commit[:12]}: {_last_line(r.stderr)}")
-    return r.stdout
-
-
-def blob_size(path: Path, commit: str, name: str) -> int:
-    """Bytes of a file at `commit`, asked before reading it (a huge file is refused unread)."""
-    r = git(["cat-file", "-s", f"{commit}:{name}"], path)
-    if r.returncode != 0:
-        raise RefError("patterns", f"cannot read {name} at {commit[:12]}: {_last_line(r.stderr)}")
-    return int(r.stdout.decode().strip())
+def read_blob(path: Path, commit: str, name: str, limit: int | None = None) -> tuple[int, bytes | None]:
+    """(bytes, content) of a regular file at `commit`; content None when over `limit` (a huge
+    file is refused unread)."""
+    blob = _listing(path, commit).get(name)
+    found = _get(path, blob, limit) if blob is not None else None
+    if found is None or found.type != "blob":
+        raise RefError("patterns", f"cannot read {name} at {commit[:12]}: not a regular file of that commit")
+    return found.size, found.data

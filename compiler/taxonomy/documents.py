@@ -17,20 +17,21 @@ the markdown structure (compiler/taxonomy/chunking.py).
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from compiler.io import gitrepo
 from compiler.errors import DocumentError
 from compiler.io.gitrepo import RefError
-from compiler.taxonomy.chunking import Block, section_chunks, text_blocks
-from compiler.records import Chunk
+
+if TYPE_CHECKING:  # loaded where chunks are made: `kdc validate` reads documents, never chunks them
+    from compiler.records import Chunk
+    from compiler.taxonomy.chunking import Block
 
 MAX_DOC_BYTES = 5_000_000
 DOC_KINDS = {".md": "markdown", ".markdown": "markdown", ".pdf": "pdf"}  # what validate and compile read
-log = logging.getLogger("kdc.documents")
 _TOKEN = re.compile(r"\S+")
 
 
@@ -93,13 +94,13 @@ def list_files(repo_path: Path, commit: str, patterns: list[str], *, where: str 
 def read_bytes(repo_path: Path, commit: str, name: str, *, where: str | None = None) -> bytes:
     """A document's bytes at `commit`, refused when huge (asked before reading)."""
     try:
-        size = gitrepo.blob_size(repo_path, commit, name)
-        if size > MAX_DOC_BYTES:
-            raise DocumentError(f"document {name} is {size:,} bytes, over {MAX_DOC_BYTES:,}", path=where,
-                                hint="split it, or point the patterns at smaller files")
-        return gitrepo.read_blob(repo_path, commit, name)
+        size, data = gitrepo.read_blob(repo_path, commit, name, MAX_DOC_BYTES)
     except RefError as exc:
         raise _located(exc, where) from None
+    if data is None:
+        raise DocumentError(f"document {name} is {size:,} bytes, over {MAX_DOC_BYTES:,}", path=where,
+                            hint="split it, or point the patterns at smaller files")
+    return data
 
 
 def decode_text(name: str, data: bytes, *, where: str | None = None) -> str:
@@ -127,6 +128,7 @@ def pdf_blocks(name: str, data: bytes, *, converter: str = "pypdf", where: str |
     """A PDF's paragraphs as blocks carrying their page, and the warnings about pages without a
     text layer. A PDF with no text at all, or one that cannot be read, is a DocumentError."""
     from compiler.taxonomy import pdf
+    from compiler.taxonomy.chunking import Block
 
     try:
         pages = pdf.read_pdf(data, converter)
@@ -160,6 +162,8 @@ def markdown_blocks(md: str) -> list[Block]:
     """The blocks of a markdown document with their kind (heading level, table row, code...):
     what markdown_to_text joins and what chunking.section_chunks cuts along."""
     from markdown_it import MarkdownIt
+
+    from compiler.taxonomy.chunking import Block
 
     md = md.replace("\r\n", "\n").replace("\r", "\n")
     if md.startswith("---\n"):  # YAML front matter
@@ -225,6 +229,9 @@ def load_documents(document: dict, taxonomy_root: Path, *, fetch: bool = False,
                    ) -> list[Document]:
     """Every Markdown or PDF document a knowledge leaf names (its `document:` mapping), as plain
     text. Matched files of other kinds are skipped, as `kdc validate` skips them."""
+    import logging
+
+    log = logging.getLogger("kdc.documents")
     if not isinstance(document, dict):
         raise DocumentError("knowledge leaf has no `document:` mapping", path=where,
                             hint="add document: {repo, commit, patterns}")
@@ -255,6 +262,8 @@ def load_documents(document: dict, taxonomy_root: Path, *, fetch: bool = False,
 def chunks_for(document: dict, taxonomy_root: Path, *, chunk_words: int, fetch: bool = False,
                where: str | None = None, allow: tuple[str, ...] = (), pdf_converter: str = "pypdf") -> list[Chunk]:
     """Every chunk of every matched document, in file order (plan.py permutes them)."""
+    from compiler.taxonomy.chunking import section_chunks, text_blocks
+
     out: list[Chunk] = []
     for doc in load_documents(document, taxonomy_root, fetch=fetch, where=where, allow=allow,
                               pdf_converter=pdf_converter):
