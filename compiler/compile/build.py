@@ -28,6 +28,7 @@ from compiler.errors import BuildError, KdcError, TaxonomyError
 from compiler.gates.judging import default_judge, response_format_used
 from compiler.io import builddir
 from compiler.io.buildrecords import Manifest, NodeStats, reason_counts, review_entry
+from compiler.llm import ratelimit
 from compiler.llm.teacher import Teacher
 from compiler.taxonomy.tree import Taxonomy, load_taxonomy
 
@@ -73,6 +74,8 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None, *, ke
     if gates.judge_concurrency is None:
         gates.judge_concurrency = cfg.concurrency
     judge_note = default_judge(cfg, gates)  # the teacher judges itself unless told otherwise
+    ratelimit.declare([(cfg.teacher, cfg.api_base, cfg.rpm, cfg.tpm),  # the judge may share the endpoint's budget
+                       (gates.judge, [gates.judge_api_base] if gates.judge_api_base else [], cfg.judge_rpm, cfg.judge_tpm)])
     teacher = Teacher(cfg.teacher, api_bases=cfg.api_base, timeout=cfg.timeout, max_retries=cfg.max_retries,
                       concurrency=cfg.concurrency, sampling=cfg.sampling,
                       workers=1 if cfg.dry_run else cfg.teacher_workers,

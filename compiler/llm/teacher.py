@@ -30,7 +30,7 @@ from typing import Any
 
 from compiler.errors import TeacherError
 from compiler.resources import load_schema
-from compiler.llm import backend
+from compiler.llm import backend, ratelimit
 from compiler.llm.schemafallback import JSON_OBJECT, schema_feature, schema_refusal
 from compiler.llm.secrets import scrub
 from compiler.llm.transport import InProcess, Outcome, WorkerPool, can_fork
@@ -194,6 +194,8 @@ class Teacher:
         self.price_known = self._register_price()
         self.workers = self._worker_count(workers)
         self._transport: InProcess | WorkerPool = InProcess(self._litellm)
+        # per endpoint: kdc.yaml's rpm/tpm, the server's x-ratelimit-*/Retry-After, AIMD on 429 (ratelimit.py)
+        self._limiters = [ratelimit.limiter_for(model, b, self.concurrency) for b in self.api_bases or [None]]
 
     def _worker_count(self, asked: int | None) -> int:
         """None means auto: in this process below WORKERS_FROM requests in flight (workers only pay
@@ -310,7 +312,7 @@ class Teacher:
                 if base is not None:
                     self._busy[base] += 1
                 try:
-                    out = await self._transport.call(kwargs, self.timeout * 1.5 + 5)
+                    out = await self._limiters[base or 0].call(self._transport.call, kwargs, self.timeout * 1.5 + 5)
                     self.stats.attempt(out)
                     if out.kind == "ok":
                         return self._completion(out, attempt, started)
