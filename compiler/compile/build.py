@@ -20,7 +20,7 @@ from typing import Any
 from compiler import __version__
 from compiler.compile import augment
 from compiler.compile.generate import prepare
-from compiler.compile.plan import TEMPLATES, LeafPlan, make_plan, task_for
+from compiler.compile.plan import TEMPLATES, LeafPlan, make_plan, prefix_share, task_for
 from compiler.compile.prompts import Prompts
 from compiler.compile.scheduler import STOP_UNAVAILABLE, Progress, Scheduler
 from compiler.config import CompileConfig, redact_url
@@ -138,7 +138,8 @@ def dry_run_plan(cfg: CompileConfig, taxonomy: Taxonomy, plans: list[LeafPlan], 
         nodes[lp.node_id] = {"kind": lp.kind, "target": lp.target, "max_requests": lp.budget,
                              "train_seeds": len(lp.train_seeds), "eval_seeds": len(lp.eval_seeds),
                              "chunks": len(lp.chunks), "template": lp.template,
-                             "est_prompt_tokens": p_tok, "est_completion_tokens": c_tok, "est_cost_usd": cost, **aug}
+                             "est_prompt_tokens": p_tok, "est_completion_tokens": c_tok, "est_cost_usd": cost, **aug,
+                             "prompt_prefix_share": prefix_share(lp, cfg, lambda t: prompts.render(t).messages)}
         totals["target"] += lp.target
         totals["max_requests"] += lp.budget
         totals["prompt_tokens"] += p_tok
