@@ -62,8 +62,10 @@ _LOCK = threading.Lock()
 
 
 def declare(endpoints: list[tuple[str | None, list[str] | None, int | None, int | None]]) -> None:
-    """The limits of a run, (model, api_bases, rpm, tpm) each, replacing any declared before.
-    An endpoint named twice (the teacher judging itself) gets the tighter of both."""
+    """The endpoints of a run, (model, api_bases, rpm, tpm) each, replacing any declared before.
+    Clients created after this share one limiter per declared endpoint; an endpoint named twice
+    (the teacher judging itself) gets the tighter of both limits. A new run starts from fresh
+    limiters: nothing (a pause, a cut window) carries over from an earlier run in this process."""
     table: dict[tuple[str, str], Limits] = {}
     for model, bases, rpm, tpm in endpoints:
         if not model:
@@ -74,19 +76,20 @@ def declare(endpoints: list[tuple[str | None, list[str] | None, int | None, int 
     with _LOCK:
         _DECLARED.clear()
         _DECLARED.update(table)
-        for key, limiter in list(_LIMITERS.items()):
-            limiter.limits = table.get(key, Limits())
+        _LIMITERS.clear()
 
 
 def limiter_for(model: str, base: str | None, concurrency: int) -> "RateLimiter":
-    """The endpoint's limiter, shared while any client holds it; each client adds its concurrency
-    to the window's ceiling (two clients of one endpoint may each fill their own slots)."""
+    """The endpoint's limiter: shared while any client holds it when the run declared the
+    endpoint (each client adds its concurrency to the window's ceiling: two clients of one
+    endpoint may each fill their own slots), else the client's own."""
     key = (model, base or "")
     with _LOCK:
         limiter = _LIMITERS.get(key)
         if limiter is None:
             limiter = RateLimiter(_DECLARED.get(key, Limits()), 0, name=f"{model}@{base}" if base else model)
-            _LIMITERS[key] = limiter
+            if key in _DECLARED:
+                _LIMITERS[key] = limiter
         limiter.add_client(concurrency)
         return limiter
 
