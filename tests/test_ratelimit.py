@@ -154,8 +154,9 @@ def test_tokens_are_estimated_then_corrected_by_the_usage_answered(monkeypatch):
         a = await lim.admit(ratelimit.estimate(kwargs))
         lim.settle(a, Outcome("ok", prompt_tokens=90, completion_tokens=10))  # 100 used, not 604
         t = time.monotonic()
-        await lim.admit(ratelimit.estimate(kwargs))  # 100 + 604 <= 1000: at once
+        b = await lim.admit(ratelimit.estimate(kwargs))  # 100 + 604 <= 1000: at once
         now = time.monotonic() - t
+        lim.settle(b, Outcome("error", status=500, sent=time.monotonic()))  # no usage: the estimate stays
         t = time.monotonic()
         await lim.admit(ratelimit.estimate(kwargs))  # 100 + 604 + 604 > 1000: after the window
         return now, time.monotonic() - t
