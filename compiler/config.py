@@ -48,6 +48,10 @@ class CompileConfig:
     seed: int = 0
     timeout: float = 120.0  # seconds per teacher request
     max_retries: int = 4  # transport retries per request (429, 5xx, timeout, connection)
+    rpm: int | None = None  # the teacher endpoint's requests / tokens per minute (llm/ratelimit.py)
+    tpm: int | None = None
+    judge_rpm: int | None = None  # the same for a judge on another endpoint (one shared budget if the same)
+    judge_tpm: int | None = None
     max_cost: float | None = None  # USD, hard cap on teacher spend (known prices only)
     max_attempts: int | None = None  # per node; default 4 * target + 4
     temperature: float = 0.7
@@ -129,6 +133,10 @@ _SCALARS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "seed": (int, "an integer"),
     "timeout": ((int, float), "a number of seconds"),
     "max_retries": (int, "an integer >= 0"),
+    "rpm": (int, "a positive integer (requests per minute)"),
+    "tpm": (int, "a positive integer (tokens per minute)"),
+    "judge_rpm": (int, "a positive integer (requests per minute)"),
+    "judge_tpm": (int, "a positive integer (tokens per minute)"),
     "max_cost": ((int, float), "a number (USD)"),
     "max_attempts": (int, "a positive integer"),
     "temperature": ((int, float), "a number"),
@@ -147,6 +155,7 @@ _SCALARS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "judge": (str, "a litellm model string"),
     "out": (str, "a folder path"),
 }
+RATE_KEYS = ("rpm", "tpm", "judge_rpm", "judge_tpm")
 _ALIASES = {"api_bases": "api_base", "samples": "samples_per_node", "chunk_tokens": "chunk_words"}
 
 
@@ -253,7 +262,7 @@ def _apply_file(cfg: CompileConfig, path: Path, untrusted_given: set[str] | None
                 cfg.nodes[str(node_id).strip("/")] = dict(over)
         else:
             typ, what = _SCALARS[key]
-            ok = value is None and key in ("max_cost", "max_attempts", "judge", "out")
+            ok = value is None and key in ("max_cost", "max_attempts", "judge", "out", *RATE_KEYS)
             if not ok:
                 ok = isinstance(value, typ) and not (isinstance(value, bool) and typ is not bool)
             if not ok:
@@ -284,6 +293,9 @@ def _check(cfg: CompileConfig) -> None:
         raise bad("max_cost", "max_cost must be 0 or more")
     if cfg.batch_poll <= 0:
         raise bad("batch_poll", "batch_poll must be a positive number of seconds")
+    for key in RATE_KEYS:
+        if getattr(cfg, key) is not None and getattr(cfg, key) < 1:
+            raise bad(key, f"{key} must be at least 1", hint="leave it out for no client-side limit")
     if cfg.max_attempts is not None and cfg.max_attempts < 1:
         raise bad("max_attempts", "max_attempts must be at least 1")
     if not 0.0 <= cfg.eval_share < 1.0:

@@ -12,6 +12,11 @@ Faults (by request number, by a matcher on the request, or at a seeded rate):
   hang            no answer until the client gives up (past its timeout)
   drop            the connection is closed without an answer
   401             bad credentials
+A rate-limited provider: `rpm=`/`tpm=` enforce a sliding window of `window_s` seconds (60: per
+minute) on the chat requests it admits (tokens: the prompt's words plus max_tokens at admission,
+corrected to the usage answered), answer 429 with Retry-After past it, and put OpenAI's
+x-ratelimit-limit/remaining/reset-requests/-tokens headers on every chat response
+(`limit_headers=False` leaves them out); `log` entries carry the arrival time `at`.
 A provider that refuses JSON schemas: `refuse_json_schema="...minItems..."` answers 400 to every
 `response_format: json_schema` request (json_object requests are answered normally).
 
@@ -31,6 +36,7 @@ import random
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -231,8 +237,11 @@ class TeacherServer:
                  latency: float = 0.0, capacity: int | None = None, overflow: str = "429",
                  retry_after: float = 0.05, faults: FaultPlan | None = None, hang_s: float = 30.0,
                  model: str = "teacher-test", port: int = 0,
-                 logprob: Callable[[str], float] = lambda content: -0.1, refuse_json_schema: str | None = None):
+                 logprob: Callable[[str], float] = lambda content: -0.1, refuse_json_schema: str | None = None,
+                 rpm: int | None = None, tpm: int | None = None, window_s: float = 60.0, limit_headers: bool = True):
         self.responder = responder
+        self.rpm, self.tpm, self.window_s, self.limit_headers = rpm, tpm, window_s, limit_headers
+        self._window: deque[list[float]] = deque()  # [arrival, tokens] of the admitted requests in the window
         # a provider that rejects `response_format: json_schema` with this 400 message (json_object works)
         self.refuse_json_schema = refuse_json_schema
         self.logprob = logprob  # the per-token logprob reported for an answer, when the client asks
@@ -346,6 +355,13 @@ class TeacherServer:
             body = json.loads(await request.read())
         except ValueError:
             return 400, web.json_response({"error": {"message": "request is not JSON"}}, status=400)
+        if self.rpm or self.tpm:
+            status, response = await self._limited(request, body, number)
+            response.headers.update(self._limit_headers())
+            return status, response
+        return await self._admitted(request, body, number)
+
+    async def _admitted(self, request: "web.Request", body: dict, number: int) -> tuple[int, "web.StreamResponse"]:
         if self._queue is not None:
             await self._queue.acquire()
         elif self.capacity and self._busy >= self.capacity:
@@ -357,13 +373,55 @@ class TeacherServer:
         try:
             fault = self.faults.pick(body, number)
             with self._log_lock:
-                self.log.append({"number": number, "fault": fault, "body": body,
+                self.log.append({"number": number, "fault": fault, "body": body, "at": time.monotonic(),
                                  "auth": request.headers.get("Authorization")})
             return await self._answer(request, body, number, fault)
         finally:
             self._busy -= 1
             if self._queue is not None:
                 self._queue.release()
+
+    # -- the rate limit (rpm / tpm) -----------------------------------------------------------
+    async def _limited(self, request, body: dict, number: int) -> tuple[int, "web.StreamResponse"]:
+        now = time.monotonic()
+        while self._window and self._window[0][0] <= now - self.window_s:
+            self._window.popleft()
+        prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+        entry = [now, prompt + int(body.get("max_tokens") or 0)]
+        waits = []
+        if self.rpm and len(self._window) >= self.rpm:
+            waits.append(self._window[len(self._window) - self.rpm][0] + self.window_s - now)
+        if self.tpm:
+            excess = sum(e[1] for e in self._window) + entry[1] - self.tpm
+            for e in self._window:
+                if excess <= 0:
+                    break
+                excess -= e[1]
+                waits.append(e[0] + self.window_s - now)
+        if waits:
+            with self._log_lock:
+                self.log.append({"number": number, "fault": "rate-limit", "body": body, "auth": None, "at": now})
+            return 429, web.json_response({"error": {"message": "rate limit reached", "type": "requests"}}, status=429,
+                                          headers={"Retry-After": f"{max(waits):.3f}"})
+        self._window.append(entry)
+        status, response = await self._admitted(request, body, number)
+        if status == 200 and isinstance(response, web.Response) and response.body:
+            usage = json.loads(response.body).get("usage") or {}
+            entry[1] = int(usage.get("total_tokens") or entry[1])
+        return status, response
+
+    def _limit_headers(self) -> dict[str, str]:
+        if not self.limit_headers:
+            return {}
+        now, out = time.monotonic(), {}
+        last = (self._window[-1][0] + self.window_s - now) if self._window else 0.0
+        for name, limit, used in (("requests", self.rpm, len(self._window)),
+                                  ("tokens", self.tpm, sum(e[1] for e in self._window))):
+            if limit:
+                out.update({f"x-ratelimit-limit-{name}": str(limit),
+                            f"x-ratelimit-remaining-{name}": str(max(0, limit - used)),
+                            f"x-ratelimit-reset-{name}": f"{max(0.0, last):.3f}s"})
+        return out
 
     def _respond(self, body: dict, number: int) -> dict | str:
         """The responder's answer. kdc asks a real teacher to judge its own samples by default

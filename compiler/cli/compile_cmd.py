@@ -129,13 +129,13 @@ def _print_plan(plan: dict) -> None:
         console = Console(width=180)  # logs and pipes: do not squeeze node ids into 80 columns
     table = Table(title=f"kdc compile --dry-run  (teacher {plan['teacher']})")
     for col in ("node", "kind", "target", "max requests", "seeds train/eval", "chunks", "est. prompt tok",
-                "est. completion tok", "est. cost $"):
+                "est. completion tok", "est. cost $", "shared prefix"):
         table.add_column(col, justify="left" if col in ("node", "kind") else "right", no_wrap=col == "node")
     for node_id, n in plan["nodes"].items():
         cost = "unknown" if n["est_cost_usd"] is None else f"{n['est_cost_usd']:.4f}"
         table.add_row(node_id, n["kind"], str(n["target"]), str(n["max_requests"]),
                       f"{n['train_seeds']}/{n['eval_seeds']}", str(n["chunks"]), f"{n['est_prompt_tokens']:,}",
-                      f"{n['est_completion_tokens']:,}", cost)
+                      f"{n['est_completion_tokens']:,}", cost, f"{n.get('prompt_prefix_share', 0):.0%}")
     t = plan["totals"]
     cost = "unknown" if t["cost_usd"] is None else f"{t['cost_usd']:.4f}"
     table.add_row("total", "", str(t["target"]), str(t["max_requests"]), "", "", f"{t['prompt_tokens']:,}",
@@ -145,6 +145,8 @@ def _print_plan(plan: dict) -> None:
         b = plan["batch"]
         cost = "unknown" if b["cost_usd"] is None else f"{b['cost_usd']:.4f}"
         console.print(f"with --batch: est. cost $ {cost} ({b['basis']}); the judge and augmentation views stay live")
+    console.print("shared prefix: the share of a leaf's prompt characters common to all its requests "
+                  "(what a provider's prompt cache reuses)")
     if plan.get("max_cost") is not None:
         verdict = "over" if plan["over_max_cost"] else "within"
         console.print(f"estimated cost is {verdict} --max-cost {plan['max_cost']}; the real run stops at the cap")

@@ -20,7 +20,7 @@ from typing import Any
 from compiler import __version__
 from compiler.compile import augment
 from compiler.compile.generate import prepare
-from compiler.compile.plan import TEMPLATES, LeafPlan, make_plan, task_for
+from compiler.compile.plan import TEMPLATES, LeafPlan, make_plan, prefix_share, task_for
 from compiler.compile.prompts import Prompts
 from compiler.compile.scheduler import STOP_UNAVAILABLE, Progress, Scheduler
 from compiler.config import CompileConfig, redact_url
@@ -29,6 +29,7 @@ from compiler.gates.judging import default_judge, response_format_used
 from compiler.io import builddir
 from compiler.io.buildrecords import Manifest, NodeStats, reason_counts, review_entry
 from compiler.llm.httpclient import set_default_transport
+from compiler.llm import ratelimit
 from compiler.llm.teacher import Teacher
 from compiler.taxonomy.tree import Taxonomy, load_taxonomy
 
@@ -75,6 +76,8 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None, *, ke
         gates.judge_concurrency = cfg.concurrency
     judge_note = default_judge(cfg, gates)  # the teacher judges itself unless told otherwise
     set_default_transport(cfg.transport)  # the judge's client follows the run's transport
+    ratelimit.declare([(cfg.teacher, cfg.api_base, cfg.rpm, cfg.tpm),  # the judge may share the endpoint's budget
+                       (gates.judge, [gates.judge_api_base] if gates.judge_api_base else [], cfg.judge_rpm, cfg.judge_tpm)])
     teacher = Teacher(cfg.teacher, api_bases=cfg.api_base, timeout=cfg.timeout, max_retries=cfg.max_retries,
                       concurrency=cfg.concurrency, sampling=cfg.sampling,
                       workers=1 if cfg.dry_run else cfg.teacher_workers,
@@ -143,7 +146,8 @@ def dry_run_plan(cfg: CompileConfig, taxonomy: Taxonomy, plans: list[LeafPlan], 
         nodes[lp.node_id] = {"kind": lp.kind, "target": lp.target, "max_requests": lp.budget,
                              "train_seeds": len(lp.train_seeds), "eval_seeds": len(lp.eval_seeds),
                              "chunks": len(lp.chunks), "template": lp.template,
-                             "est_prompt_tokens": p_tok, "est_completion_tokens": c_tok, "est_cost_usd": cost, **aug}
+                             "est_prompt_tokens": p_tok, "est_completion_tokens": c_tok, "est_cost_usd": cost, **aug,
+                             "prompt_prefix_share": prefix_share(lp, cfg, lambda t: prompts.render(t).messages)}
         totals["target"] += lp.target
         totals["max_requests"] += lp.budget
         totals["prompt_tokens"] += p_tok

@@ -9,10 +9,11 @@ that is what makes the cache hit on a re-run and lets quota top-up ask for "the 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from compiler.config import CompileConfig
 from compiler.taxonomy.documents import chunks_for
@@ -301,3 +302,16 @@ def _typed_task(lp: LeafPlan, index: int, cfg: CompileConfig, variables: dict[st
     return Task(node_id=lp.node_id, kind=lp.kind, sample_index=index, template=TEMPLATES["knowledge_typed"],
                 variables=variables, seeds_shown=shown, chunk=chunk, diversity=diversity,
                 request_seed=request_seed, reasoning=lp.reasoning, questions=lp.questions, view=view)
+
+
+def prefix_share(lp: LeafPlan, cfg: CompileConfig, render: Callable[[Task], list[dict[str, str]]],
+                 limit: int = 64) -> float:
+    """The share of a leaf's prompt characters that is common to all its requests (the first
+    `limit` of them, the messages joined in order): the prefix a provider's prompt cache can
+    reuse on every request after the first. Characters, not tokens: no tokenizer needed, and the
+    ratio is much the same. The templates put the shared part first for this (README)."""
+    calls = -(-lp.target // lp.questions) if lp.questions else lp.target
+    texts = ["\n".join(m["content"] for m in render(task_for(lp, i, cfg))) for i in range(max(1, min(calls, limit)))]
+    prefix = os.path.commonprefix(texts)
+    mean = sum(map(len, texts)) / len(texts)
+    return round(len(prefix) / mean, 4) if mean else 0.0

@@ -135,11 +135,33 @@ async def attempt(lt: Any, kwargs: dict[str, Any], deadline: float) -> Outcome:
                        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
                        cost_usd=float(cost) if cost is not None else None,
-                       logprobs=_token_logprobs(getattr(choice, "logprobs", None)), sent=sent, answered=answered)
+                       logprobs=_token_logprobs(getattr(choice, "logprobs", None)), sent=sent, answered=answered,
+                       headers=rate_headers(getattr(resp, "_response_headers", None) or hidden.get("additional_headers")))
     sent, answered = _exchange(stamps, sent)
     status = getattr(exc_, "status_code", None)
     return Outcome(kind, message=scrub(short_message(exc_)), status=status if isinstance(status, int) else None,
-                   error_type=type(exc_).__name__, retry_after=retry_after(exc_), sent=sent, answered=answered)
+                   error_type=type(exc_).__name__, retry_after=retry_after(exc_), sent=sent, answered=answered,
+                   headers=rate_headers(_exc_headers(exc_)))
+
+
+def rate_headers(raw: Any) -> dict[str, str] | None:
+    """The rate-limit headers of a response (x-ratelimit-*, retry-after[-ms]), names lower-cased;
+    litellm's `additional_headers` copy carries them prefixed with `llm_provider-`."""
+    try:
+        items = dict(raw).items() if raw else ()
+    except Exception:
+        return None
+    out = {}
+    for key, value in items:
+        name = str(key).lower().removeprefix("llm_provider-")
+        if name.startswith("x-ratelimit-") or name in ("retry-after", "retry-after-ms"):
+            out[name] = str(value)
+    return out or None
+
+
+def _exc_headers(exc: BaseException) -> Any:
+    headers = getattr(exc, "litellm_response_headers", None)
+    return headers if headers is not None else getattr(getattr(exc, "response", None), "headers", None)
 
 
 def _exchange(stamps: list[float], called: float) -> tuple[float, float]:

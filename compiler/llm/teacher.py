@@ -31,7 +31,7 @@ from typing import Any
 
 from compiler.errors import TeacherError
 from compiler.resources import load_schema
-from compiler.llm import backend, httpclient
+from compiler.llm import backend, httpclient, ratelimit
 from compiler.llm.schemafallback import JSON_OBJECT, schema_feature, schema_refusal
 from compiler.llm.secrets import scrub
 from compiler.llm.transport import InProcess, Outcome, WorkerPool, can_fork
@@ -197,6 +197,7 @@ class Teacher:
         self.price_known = self._register_price()
         self.workers = self._worker_count(workers)
         self._transport: InProcess | WorkerPool = InProcess(self._litellm, self._direct)
+        self._limiters = [ratelimit.limiter_for(model, b, self.concurrency) for b in self.api_bases or [None]]
 
     def _worker_count(self, asked: int | None) -> int:
         """None means auto: litellm in this process below WORKERS_FROM requests in flight (workers only
@@ -210,8 +211,7 @@ class Teacher:
                                                                   self.concurrency // WORKER_SHARE)
         return max(1, min(asked, self.concurrency))
 
-    def __enter__(self) -> "Teacher":
-        """Start the worker processes (before any event loop runs: they are forked)."""
+    def __enter__(self) -> "Teacher":  # worker processes start before any event loop runs: they fork
         if self.workers > 1 and isinstance(self._transport, InProcess):
             self._transport = WorkerPool(self._litellm, self.workers, self._direct)
         return self
@@ -317,7 +317,7 @@ class Teacher:
                 if base is not None:
                     self._busy[base] += 1
                 try:
-                    out = await self._transport.call(kwargs, self.timeout * 1.5 + 5)
+                    out = await self._limiters[base or 0].call(self._transport.call, kwargs, self.timeout * 1.5 + 5)
                     self.stats.attempt(out)
                     if out.kind == "ok":
                         return self._completion(out, attempt, started)
