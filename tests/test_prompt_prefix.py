@@ -47,7 +47,9 @@ def test_a_knowledge_leaf_shares_most_of_its_prompt(planned):
     rendered = texts(lp, cfg)
     prefix = os.path.commonprefix(rendered)
     assert share == round(len(prefix) / (sum(map(len, rendered)) / len(rendered)), 4)
-    assert share >= 0.5, share
+    # the rest is the per-request draw (examples, excerpt, the "do not repeat" list that round 1 fills
+    # with the leaf's seed questions): 46-53 % here, from 19-20 % before the templates put it last
+    assert share >= 0.4, share
     # the shared part holds the system text, the leaf and the whole reply format ...
     assert prefix.startswith("You write training data") and "Domain: Astronomy" in prefix
     assert '- "answer":' in prefix and "The shape" in prefix
