@@ -136,6 +136,9 @@ def run_tool(tool: str, work: Path, tax: Path, prompts: Path, per_node: int, arg
         for d in ("curator-cache", "distilabel-cache"):
             shutil.rmtree(work / d, ignore_errors=True)
         (work / "home").mkdir(exist_ok=True)
+        if tool in PEERS:  # offline: tiktoken's encodings from the copy litellm bundles, not a download
+            env["TIKTOKEN_CACHE_DIR"] = next(map(str, (VENVS / tool).glob(
+                "lib/python*/site-packages/litellm/litellm_core_utils/tokenizers")), "")
         _child_cpu()
         t0 = time.time()
         proc = subprocess.Popen(cmd, env=env, cwd=str(work), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
