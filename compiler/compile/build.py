@@ -8,6 +8,7 @@ is assembled here from the scheduler's per-node state, as a typed `Manifest`.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import platform
@@ -234,10 +235,16 @@ def _after_build(out: Path, profile: Profile = NULL) -> None:
     from compiler.report.card import write_card
     from compiler.report.html import write_report
 
-    with profile.phase("card"):
-        write_card(out)
-    with profile.phase("report"):
-        write_report(out)
+    # The run's heap (~450k objects after a 1,000-sample build) is live, not garbage: frozen, the
+    # full collections the report's reading triggers skip it (0.7 of the report's 0.8 s otherwise).
+    gc.freeze()
+    try:
+        with profile.phase("card"):
+            write_card(out)
+        with profile.phase("report"):
+            write_report(out)
+    finally:
+        gc.unfreeze()
 
 
 

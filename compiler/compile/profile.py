@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import inspect
 import json
 import time
@@ -47,6 +48,16 @@ class Profile:
         if self.t0 is not None:
             self.phases["import"] = round(now - self.t0, 4)  # interpreter, click, the CLI's own imports
         self.at["cli"] = now
+        self.gc_s: dict[str, float] = {}  # time in the cyclic garbage collector, by phase
+        self._gc_start = 0.0
+        gc.callbacks.append(self._gc)
+
+    def _gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_start = time.perf_counter()
+        else:
+            key = next(reversed(self._open), "between phases")
+            self.gc_s[key] = self.gc_s.get(key, 0.0) + time.perf_counter() - self._gc_start
 
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -103,12 +114,15 @@ class Profile:
         since = (lambda t: None if t is None else round(t - base, 4))
         end = max(self.at.values())
         return {"phases": self.phases, "gating_s": {k: round(v, 4) for k, v in sorted(self.inner.items())},
+                "gc_s": {k: round(v, 4) for k, v in sorted(self.gc_s.items())},
                 "first_request_s": since(self.first_request), "last_answer_s": since(self.last_answer),
                 "after_last_answer_s": None if self.last_answer is None else round(end - self.last_answer, 4),
                 "total_s": since(end), "since": "process start" if self.t0 is not None else "CLI entry",
                 "at": {k: round(v, 4) for k, v in self.at.items()}, "process_started": self.t0}
 
     def write(self, path: Path) -> None:
+        if self._gc in gc.callbacks:
+            gc.callbacks.remove(self._gc)
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
 
 
