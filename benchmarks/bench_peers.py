@@ -41,7 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = ROOT / "benchmarks" / "peers"
 VENVS = ROOT / "build" / "peer-venvs"
-PEERS = {"curator": ["bespokelabs-curator==0.1.31"], "distilabel": ["distilabel[openai]==1.5.3"]}
+PEERS = {"curator": ["bespokelabs-curator==0.1.31"],
+         "distilabel": ["distilabel[openai]==1.5.3", "requests"]}  # 1.5.3 imports requests without requiring it
 ENV = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
        "TELEMETRY_ENABLED": "False", "POSTHOG_DISABLED": "1", "DO_NOT_TRACK": "1", "OPENAI_API_KEY": "sk-bench"}
 sys.path.insert(0, str(ROOT / "benchmarks"))
