@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import logging
 import sys
@@ -12,6 +14,11 @@ import click
 
 from compiler.compile.scheduler import NodeProgress, Progress
 from compiler.io.builddir import MANIFEST
+
+# At exit the interpreter's last collection walks every object a compile left (~430k after a
+# 1,000-sample build): seconds on a loaded machine, after the build is written. Frozen first, they
+# are skipped (the process is ending; nothing leaks). Registered when this command is loaded.
+atexit.register(gc.freeze)
 
 
 @click.command("compile")
