@@ -1,6 +1,6 @@
 """Phase timings of one `kdc compile` (`--profile FILE`): where a second of the run goes.
 
-Why a separate file and not the manifest: manifest.json must be byte-identical across runs, and
+Why a separate file and not the manifest: a build is compared byte for byte across runs, and
 timings never are. The profile is wall-clock only, written after the build, and records
   - phases, in order: import (process start to the CLI), config, validate, plan, setup,
     generation, writing, card, report (seconds each);
