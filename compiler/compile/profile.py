@@ -1,7 +1,7 @@
 """Phase timings of one `kdc compile` (`--profile FILE`): where a second of the run goes.
 
 Why a separate file and not the manifest: a build is compared byte for byte across runs, and
-timings never are. The profile is wall-clock only, written after the build, and records
+timings never repeat. The profile is wall-clock only, written after the build, and records
   - phases, in order: import (process start to the CLI), config, validate, plan, setup,
     generation, writing, card, report (seconds each);
   - inside generation: the first request sent and the last answer read (seconds from process
