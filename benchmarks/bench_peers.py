@@ -195,7 +195,10 @@ def _phases(p: dict, spawned: float, exited: float) -> dict:
 # ------------------------------------------------------------------------------- tables
 def _med(rows: list[dict], key: str) -> float:
     vals = [r[key] for r in rows if r.get(key) is not None]
-    return round(statistics.median(vals), 2) if vals else float("nan")
+    if not vals:
+        return float("nan")
+    m = statistics.median(vals)
+    return int(m) if m == int(m) else round(m, 2)
 
 
 def print_table(rows: list[dict], args, load: tuple[float, ...]) -> None:
