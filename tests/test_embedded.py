@@ -108,3 +108,7 @@ def test_grammar_is_accepted_by_llama_cpp_and_forbids_raw_newlines():
         assert gbnf.splitlines()[0].startswith('root ::= "{"')
         assert ("kv-context" in gbnf) == (kind == "grounded_skill")
     assert r'char ::= [^"\\\x00-\x1F\x7F]' in grammar_for(response_schema("knowledge"))
+    # an invented context must be long enough to hold what the answer extracts; other strings are free
+    grounded = grammar_for(response_schema("grounded_skill"))
+    assert 'kv-context ::= "\\"context\\"" ws ":" ws "\\"" char{160,} "\\""' in grounded
+    assert 'kv-answer ::= "\\"answer\\"" ws ":" ws string' in grounded

@@ -26,6 +26,9 @@ PROVIDER = "kdc"
 MODEL = "gemma3-270m"
 N_CTX = 4096
 GRAMMAR_MAX = {"reasoning_items": 4}  # a base model's reasoning lists ramble past a few steps
+# a base model invents one-line contexts (a grounded skill's) that hold nothing to extract: the
+# meeting-notes leaf met its quota 1 time in 3 within 12 attempts, 3 in 3 with this floor
+GRAMMAR_MIN_CHARS = {"context": 160}
 MAX_TOKENS = 400  # per record; runaway strings are cut here
 
 _handler = None
@@ -99,6 +102,8 @@ def grammar_for(schema: dict) -> str:
             for _ in range(n - 1):
                 more = f'("," ws string {more})?'
             value = f'"[" ws string {more} ws "]"'
+        elif GRAMMAR_MIN_CHARS.get(name):
+            value = f'"\\"" char{{{GRAMMAR_MIN_CHARS[name]},}} "\\""'
         else:
             value = "string"
         rules.append(f'{rule} ::= "\\"{name}\\"" ws ":" ws {value}')
