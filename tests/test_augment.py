@@ -246,8 +246,10 @@ def test_do_not_repeat_lists_seeds_from_round_1_and_questions_accepted_in_earlie
             assert set(listed) <= seeds and len(listed) == min(20, len(seeds))  # round 1: the seeds only
         else:
             later[s["metadata"]["sample_index"]] = (s, listed)
-    assert later and all(len(v[1]) == 20 for v in later.values())  # the limit, filled
     round1 = [s for s in train if s["metadata"]["sample_index"] < 4]
+    # every seed and every question accepted in round 1, up to the limit (which calls fail depends on
+    # the prompts' hashes, so how many round 1 accepted is not fixed)
+    assert later and all(len(v[1]) == min(20, len(seeds) + len(round1)) for v in later.values())
     for index, (s, listed) in later.items():
         asked = [q for q in listed if q not in SEED_QUESTIONS]
         assert asked and all(q in accepted for q in asked)  # only accepted questions

@@ -51,6 +51,7 @@ class MisbehavingTeacher:
         self.first_clean: dict[str, dict] = {}  # per leaf: the record its dups copy
         self.served: Counter = Counter()
         self.serial = Counter()
+        self.pairs_used: dict[tuple[str, str], set] = defaultdict(set)  # clean knowledge records never repeat a pair
 
     def _leaf(self, shown: list[dict]) -> str:
         questions = {ex.get("question", "").strip() for ex in shown}
@@ -104,7 +105,10 @@ class MisbehavingTeacher:
         if kind == "knowledge":
             sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", doc or "") if len(x.split()) >= 5]
             pairs = [(i, j) for i in range(len(sentences)) for j in range(i + 1, len(sentences))]
-            i, j = pairs[(k * 7) % len(pairs)]
+            used = self.pairs_used[(node, doc or "")]
+            start = (k * 7) % len(pairs)  # the first pair not served yet: two clean records are never near-copies
+            i, j = next((p for p in pairs[start:] + pairs[:start] if p not in used), pairs[start])
+            used.add((i, j))
             answer = f"{sentences[i]} {sentences[j]}"
             question = f"What does the excerpt say in passage {k} about {' '.join(sentences[i].split()[:4])}?"
             context = None
