@@ -12,6 +12,7 @@ is capped at MAX_TOKENS. No key, no network: the weights come from the installed
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -279,8 +280,22 @@ class _Handler:
 
             self._llama = _Llama(model_path=str(model_path()), n_ctx=N_CTX, n_threads=threads(), n_threads_batch=threads(),
                                  n_batch=512, seed=0, verbose=False)
+            # freed before the interpreter tears its modules down: llama-cpp-python's own __del__,
+            # left to run at shutdown, finds its C bindings gone and prints a TypeError traceback
+            atexit.register(self.close)
 
         return self._llama
+
+    def close(self) -> None:
+        """Free the model (at exit); skipped if a generation still holds it (an interrupted run)."""
+        if not self._lock.acquire(timeout=5):
+            return
+        try:
+            llama, self._llama = self._llama, None
+            if llama is not None:
+                llama.close()
+        finally:
+            self._lock.release()
 
     def generate(self, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
         rf = params.get("response_format") or {}
