@@ -201,6 +201,12 @@ def retry_after(exc: BaseException) -> float | None:
         low = {str(k).lower(): v for k, v in dict(headers).items()}
     except Exception:
         return None
+    return retry_after_seconds(low)
+
+
+def retry_after_seconds(low: dict[str, Any]) -> float | None:
+    """Seconds from lower-cased response headers: retry-after-ms, or retry-after in seconds or as an
+    HTTP date (the litellm path and the direct client both read them here)."""
     try:
         if "retry-after-ms" in low:
             return max(0.0, float(low["retry-after-ms"]) / 1000)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.errors import TeacherError
-from compiler.llm.backend import Outcome
+from compiler.llm.backend import Outcome, retry_after_seconds
 from compiler.llm.secrets import scrub
 
 __all__ = ["DIRECT_PROVIDERS", "TRANSPORTS", "HttpClient", "choose_transport", "key_variable", "model_price",
@@ -298,24 +298,7 @@ def _failure(status: int | None, raw: bytes, got: dict, sent: float, answered: f
     else:
         kind = "error"
     return Outcome(kind, message=scrub(f"{status}: {detail}", key), status=status, error_type=f"HTTP{status}",
-                   retry_after=_retry_after(got), headers=got or None, sent=sent, answered=answered)
-
-
-def _retry_after(headers: dict[str, str]) -> float | None:
-    """Seconds from retry-after-ms / retry-after (seconds or an HTTP date)."""
-    try:
-        if "retry-after-ms" in headers:
-            return max(0.0, float(headers["retry-after-ms"]) / 1000)
-        if "retry-after" in headers:
-            return max(0.0, float(headers["retry-after"]))
-    except (TypeError, ValueError):
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(headers["retry-after"]).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-    return None
+                   retry_after=retry_after_seconds(got), headers=got or None, sent=sent, answered=answered)
 
 
 def _token_logprobs(lp: Any) -> list[float] | None:

@@ -33,6 +33,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+from compiler.llm.backend import retry_after_seconds
+
 __all__ = ["RateLimiter", "declare", "limiter_for", "parse_reset"]
 
 log = logging.getLogger("kdc.teacher")
@@ -252,7 +254,7 @@ class RateLimiter:
                 entry.tokens = used
             pause = getattr(out, "retry_after", None)
             if pause is None:
-                pause = _retry_after(headers)
+                pause = retry_after_seconds(headers)
             if pause:
                 self._paused_until = max(self._paused_until, now + min(pause, PAUSE_CAP_S))
             if getattr(out, "kind", "") == "rate-limit" or getattr(out, "status", None) == 429:
@@ -277,13 +279,6 @@ class RateLimiter:
             if remaining is None or reset is None or entry.seq <= budget.seq:
                 continue
             budget.remaining, budget.until, budget.seq = remaining - sent_since, now + reset, entry.seq
-
-
-def _retry_after(headers: dict[str, str]) -> float | None:
-    if "retry-after-ms" in headers:
-        value = parse_reset(headers["retry-after-ms"])
-        return value / 1000 if value is not None else None
-    return parse_reset(headers.get("retry-after"))
 
 
 def estimate(kwargs: dict[str, Any]) -> int:
