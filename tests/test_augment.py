@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from compiler.compile.augment import check_view
 from compiler.llm.cache import request_key
 from compiler.compile.plan import LeafPlan, do_not_repeat, question_types_for, round_calls
 from compiler.records import Chunk, Leaf
+from taxcopy import private_taxonomy
 from teacher_server import FaultPlan, TeacherServer, default_responder
 from test_compile import ROOT, SOLAR, compile_args, kdc, read_jsonl, tree_hashes  # noqa: F401 (kdc: fixture)
 
@@ -26,11 +26,8 @@ INVENTED = "Quantum llamas orbit the seventh moon of Neptune every ninety minute
 @pytest.fixture
 def tax(tmp_path, example_taxonomy) -> Path:
     """The example taxonomy with augmentation on (its kdc.yaml turns it off for the demo)."""
-    shutil.copytree(example_taxonomy, tmp_path / "taxonomy")
-    shutil.copytree(ROOT / "build" / "doc-repos", tmp_path / "build" / "doc-repos", symlinks=True)
-    (tmp_path / ".git").mkdir()
-    cfg = tmp_path / "taxonomy" / "kdc.yaml"
-    text = "".join(l for l in cfg.read_text().splitlines(True) if not l.startswith("max_attempts"))
+    cfg = private_taxonomy(tmp_path, example_taxonomy) / "kdc.yaml"
+    text = cfg.read_text()
     cfg.write_text(text.replace("  enabled: false", "  enabled: true\n  question_types: [definitional, "
                                 "procedural, causal, numeric]\n  questions_per_call: 3")
                    + f"nodes: {{{SOLAR}: {{samples: 12}}}}\n")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,12 +15,13 @@ from pathlib import Path
 import pytest
 
 from batch_server import BatchServer
-from compiler.cli import main
 from compiler.compile import batchrun
 from compiler.llm import backend
 from compiler.llm.batch import BatchClient, BatchError, answer_of
 from compiler.llm.cache import Cache
 from compiler.llm.teacher import Completion, Teacher
+from taxcopy import private_taxonomy
+from test_compile import kdc  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-test-SECRET-7f3a9c"
@@ -29,30 +29,12 @@ KEY = "sk-test-SECRET-7f3a9c"
 
 @pytest.fixture
 def tax(tmp_path, example_taxonomy) -> Path:
-    shutil.copytree(example_taxonomy, tmp_path / "taxonomy")
-    shutil.copytree(ROOT / "build" / "doc-repos", tmp_path / "build" / "doc-repos", symlinks=True)
-    (tmp_path / ".git").mkdir()
-    cfg = tmp_path / "taxonomy" / "kdc.yaml"
-    cfg.write_text("".join(l for l in cfg.read_text().splitlines(True) if not l.startswith("max_attempts")))
-    return tmp_path / "taxonomy"
+    return private_taxonomy(tmp_path, example_taxonomy)
 
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-
-
-@pytest.fixture
-def kdc(capsys, monkeypatch):
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["kdc", *map(str, args)])
-        with pytest.raises(SystemExit) as exc:
-            main()
-        out, err = capsys.readouterr()
-        assert "Traceback" not in out + err
-        return exc.value.code, out, err
-    return run
 
 
 def args(tax: Path, out: Path, srv: BatchServer, *extra) -> list:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from compiler.llm.cache import request_key
 from compiler.cli import main
 from compiler.taxonomy.documents import chunks_for
 from compiler.llm.teacher import response_schema
+from taxcopy import private_taxonomy
 from teacher_server import FaultPlan, TeacherServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,14 +34,7 @@ KEY = "sk-test-SECRET-7f3a9c"
 
 @pytest.fixture
 def tax(tmp_path, example_taxonomy) -> Path:
-    """A private copy of the example taxonomy and its document repos (same relative layout)."""
-    shutil.copytree(example_taxonomy, tmp_path / "taxonomy")
-    shutil.copytree(ROOT / "build" / "doc-repos", tmp_path / "build" / "doc-repos", symlinks=True)
-    (tmp_path / ".git").mkdir()  # like the project checkout: ../build/doc-repos is inside it
-    # The example gives the slow embedded teacher extra attempts; these tests check the default budget.
-    cfg = tmp_path / "taxonomy" / "kdc.yaml"
-    cfg.write_text("".join(l for l in cfg.read_text().splitlines(True) if not l.startswith("max_attempts")))
-    return tmp_path / "taxonomy"
+    return private_taxonomy(tmp_path, example_taxonomy)
 
 
 @pytest.fixture(autouse=True)
