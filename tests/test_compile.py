@@ -43,15 +43,19 @@ def _env(monkeypatch):
 
 
 @pytest.fixture
-def kdc(capsys, monkeypatch):
-    """Run the real CLI entry point in-process: (exit code, stdout, stderr)."""
+def kdc(capsys, caplog, monkeypatch):
+    """Run the real CLI entry point in-process: (exit code, stdout, stderr). No traceback either on
+    the streams or in a log record (pytest holds those; the real CLI would print them: asyncio's
+    "Task exception was never retrieved" reaches stderr through logging's last-resort handler)."""
     def run(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()
+        caplog.clear()
         monkeypatch.setattr(sys, "argv", ["kdc", *map(str, args)])
         with pytest.raises(SystemExit) as exc:
             main()
         out, err = capsys.readouterr()
         assert "Traceback" not in out + err
+        assert [r.getMessage() for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()] == []
         return exc.value.code, out, err
     return run
 

@@ -268,3 +268,59 @@ def test_auto_forks_no_workers_on_the_direct_path_but_a_forced_count_still_holds
     assert Teacher("openai/t", api_bases=base, concurrency=256, workers=2, transport="http").workers == 2
     if (os.cpu_count() or 1) >= 2:  # litellm's rule: one worker per 64 in flight, up to the cores
         assert Teacher("openai/t", api_bases=base, concurrency=256, workers=None, transport="litellm").workers >= 2
+
+
+
+def test_closing_the_client_under_an_attempt_leaves_no_unread_task_exception():
+    """The CI failure of stop 18: a fatal 401 stopped a run while an attempt was starting on the
+    I/O loop; the session closed before that attempt sent, the caller had gone (cancelled), and
+    asyncio printed "Task exception was never retrieved" with a traceback on the user's stderr.
+    Closing now cancels the attempts first; an attempt that still meets a closed session is an
+    ordinary error outcome."""
+    import gc
+    import logging
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    kwargs = {"model": "openai/teacher-test", "timeout": 10.0, "messages": [{"role": "user", "content": "hi"}]}
+
+    async def abandoned(url: str) -> str:
+        client = HttpClient(4)
+        client._session()
+        task = asyncio.ensure_future(client.attempt({**kwargs, "api_base": url}, 15.0))
+        closing = asyncio.ensure_future(client.aclose())
+        await asyncio.sleep(0)  # the attempt reaches its POST; the session starts closing
+        await asyncio.sleep(0)  # the POST runs against the closing session
+        task.cancel()  # the caller gives up, as the scheduler does on a fatal error
+        await closing
+        await asyncio.sleep(0.05)
+        state = "cancelled" if task.cancelled() else task.result().kind
+        del task
+        gc.collect()
+        return state
+
+    async def straggler(url: str) -> str:
+        client = HttpClient(4)
+        client._session()
+        await client.aclose()
+        client._sessions[asyncio.get_running_loop()] = type("Closed", (), {"closed": False, "post": _closed_post})()
+        return (await client.attempt({**kwargs, "api_base": url}, 15.0)).kind
+
+    keep = Keep(logging.ERROR)
+    logging.getLogger("asyncio").addHandler(keep)
+    try:
+        with TeacherServer(latency=1.0) as srv:
+            assert asyncio.run(abandoned(srv.url)) == "cancelled"
+            assert asyncio.run(straggler(srv.url)) == "error"
+        gc.collect()
+    finally:
+        logging.getLogger("asyncio").removeHandler(keep)
+    assert [m for m in seen if "never retrieved" in m] == []
+
+
+def _closed_post(*args, **kwargs):
+    raise RuntimeError("Session is closed")  # what aiohttp raises for a post on a closed session

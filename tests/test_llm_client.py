@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from compiler.errors import TeacherError
 from compiler.llm.teacher import Teacher, TeacherFailure, response_format
 from compiler.train.evaljudge import Judge, judge_pair
 from compiler.train.evaluate import EvalItem
-from teacher_server import FaultPlan, TeacherServer
+from teacher_server import FaultPlan, QuietHTTPServer, TeacherServer
 from test_compile import compile_args, kdc, tax  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +80,7 @@ class _Echo(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    server = QuietHTTPServer(("127.0.0.1", 0), _Echo)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()

@@ -13,13 +13,13 @@ import shutil
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from test_compile import kdc  # noqa: F401 (the in-process CLI fixture)
-from teacher_server import TeacherServer
+from teacher_server import QuietHTTPServer, TeacherServer
 
 ROOT = Path(__file__).resolve().parent.parent
 LEAF = "knowledge/science/astronomy/solar_system"
@@ -140,7 +140,7 @@ class Recorder(BaseHTTPRequestHandler):
 @pytest.fixture
 def recorder():
     Recorder.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    server = QuietHTTPServer(("127.0.0.1", 0), Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1", Recorder.seen
     server.shutdown()

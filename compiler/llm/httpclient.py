@@ -152,6 +152,7 @@ class HttpClient:
     def __init__(self, concurrency: int = 8):
         self.concurrency = max(1, concurrency)
         self._sessions: dict[asyncio.AbstractEventLoop, Any] = {}
+        self._inflight: set[asyncio.Task] = set()  # attempts running now, cancelled before a session closes
         self._prices: dict[str, tuple[float, float] | None] = {}
         _OPEN.add(self)  # closed at exit if nobody did (no "Unclosed client session" on stderr)
 
@@ -195,8 +196,14 @@ class HttpClient:
                 got.update((k.lower(), v) for k, v in resp.headers.items() if k.lower().startswith(_HEADER_PREFIXES))
                 return resp.status, await resp.read()
 
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
         try:
             status, raw = await asyncio.wait_for(exchange(), limit)
+        except RuntimeError as exc:  # the session closed under an attempt that had not started: kdc is stopping
+            return Outcome("error", message=f"the HTTP client was closed ({exc})", error_type="Closed",
+                           sent=sent, answered=time.monotonic())
         except asyncio.TimeoutError:
             return Outcome("timeout", message=f"no answer within {limit:g}s", error_type="Timeout",
                            headers=got or None, sent=sent, answered=time.monotonic())
@@ -204,6 +211,8 @@ class HttpClient:
             text = " ".join(str(exc).split())[:300] or type(exc).__name__
             return Outcome("error", message=scrub(f"connection error: {text}", key), error_type=type(exc).__name__,
                            headers=got or None, sent=sent, answered=time.monotonic())
+        finally:
+            self._inflight.discard(task)
         answered = time.monotonic()
         if status == 200:
             return self._ok(model, raw, got, sent, answered, key)
@@ -228,10 +237,21 @@ class HttpClient:
                        logprobs=_token_logprobs(choice.get("logprobs")), headers=got or None,
                        sent=sent, answered=answered)
 
+    async def _shut(self, session: Any) -> None:
+        """Cancel this loop's attempts, then close its session: an attempt left running would meet
+        a closed session and end in an exception nobody reads ("Task exception was never retrieved"
+        and a traceback on stderr)."""
+        loop = asyncio.get_running_loop()
+        mine = [t for t in self._inflight if t.get_loop() is loop and t is not asyncio.current_task()]
+        for t in mine:
+            t.cancel()
+        await asyncio.gather(*mine, return_exceptions=True)
+        if not session.closed:
+            await session.close()
+
     async def aclose(self) -> None:
         for session in list(self._sessions.values()):
-            if not session.closed:
-                await session.close()
+            await self._shut(session)
         self._sessions.clear()
 
     def close(self) -> None:
@@ -245,14 +265,14 @@ class HttpClient:
             except RuntimeError:
                 running = None
             if running is loop:
-                loop.create_task(session.close())
+                loop.create_task(self._shut(session))
             elif loop.is_running():
                 try:
-                    asyncio.run_coroutine_threadsafe(session.close(), loop).result(5)
+                    asyncio.run_coroutine_threadsafe(self._shut(session), loop).result(5)
                 except Exception:
                     pass
             else:
-                loop.run_until_complete(session.close())
+                loop.run_until_complete(self._shut(session))
         self._sessions.clear()
 
 
