@@ -112,3 +112,26 @@ def test_grammar_is_accepted_by_llama_cpp_and_forbids_raw_newlines():
     grounded = grammar_for(response_schema("grounded_skill"))
     assert 'kv-context ::= "\\"context\\"" ws ":" ws "\\"" char{160,} "\\""' in grounded
     assert 'kv-answer ::= "\\"answer\\"" ws ":" ws string' in grounded
+
+
+def test_the_thread_picker_tries_each_count_then_keeps_the_faster_and_reprobes_the_other():
+    """llama.cpp's spinning threads decode faster with both cores on a quiet machine and far slower
+    beside other work: the count follows the measured rate, not a guess."""
+    from compiler.llm.embedded import ThreadPicker
+
+    p = ThreadPicker(cores=2)
+    assert p.options == [1, 2]
+    first = p.pick()
+    assert first == 2  # most threads first
+    p.record(2, 100, 10.0)  # 10 tok/s: a busy machine
+    assert p.pick() == 1
+    p.record(1, 100, 5.0)  # 20 tok/s
+    picks = [p.pick() for _ in range(10)]
+    assert picks.count(1) == 8 and picks.count(2) == 2  # every PROBE-th call re-tries the slower one
+    p.record(2, 100, 2.0)  # the machine went quiet: 50 tok/s, smoothed with the old 10 -> 30
+    assert p.rate[2] == 30.0 and p.pick() == 2
+    p.record(1, 3, 0.01)  # a few tokens say nothing
+    assert p.rate[1] == 20.0
+    fixed = ThreadPicker(fixed=3, cores=2)
+    assert fixed.options == [3] and {fixed.pick() for _ in range(7)} == {3}
+    assert ThreadPicker(cores=1).options == [1]

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +37,40 @@ _handler = None
 _handler_lock = threading.Lock()
 
 
-def threads() -> int:
-    """llama.cpp threads: half the cores (at least one). llama.cpp's threads spin on barriers, so
-    on a busy 2-core machine two threads decode ~40x slower than one (measured: 0.8 vs 40 tok/s);
-    KDC_EMBEDDED_THREADS overrides."""
+def threads() -> int | None:
+    """A fixed llama.cpp thread count from KDC_EMBEDDED_THREADS, else None (ThreadPicker chooses)."""
     env = os.environ.get("KDC_EMBEDDED_THREADS", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return max(1, min(8, (os.cpu_count() or 2) // 2))
+    return int(env) if env.isdigit() and int(env) > 0 else None
+
+
+class ThreadPicker:
+    """llama.cpp's thread count, chosen per call by measured decode speed. Its threads spin on
+    barriers: on a quiet 2-core machine two threads decode ~2x faster than one, but while anything
+    else runs they decode up to 40x slower (measured: 30 vs 17 tok/s quiet, 4.5 vs 16 beside a
+    build). The load changes during a run, so a call runs at the count with the best recent rate,
+    and every PROBE-th call tries the other one."""
+
+    PROBE = 5
+
+    def __init__(self, fixed: int | None = None, cores: int | None = None):
+        most = max(1, min(8, cores or os.cpu_count() or 1))
+        self.options = [fixed] if fixed else sorted({1, most})
+        self.rate: dict[int, float] = {}  # threads -> smoothed decode tokens/s
+        self.calls = 0
+
+    def pick(self) -> int:
+        self.calls += 1
+        untried = [n for n in self.options if n not in self.rate]
+        if untried:
+            return untried[-1]
+        ranked = sorted(self.options, key=lambda n: self.rate[n], reverse=True)
+        return ranked[1] if len(ranked) > 1 and self.calls % self.PROBE == 0 else ranked[0]
+
+    def record(self, n: int, tokens: int, seconds: float) -> None:
+        if tokens < 8 or seconds <= 0:
+            return  # too short to say anything
+        rate = tokens / seconds
+        self.rate[n] = rate if n not in self.rate else (self.rate[n] + rate) / 2
 
 
 def model_path() -> Path:
@@ -197,6 +224,11 @@ class _LazyGrammarSampler:
         if not self.grammar:
             raise TeacherError("the embedded teacher could not build a grammar for the response schema")
         self.dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
+        self.steps, self.first, self.last = 0, 0.0, 0.0  # tokens sampled, and when the first and last were
+
+    def decode_rate(self) -> tuple[int, float]:
+        """(tokens decoded between the first and the last sample, seconds it took)."""
+        return max(0, self.steps - 1), self.last - self.first
 
     def _filtered(self, ids, logits):
         C, np = self.C, self.np
@@ -209,6 +241,10 @@ class _LazyGrammarSampler:
         return buf[np.isfinite(buf["logit"])]
 
     def sample(self, ctx, idx: int = -1) -> int:
+        self.last = time.perf_counter()
+        if not self.steps:
+            self.first = self.last
+        self.steps += 1
         C, np = self.C, self.np
         token = C.llama_sampler_sample(self.chain.sampler, ctx.ctx, idx)
         if len(self._filtered(np.array([token]), np.array([0.0], dtype=np.float32))):
@@ -259,6 +295,7 @@ class _Handler:
     def __init__(self):
         self._llama = None
         self._lock = threading.Lock()
+        self.threads = ThreadPicker(threads())
 
     def llama(self):
         if self._llama is None:
@@ -278,7 +315,8 @@ class _Handler:
                 def _init_sampler(self, *args, **kwargs):
                     return self.lazy if self.lazy is not None else super()._init_sampler(*args, **kwargs)
 
-            self._llama = _Llama(model_path=str(model_path()), n_ctx=N_CTX, n_threads=threads(), n_threads_batch=threads(),
+            self._llama = _Llama(model_path=str(model_path()), n_ctx=N_CTX, n_threads=self.threads.options[0],
+                                 n_threads_batch=self.threads.options[0],
                                  n_batch=512, seed=0, verbose=False)
             # freed before the interpreter tears its modules down: llama-cpp-python's own __del__,
             # left to run at shutdown, finds its C bindings gone and prints a TypeError traceback
@@ -316,8 +354,13 @@ class _Handler:
             temp = float(params.get("temperature", 0.7))
             llama.lazy = _LazyGrammarSampler(llama, grammar_for(schema), top_k=40, top_p=float(params.get("top_p", 0.95)),
                                              min_p=0.05, temp=temp, repeat_penalty=1.15, seed=seed)
+            n = self.threads.pick()
+            import llama_cpp
+
+            llama_cpp.llama_set_n_threads(llama._ctx.ctx, n, n)
             try:
                 out = llama.create_completion(tokens, max_tokens=max_tokens, temperature=temp, seed=seed)
+                self.threads.record(n, *llama.lazy.decode_rate())
             finally:
                 llama.lazy.close()
                 llama.lazy = None
