@@ -114,24 +114,31 @@ def test_grammar_is_accepted_by_llama_cpp_and_forbids_raw_newlines():
     assert 'kv-answer ::= "\\"answer\\"" ws ":" ws string' in grounded
 
 
-def test_the_thread_picker_tries_each_count_then_keeps_the_faster_and_reprobes_the_other():
+def test_the_thread_picker_keeps_the_faster_count_and_probes_the_other_ever_more_rarely():
     """llama.cpp's spinning threads decode faster with both cores on a quiet machine and far slower
-    beside other work: the count follows the measured rate, not a guess."""
+    beside other work: the count follows the measured rate window by window, not a guess, and a
+    losing probe stops at its first slow token."""
     from compiler.llm.embedded import ThreadPicker
 
     p = ThreadPicker(cores=2)
-    assert p.options == [1, 2]
-    first = p.pick()
-    assert first == 2  # most threads first
-    p.record(2, 100, 10.0)  # 10 tok/s: a busy machine
-    assert p.pick() == 1
-    p.record(1, 100, 5.0)  # 20 tok/s
-    picks = [p.pick() for _ in range(10)]
-    assert picks.count(1) == 8 and picks.count(2) == 2  # every PROBE-th call re-tries the slower one
-    p.record(2, 100, 2.0)  # the machine went quiet: 50 tok/s, smoothed with the old 10 -> 30
-    assert p.rate[2] == 30.0 and p.pick() == 2
-    p.record(1, 3, 0.01)  # a few tokens say nothing
-    assert p.rate[1] == 20.0
+    assert p.options == [1, 2] and p.best() == 1 and not p.too_slow(99.0)  # the safe count first
+    assert p.window(1, 16, 1.0) == 2 and p.probing  # 16 tok/s; then a probe of two threads
+    assert not p.too_slow(0.05) and p.too_slow(0.2)  # a token 3x slower than the best ends it
+    speeds = {1: 16.0, 2: 4.0}  # a busy machine
+    n, seen = 2, []
+    for _ in range(300):
+        seen.append(n)
+        tokens = 1 if n == 2 else 16  # the probe stopped at its first (slow) token
+        n = p.window(n, tokens, tokens / speeds[n])
+    probes = [i for i, k in enumerate(seen) if k == 2]
+    gaps = [b - a for a, b in zip(probes, probes[1:])]
+    assert gaps == sorted(gaps) and gaps[-1] == p.MAX_GAP + 1 and len(probes) < 12  # ever rarer, capped
+    speeds = {1: 16.0, 2: 40.0}  # the machine went quiet: the next probe wins and two threads stay
+    seen = []
+    for _ in range(p.MAX_GAP + 40):
+        seen.append(n)
+        n = p.window(n, 16, 16 / speeds[n])
+    assert p.best() == 2 and seen[-40:].count(2) >= 36
     fixed = ThreadPicker(fixed=3, cores=2)
-    assert fixed.options == [3] and {fixed.pick() for _ in range(7)} == {3}
+    assert fixed.options == [3] and {fixed.window(3, 16, 1.0) for _ in range(9)} == {3}
     assert ThreadPicker(cores=1).options == [1]

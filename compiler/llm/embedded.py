@@ -44,33 +44,46 @@ def threads() -> int | None:
 
 
 class ThreadPicker:
-    """llama.cpp's thread count, chosen per call by measured decode speed. Its threads spin on
-    barriers: on a quiet 2-core machine two threads decode ~2x faster than one, but while anything
-    else runs they decode up to 40x slower (measured: 30 vs 17 tok/s quiet, 4.5 vs 16 beside a
-    build). The load changes during a run, so a call runs at the count with the best recent rate,
-    and every PROBE-th call tries the other one."""
+    """llama.cpp's thread count, chosen by measured decode speed, window by window (WINDOW tokens).
+    Its threads spin on barriers: on a quiet 2-core machine two threads decode ~2x faster than one,
+    but beside any other work up to 10x slower (measured: 30 vs 17 tok/s quiet, 1.4 vs 16 beside
+    a build). The load changes during a run, so decoding goes on at the count with the best rate
+    and now and then a window tries another one: one thread first (the safe count), then the
+    others. A probe ends at its first token slower than SLOWER x the best rate, and each probe that
+    loses doubles the gap to the next (up to MAX_GAP windows): a busy or a quiet machine pays for
+    about one slow token every few hundred."""
 
-    PROBE = 5
+    WINDOW, GAP, MAX_GAP, SLOWER = 16, 4, 64, 1.5
 
     def __init__(self, fixed: int | None = None, cores: int | None = None):
         most = max(1, min(8, cores or os.cpu_count() or 1))
         self.options = [fixed] if fixed else sorted({1, most})
         self.rate: dict[int, float] = {}  # threads -> smoothed decode tokens/s
-        self.calls = 0
+        self.gap, self.since, self.probing = self.GAP, 0, False
 
-    def pick(self) -> int:
-        self.calls += 1
-        untried = [n for n in self.options if n not in self.rate]
-        if untried:
-            return untried[-1]
-        ranked = sorted(self.options, key=lambda n: self.rate[n], reverse=True)
-        return ranked[1] if len(ranked) > 1 and self.calls % self.PROBE == 0 else ranked[0]
+    def best(self) -> int:
+        return max(self.rate, key=lambda n: self.rate[n]) if self.rate else self.options[0]
 
-    def record(self, n: int, tokens: int, seconds: float) -> None:
-        if tokens < 8 or seconds <= 0:
-            return  # too short to say anything
-        rate = tokens / seconds
-        self.rate[n] = rate if n not in self.rate else (self.rate[n] + rate) / 2
+    def too_slow(self, seconds: float) -> bool:
+        """Whether a probe's last token took so long that the probe should stop now."""
+        return self.probing and bool(self.rate) and seconds * max(self.rate.values()) > self.SLOWER
+
+    def window(self, n: int, tokens: int, seconds: float) -> int:
+        """Record a window decoded with `n` threads; the count for the next window."""
+        if tokens > 0 and seconds > 0:
+            rate = tokens / seconds
+            self.rate[n] = rate if n not in self.rate else (self.rate[n] + rate) / 2
+        best = self.best()
+        if self.probing:  # that window was a probe: it won (now best) or the next one waits longer
+            self.probing, self.since = False, 0
+            self.gap = self.GAP if best == n else min(2 * self.gap, self.MAX_GAP)
+            return best
+        self.since += 1
+        untried = [k for k in self.options if k not in self.rate]
+        if untried or (len(self.options) > 1 and self.since >= self.gap):
+            self.probing = True
+            return untried[0] if untried else sorted(self.options, key=lambda k: self.rate[k])[-2]
+        return best
 
 
 def model_path() -> Path:
@@ -196,7 +209,7 @@ class _LazyGrammarSampler:
     the grammar to all 262k tokens of Gemma's vocabulary at every step runs at ~1 token/s."""
 
     def __init__(self, llama, grammar: str, *, top_k: int, top_p: float, min_p: float, temp: float,
-                 repeat_penalty: float, seed: int, n_candidates: int = 256):
+                 repeat_penalty: float, seed: int, picker: ThreadPicker, n_candidates: int = 256):
         import ctypes
 
         import llama_cpp as C
@@ -224,11 +237,23 @@ class _LazyGrammarSampler:
         if not self.grammar:
             raise TeacherError("the embedded teacher could not build a grammar for the response schema")
         self.dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
-        self.steps, self.first, self.last = 0, 0.0, 0.0  # tokens sampled, and when the first and last were
+        self.ctx, self.picker, self.n = llama._ctx.ctx, picker, picker.best()
+        C.llama_set_n_threads(self.ctx, self.n, self.n)  # the prompt, then the first window
+        self.mark, self.marked, self.previous = 0, 0.0, 0.0  # window start (token, time); last token
+        self.steps = 0
 
-    def decode_rate(self) -> tuple[int, float]:
-        """(tokens decoded between the first and the last sample, seconds it took)."""
-        return max(0, self.steps - 1), self.last - self.first
+    def _next_window(self) -> None:
+        """Between two tokens: close the window when it is full, or a probe when it is too slow."""
+        now = time.perf_counter()
+        if self.steps == 1:
+            self.mark, self.marked = 1, now
+        elif self.steps - self.mark >= self.picker.WINDOW or self.picker.too_slow(now - self.previous):
+            n = self.picker.window(self.n, self.steps - self.mark, now - self.marked)
+            if n != self.n:
+                self.C.llama_set_n_threads(self.ctx, n, n)
+                self.n = n
+            self.mark, self.marked = self.steps, now
+        self.previous = now
 
     def _filtered(self, ids, logits):
         C, np = self.C, self.np
@@ -241,10 +266,8 @@ class _LazyGrammarSampler:
         return buf[np.isfinite(buf["logit"])]
 
     def sample(self, ctx, idx: int = -1) -> int:
-        self.last = time.perf_counter()
-        if not self.steps:
-            self.first = self.last
         self.steps += 1
+        self._next_window()
         C, np = self.C, self.np
         token = C.llama_sampler_sample(self.chain.sampler, ctx.ctx, idx)
         if len(self._filtered(np.array([token]), np.array([0.0], dtype=np.float32))):
@@ -353,14 +376,10 @@ class _Handler:
             seed = int(params["seed"]) if params.get("seed") is not None else 0
             temp = float(params.get("temperature", 0.7))
             llama.lazy = _LazyGrammarSampler(llama, grammar_for(schema), top_k=40, top_p=float(params.get("top_p", 0.95)),
-                                             min_p=0.05, temp=temp, repeat_penalty=1.15, seed=seed)
-            n = self.threads.pick()
-            import llama_cpp
-
-            llama_cpp.llama_set_n_threads(llama._ctx.ctx, n, n)
+                                             min_p=0.05, temp=temp, repeat_penalty=1.15, seed=seed,
+                                             picker=self.threads)
             try:
                 out = llama.create_completion(tokens, max_tokens=max_tokens, temperature=temp, seed=seed)
-                self.threads.record(n, *llama.lazy.decode_rate())
             finally:
                 llama.lazy.close()
                 llama.lazy = None
