@@ -506,3 +506,37 @@ def test_node_diversity_figures():
     d = node_diversity(varied)
     assert d["near_dup_rate"] == 0.0 and d["distinct_1"] > 0.8 and d["distinct_2"] == 1.0
     assert node_diversity([]) == {"distinct_1": 0.0, "distinct_2": 0.0, "near_dup_rate": 0.0}
+
+
+@pytest.mark.parametrize("node,kind", [(PROBLEMS, "freeform_skill"), (NOTES, "grounded_skill")])
+def test_node_diversity_trusts_the_dedup_gate_only_where_it_ran_the_same_search(taxonomy, node, kind):
+    """The manifest's near-duplicate rate skips its own index when the dedup gate vouches for the
+    accepted samples: the figures must then equal the full computation, on a stream full of near
+    copies; an edit accepted in review, another kind or another gate threshold recomputes."""
+    from compiler.gates.diversity import gate_vouches, node_diversity
+
+    rng = random.Random(7)
+    vocab = [f"w{i}" for i in range(60)]
+    bases = [[rng.choice(vocab) for _ in range(24)] for _ in range(12)]
+    gk = keeper(taxonomy, pii="off")
+    accepted, reasons = [], Counter()
+    for i in range(300):
+        toks = list(rng.choice(bases))
+        for j in rng.sample(range(24), rng.randint(0, 12)):  # 0..12 words changed: many near copies
+            toks[j] = rng.choice(vocab)
+        ctx = f"Meeting notes {i % 3}: " + " ".join(toks[8:]) if kind == "grounded_skill" else None
+        s = sample(node, f"Question {' '.join(toks[:8])}?", " ".join(toks[8:]), context=ctx, kind=kind)
+        v = asyncio.run(gk.check(s, context=ctx))
+        reasons[v.reason or "accepted"] += 1
+        if v.accepted:
+            accepted.append(v.sample)
+    assert reasons["dup-near"] > 20 and len(accepted) > 20  # the stream did exercise the gate
+    assert gate_vouches(accepted, kind, 0.6, 64)
+    full = node_diversity(accepted)
+    assert node_diversity(accepted, dedup_gated=True) == full and full["near_dup_rate"] == 0.0
+    assert not gate_vouches(accepted, kind, 0.7, 64) and not gate_vouches(accepted, kind, 0.6, 128)
+    assert not gate_vouches(accepted, "knowledge", 0.6, 64)
+    copy = Sample("edited", node, accepted[0].record, accepted[0].messages,
+                  {**accepted[0].metadata, "review": {"verdict": "edit"}})  # taken as written, past the gate
+    assert not gate_vouches(accepted + [copy], kind, 0.6, 64)
+    assert node_diversity(accepted + [copy])["near_dup_rate"] > 0.0
