@@ -540,3 +540,33 @@ def test_node_diversity_trusts_the_dedup_gate_only_where_it_ran_the_same_search(
                   {**accepted[0].metadata, "review": {"verdict": "edit"}})  # taken as written, past the gate
     assert not gate_vouches(accepted + [copy], kind, 0.6, 64)
     assert node_diversity(accepted + [copy])["near_dup_rate"] > 0.0
+
+
+def test_lsh_bands_of_the_default_gates_are_datasketchs_own():
+    """The (bands, rows) kdc gives datasketch for the default gates, so that scipy is not imported
+    to compute them, are those datasketch's optimisation picks (a datasketch upgrade would show)."""
+    from datasketch.lsh import _optimal_param
+
+    from compiler.gates.diversity import KNOWN_LSH_PARAMS, NEAR_DUP_THRESHOLD, NUM_PERM, NearIndex
+
+    assert (round(NEAR_DUP_THRESHOLD - 0.2, 4), NUM_PERM) in KNOWN_LSH_PARAMS
+    for (threshold, num_perm), params in KNOWN_LSH_PARAMS.items():
+        assert _optimal_param(threshold, num_perm, 0.5, 0.5) == params
+    index = NearIndex()
+    assert (index._lsh.b, index._lsh.r) == KNOWN_LSH_PARAMS[(0.4, 64)]
+
+
+def test_gates_load_without_scipy_and_other_thresholds_still_get_it(tmp_path):
+    """Importing the gates leaves scipy out (start-up); a non-default threshold still gets
+    datasketch's optimisation, through the real scipy, on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import compiler.gates.chain as c; from compiler.gates.diversity import NearIndex;"
+            "NearIndex(); assert 'scipy.integrate' not in sys.modules, 'scipy at import';"
+            "i = NearIndex(0.8); from datasketch.lsh import _optimal_param;"
+            "assert (i._lsh.b, i._lsh.r) == _optimal_param(0.6, 64, 0.5, 0.5);"
+            "assert 'scipy.integrate' in sys.modules and hasattr(sys.modules['scipy.integrate'], 'romb'); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=str(Path(__file__).resolve().parent.parent))
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

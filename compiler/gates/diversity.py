@@ -10,13 +10,43 @@ records stays well under a minute on two cores.
 from __future__ import annotations
 
 import re
+import sys
+import types
 from dataclasses import dataclass
 
 import numpy as np
-from datasketch import LeanMinHash, MinHashLSH
 
 from compiler import minhash as mh
 from compiler.records import Sample
+
+
+def _import_datasketch() -> tuple[type, type]:
+    """datasketch's LeanMinHash and MinHashLSH, without scipy: datasketch.lsh imports
+    scipy.integrate at its top (~0.6 s, a third of a compile's start-up) only to choose LSH bands
+    when none are given, and `_lsh` gives them. While it loads, a stand-in module holds a `quad`
+    that imports the real one on its first call; the stand-in is gone from sys.modules after."""
+    if "scipy.integrate" in sys.modules or "datasketch.lsh" in sys.modules:
+        from datasketch import LeanMinHash, MinHashLSH
+
+        return LeanMinHash, MinHashLSH
+
+    def quad(*args, **kwargs):
+        import importlib
+
+        return importlib.import_module("scipy.integrate").quad(*args, **kwargs)
+
+    stand_in = types.ModuleType("scipy.integrate")
+    stand_in.quad = quad  # type: ignore[attr-defined]
+    sys.modules["scipy.integrate"] = stand_in
+    try:
+        from datasketch import LeanMinHash, MinHashLSH
+    finally:
+        if sys.modules.get("scipy.integrate") is stand_in:
+            del sys.modules["scipy.integrate"]
+    return LeanMinHash, MinHashLSH
+
+
+LeanMinHash, MinHashLSH = _import_datasketch()
 
 WORD = re.compile(r"\w+", re.UNICODE)
 SHINGLE = mh.SHINGLE
@@ -106,12 +136,15 @@ class SmallIndex:
         return found
 
 
-_lsh_params: dict[tuple[float, int], tuple[int, int]] = {}
+# datasketch's optimal (bands, rows) for the default gates (LSH threshold 0.6 - 0.2 = 0.4, 64
+# permutations); tests/test_gates.py checks it against datasketch's own optimisation.
+KNOWN_LSH_PARAMS: dict[tuple[float, int], tuple[int, int]] = {(0.4, 64): (16, 4)}
+_lsh_params: dict[tuple[float, int], tuple[int, int]] = dict(KNOWN_LSH_PARAMS)
 
 
 def _lsh(threshold: float, num_perm: int) -> MinHashLSH:
-    """A MinHashLSH; datasketch's band/row optimisation (numeric integration, ~30 ms) runs once
-    per (threshold, num_perm)."""
+    """A MinHashLSH; datasketch's band/row optimisation (numeric integration with scipy, ~30 ms
+    and its import) runs once per (threshold, num_perm), and never for the default gates."""
     params = _lsh_params.get((threshold, num_perm))
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=params)
     _lsh_params[(threshold, num_perm)] = (lsh.b, lsh.r)

@@ -38,8 +38,12 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
+# json.dumps(r, ensure_ascii=False) builds an encoder per call; one shared encoder writes the same bytes.
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def jsonl_text(rows: Iterable[dict[str, Any]]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    return "".join(_ENCODE(r) + "\n" for r in rows)
 
 
 def jsonl_rows(path: Path, *, hint: str = DAMAGED) -> Iterator[tuple[int, Any]]:

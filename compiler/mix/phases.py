@@ -369,7 +369,10 @@ def _write_source(mixes: Path, rel: str, rows: list[dict], written: _Written) ->
     return rel
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # shared: json.dumps with options builds one per call
+
+
 def _dumps(row: dict) -> str:
-    return json.dumps(row, ensure_ascii=False, sort_keys=False)
+    return _ENCODER.encode(row)
 
 
