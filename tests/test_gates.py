@@ -562,11 +562,16 @@ def test_gates_load_without_scipy_and_other_thresholds_still_get_it(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; import compiler.gates.chain as c; from compiler.gates.diversity import NearIndex;"
+    code = ("import sys; from compiler import minhash; minhash.permutations(64);"  # a cold cache: from datasketch
+            "import compiler.gates.chain as c; from compiler.gates.diversity import NearIndex;"
             "NearIndex(); assert 'scipy.integrate' not in sys.modules, 'scipy at import';"
             "i = NearIndex(0.8); from datasketch.lsh import _optimal_param;"
             "assert (i._lsh.b, i._lsh.r) == _optimal_param(0.6, 64, 0.5, 0.5);"
             "assert 'scipy.integrate' in sys.modules and hasattr(sys.modules['scipy.integrate'], 'romb'); print('ok')")
+    import os
+
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=str(Path(__file__).resolve().parent.parent))
+                         cwd=str(Path(__file__).resolve().parent.parent),
+                         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    assert list((tmp_path / "cache").rglob("*.npy")), "the permutations were not computed and cached"

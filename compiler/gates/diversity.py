@@ -10,8 +10,6 @@ records stays well under a minute on two cores.
 from __future__ import annotations
 
 import re
-import sys
-import types
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,33 +18,7 @@ from compiler import minhash as mh
 from compiler.records import Sample
 
 
-def _import_datasketch() -> tuple[type, type]:
-    """datasketch's LeanMinHash and MinHashLSH, without scipy: datasketch.lsh imports
-    scipy.integrate at its top (~0.6 s, a third of a compile's start-up) only to choose LSH bands
-    when none are given, and `_lsh` gives them. While it loads, a stand-in module holds a `quad`
-    that imports the real one on its first call; the stand-in is gone from sys.modules after."""
-    if "scipy.integrate" in sys.modules or "datasketch.lsh" in sys.modules:
-        from datasketch import LeanMinHash, MinHashLSH
-
-        return LeanMinHash, MinHashLSH
-
-    def quad(*args, **kwargs):
-        import importlib
-
-        return importlib.import_module("scipy.integrate").quad(*args, **kwargs)
-
-    stand_in = types.ModuleType("scipy.integrate")
-    stand_in.quad = quad  # type: ignore[attr-defined]
-    sys.modules["scipy.integrate"] = stand_in
-    try:
-        from datasketch import LeanMinHash, MinHashLSH
-    finally:
-        if sys.modules.get("scipy.integrate") is stand_in:
-            del sys.modules["scipy.integrate"]
-    return LeanMinHash, MinHashLSH
-
-
-LeanMinHash, MinHashLSH = _import_datasketch()
+LeanMinHash, MinHashLSH = mh.import_datasketch("LeanMinHash", "MinHashLSH")
 
 WORD = re.compile(r"\w+", re.UNICODE)
 SHINGLE = mh.SHINGLE
