@@ -36,6 +36,7 @@ from compiler.llm.teacher import Teacher
 from compiler.taxonomy.tree import Taxonomy, load_taxonomy
 
 log = logging.getLogger("kdc.build")
+REPORT_EXAMPLES = 3  # accepted samples and rejections shown per node in report.html
 
 
 @dataclass
@@ -261,10 +262,11 @@ def _after_build(out: Path, profile: Profile = NULL) -> None:
     gc.freeze()
     try:
         with profile.phase("card"):
-            view = builddir.load_build(out)  # read back once, for both (as `kdc review --apply` does)
+            # read back once for both: the manifest, and the report's first rows of each node
+            view = builddir.load_build(out, head=REPORT_EXAMPLES)
             builddir.write_card_file(view.root, render_card(view))
         with profile.phase("report"):
-            builddir.write_report_file(view.root, render_report(view))
+            builddir.write_report_file(view.root, render_report(view, per_node=REPORT_EXAMPLES))
     finally:
         gc.unfreeze()
 

@@ -117,14 +117,17 @@ class BuildDir:
         return sorted(paths)
 
 
-def load_build(build_dir: str | Path) -> BuildDir:
+def load_build(build_dir: str | Path, head: int | None = None) -> BuildDir:
+    """The build read back. head: only the first `head` lines of each node file (the report's
+    examples after a compile: the card and the figures come from the manifest; reading back
+    every row was most of their time at 100k samples)."""
     root = Path(build_dir)
     manifest = read_manifest(root)
     train, rejected, evals = {}, {}, {}
     for node_id in sorted(manifest.nodes):
-        train[node_id] = read_jsonl(node_path(root, node_id, "train.jsonl"))
-        rejected[node_id] = read_jsonl(node_path(root, node_id, "rejected.jsonl"))
-        evals[node_id] = read_jsonl(node_path(root, node_id, "eval.jsonl"))
+        train[node_id] = read_jsonl(node_path(root, node_id, "train.jsonl"), head=head)
+        rejected[node_id] = read_jsonl(node_path(root, node_id, "rejected.jsonl"), head=head)
+        evals[node_id] = read_jsonl(node_path(root, node_id, "eval.jsonl"), head=head)
     return BuildDir(root, manifest, train, rejected, evals)
 
 

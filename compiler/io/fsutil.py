@@ -60,15 +60,21 @@ def jsonl_rows(path: Path, *, hint: str = DAMAGED) -> Iterator[tuple[int, Any]]:
             yield n, value
 
 
-def read_jsonl(path: Path, *, missing_ok: bool = True, hint: str = DAMAGED) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL file (a missing file has none, unless `missing_ok` is false)."""
+def read_jsonl(path: Path, *, missing_ok: bool = True, hint: str = DAMAGED,
+               head: int | None = None) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file (a missing file has none, unless `missing_ok` is false);
+    head: the first `head` of them only."""
     if not path.is_file():
         if missing_ok:
             return []
         raise BuildError(f"{path} not found", path=str(path), hint=hint)
-    rows = []
+    rows: list[dict[str, Any]] = []
+    if head is not None and head <= 0:
+        return rows
     for n, row in jsonl_rows(path, hint=hint):
         if not isinstance(row, dict):
             raise BuildError("a line must be a JSON object", path=str(path), line=n, column=1, hint=hint)
         rows.append(row)
+        if head is not None and len(rows) >= head:
+            break
     return rows
