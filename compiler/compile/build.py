@@ -187,7 +187,19 @@ def dry_run_plan(cfg: CompileConfig, taxonomy: Taxonomy, plans: list[LeafPlan], 
 # ------------------------------------------------------------------------------- output
 def write_build(sched: Scheduler, out: Path, broken: dict[str, dict[str, str]], judge_note: str,
                 elapsed: float) -> Manifest:
-    """Every output file through the build-dir writer; the manifest last (the build's commit point)."""
+    """Every output file through the build-dir writer; the manifest last (the build's commit point),
+    once every other file is on disk."""
+    from compiler.io.fsutil import background_writes
+
+    with background_writes():
+        manifest = _write_data(sched, out, broken, judge_note, elapsed)
+    builddir.write_manifest(out, manifest)
+    return manifest
+
+
+def _write_data(sched: Scheduler, out: Path, broken: dict[str, dict[str, str]], judge_note: str,
+                elapsed: float) -> Manifest:
+    """The node files and the mixes; returns the manifest, not yet written."""
     from compiler.gates.diversity import gate_vouches, node_diversity
     from compiler.mix import knowledge as knowmix
     from compiler.mix.phases import MixConfig, build_mixes
@@ -247,7 +259,6 @@ def write_build(sched: Scheduler, out: Path, broken: dict[str, dict[str, str]], 
                 "spent_usd": round(sched.spent, 6), "seconds": round(elapsed, 2),
                 **({"batch": sched.batch_stats.to_json()} if sched.batch_stats else {})})
     manifest.recount()
-    builddir.write_manifest(out, manifest)
     return manifest
 
 

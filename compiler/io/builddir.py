@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 from compiler.errors import BuildError
 from compiler.io.buildrecords import FORMAT, Manifest, NodeStats, Provenance, reason_counts
-from compiler.io.fsutil import atomic_write, jsonl_text, read_jsonl
+from compiler.io.fsutil import atomic_write, jsonl_text, read_jsonl, settle_writes
 
 MANIFEST = "manifest.json"
 CARD = "README.md"
@@ -243,6 +243,7 @@ def remove_stale(root: Path, current: set[str]) -> None:
     """Drop nodes/<id> files left by leaves that no longer exist (only the files directly in the
     stale folder: a live child leaf's folder, nodes/<id>/<child>, lies inside it), and hf/, the
     Hugging Face copies earlier kdc versions wrote (they would go stale next to the JSONL)."""
+    settle_writes()
     shutil.rmtree(root / "hf", ignore_errors=True)
     base = root / "nodes"
     if not base.is_dir():

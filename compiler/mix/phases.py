@@ -310,6 +310,7 @@ def build_mixes(out_dir: Path, taxonomy: Taxonomy, accepted: dict[str, list[Samp
 def _remove_stale_sources(mixes: Path, keep: set[str]) -> None:
     """Sources of leaves that left the tree (or of an empty replay/seed share) go, so that
     mixes/sources/ holds exactly what the recipes name."""
+    builddir.settle_writes()  # every source being written is there before anything is removed
     root = mixes / "sources"
     if not root.is_dir():
         return
