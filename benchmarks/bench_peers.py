@@ -226,9 +226,22 @@ def print_table(rows: list[dict], args, load: tuple[float, ...]) -> None:
         cells += [statistics.median(p[k] or 0.0 for p in prof) for k in ("to_first_request_s", "after_last_answer_s")]
         cells += [statistics.median(p["gating_s"].get(k, 0.0) for p in prof) for k in prof[0]["gating_s"]]
         print("| " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+        walls = [r["wall_s"] for r in rows if r["tool"] == "kdc" and "profile" in r]
+        print(f"\nkdc start-up (spawn to first request) {_share(prof, walls, 'to_first_request_s')}, "
+              f"wrap-up (last answer to exit) {_share(prof, walls, 'after_last_answer_s')} of the wall time "
+              "(median over runs)")
     for r in rows:
         if "error" in r:
             print(f"\n{r['tool']} failed:\n{r['error']}", file=sys.stderr)
+
+
+def _share(prof: list[dict], walls: list[float], key: str) -> str:
+    """'1.23 s (12.3 %)': the median seconds of a profile figure and its median share of the wall."""
+    secs = [p[key] for p in prof if p.get(key) is not None]
+    shares = [p[key] / w for p, w in zip(prof, walls) if p.get(key) is not None and w]
+    if not secs:
+        return "n/a"
+    return f"{statistics.median(secs):.2f} s ({100 * statistics.median(shares):.1f} %)"
 
 
 def growth(args) -> list[dict]:
@@ -265,11 +278,15 @@ def growth(args) -> list[dict]:
             print(json.dumps(rows[-1]), file=sys.stderr)
     print(f"\n`python benchmarks/bench_peers.py --growth --sizes {' '.join(map(str, args.sizes))} --latency "
           f"{args.latency}`  (load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs)\n")
-    print("| samples | accepted | wall s | ms/sample | peak RSS MB | KB RSS/sample | in flight | CPU s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| samples | accepted | wall s | ms/sample | peak RSS MB | KB RSS/sample | in flight | CPU s | "
+          "start-up s (share) | wrap-up s (share) | writing s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        p = [r["profile"]] if r.get("profile") else []
         print(f"| {r['samples']} | {r['accepted']} | {r['wall_s']} | {r['ms_per_sample']} | {r['peak_rss_mb']} | "
-              f"{r['kb_rss_per_sample']} | {r['in_flight']} | {r['cpu_s']} |")
+              f"{r['kb_rss_per_sample']} | {r['in_flight']} | {r['cpu_s']} | "
+              f"{_share(p, [r['wall_s']], 'to_first_request_s')} | {_share(p, [r['wall_s']], 'after_last_answer_s')} | "
+              f"{p[0]['phases'].get('writing', 'n/a') if p else 'n/a'} |")
     for a, b in zip(rows, rows[1:]):
         dn = max(1, b["accepted"] - a["accepted"])
         print(f"\nslope {a['samples']} -> {b['samples']}: {1000 * (b['wall_s'] - a['wall_s']) / dn:.3f} ms and "

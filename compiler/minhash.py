@@ -94,6 +94,32 @@ def shingles_np(ids: list[int], k: int = SHINGLE) -> Any:
 
 
 # ---------------------------------------------------------------------------------- permutations
+def import_datasketch(*names: str) -> tuple[Any, ...]:
+    """Names from datasketch, imported without scipy: datasketch.lsh imports scipy.integrate at
+    its top (~0.6 s, a third of a compile's start-up) only to choose LSH bands when none are
+    given, and kdc gives them (gates/diversity.py `_lsh`) for its default gates. While datasketch
+    loads, a stand-in module holds a `quad` that imports the real one on its first call; the
+    stand-in leaves sys.modules right after, so any later import of scipy.integrate is the real one."""
+    import importlib
+    import sys
+    import types
+
+    if "scipy.integrate" not in sys.modules and "datasketch.lsh" not in sys.modules:
+        def quad(*args: Any, **kwargs: Any) -> Any:
+            return importlib.import_module("scipy.integrate").quad(*args, **kwargs)
+
+        stand_in = types.ModuleType("scipy.integrate")
+        stand_in.quad = quad  # type: ignore[attr-defined]
+        sys.modules["scipy.integrate"] = stand_in
+        try:
+            importlib.import_module("datasketch")
+        finally:
+            if sys.modules.get("scipy.integrate") is stand_in:
+                del sys.modules["scipy.integrate"]
+    module = importlib.import_module("datasketch")
+    return tuple(getattr(module, n) for n in names)
+
+
 @lru_cache(maxsize=None)
 def permutations(num_perm: int) -> tuple[Any, Any]:
     """datasketch's (a, b) for MinHash(num_perm, seed=1, scheme="affine32"), as uint32 arrays.
@@ -111,8 +137,7 @@ def permutations(num_perm: int) -> tuple[Any, Any]:
             return ab[0], ab[1]
     except (OSError, ValueError):
         pass
-    from datasketch import MinHash
-
+    (MinHash,) = import_datasketch("MinHash")
     ab = np.asarray(MinHash(num_perm=num_perm, seed=SEED, scheme="affine32").permutations, dtype=np.uint32)
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -111,8 +111,10 @@ class Sample:
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        rec = self.record  # asdict's deep copy was a fifth of writing a build: the fields are immutable
         return {"id": self.id, "node_id": self.node_id, "messages": self.messages,
-                "record": asdict(self.record), "metadata": self.metadata}
+                "record": {"question": rec.question, "reasoning": rec.reasoning, "answer": rec.answer,
+                           "context": rec.context}, "metadata": self.metadata}
 
 
 @dataclass

@@ -506,3 +506,72 @@ def test_node_diversity_figures():
     d = node_diversity(varied)
     assert d["near_dup_rate"] == 0.0 and d["distinct_1"] > 0.8 and d["distinct_2"] == 1.0
     assert node_diversity([]) == {"distinct_1": 0.0, "distinct_2": 0.0, "near_dup_rate": 0.0}
+
+
+@pytest.mark.parametrize("node,kind", [(PROBLEMS, "freeform_skill"), (NOTES, "grounded_skill")])
+def test_node_diversity_trusts_the_dedup_gate_only_where_it_ran_the_same_search(taxonomy, node, kind):
+    """The manifest's near-duplicate rate skips its own index when the dedup gate vouches for the
+    accepted samples: the figures must then equal the full computation, on a stream full of near
+    copies; an edit accepted in review, another kind or another gate threshold recomputes."""
+    from compiler.gates.diversity import gate_vouches, node_diversity
+
+    rng = random.Random(7)
+    vocab = [f"w{i}" for i in range(60)]
+    bases = [[rng.choice(vocab) for _ in range(24)] for _ in range(12)]
+    gk = keeper(taxonomy, pii="off")
+    accepted, reasons = [], Counter()
+    for i in range(300):
+        toks = list(rng.choice(bases))
+        for j in rng.sample(range(24), rng.randint(0, 12)):  # 0..12 words changed: many near copies
+            toks[j] = rng.choice(vocab)
+        ctx = f"Meeting notes {i % 3}: " + " ".join(toks[8:]) if kind == "grounded_skill" else None
+        s = sample(node, f"Question {' '.join(toks[:8])}?", " ".join(toks[8:]), context=ctx, kind=kind)
+        v = asyncio.run(gk.check(s, context=ctx))
+        reasons[v.reason or "accepted"] += 1
+        if v.accepted:
+            accepted.append(v.sample)
+    assert reasons["dup-near"] > 20 and len(accepted) > 20  # the stream did exercise the gate
+    assert gate_vouches(accepted, kind, 0.6, 64)
+    full = node_diversity(accepted)
+    assert node_diversity(accepted, dedup_gated=True) == full and full["near_dup_rate"] == 0.0
+    assert not gate_vouches(accepted, kind, 0.7, 64) and not gate_vouches(accepted, kind, 0.6, 128)
+    assert not gate_vouches(accepted, "knowledge", 0.6, 64)
+    copy = Sample("edited", node, accepted[0].record, accepted[0].messages,
+                  {**accepted[0].metadata, "review": {"verdict": "edit"}})  # taken as written, past the gate
+    assert not gate_vouches(accepted + [copy], kind, 0.6, 64)
+    assert node_diversity(accepted + [copy])["near_dup_rate"] > 0.0
+
+
+def test_lsh_bands_of_the_default_gates_are_datasketchs_own():
+    """The (bands, rows) kdc gives datasketch for the default gates, so that scipy is not imported
+    to compute them, are those datasketch's optimisation picks (a datasketch upgrade would show)."""
+    from datasketch.lsh import _optimal_param
+
+    from compiler.gates.diversity import KNOWN_LSH_PARAMS, NEAR_DUP_THRESHOLD, NUM_PERM, NearIndex
+
+    assert (round(NEAR_DUP_THRESHOLD - 0.2, 4), NUM_PERM) in KNOWN_LSH_PARAMS
+    for (threshold, num_perm), params in KNOWN_LSH_PARAMS.items():
+        assert _optimal_param(threshold, num_perm, 0.5, 0.5) == params
+    index = NearIndex()
+    assert (index._lsh.b, index._lsh.r) == KNOWN_LSH_PARAMS[(0.4, 64)]
+
+
+def test_gates_load_without_scipy_and_other_thresholds_still_get_it(tmp_path):
+    """Importing the gates leaves scipy out (start-up); a non-default threshold still gets
+    datasketch's optimisation, through the real scipy, on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from compiler import minhash; minhash.permutations(64);"  # a cold cache: from datasketch
+            "import compiler.gates.chain as c; from compiler.gates.diversity import NearIndex;"
+            "NearIndex(); assert 'scipy.integrate' not in sys.modules, 'scipy at import';"
+            "i = NearIndex(0.8); from datasketch.lsh import _optimal_param;"
+            "assert (i._lsh.b, i._lsh.r) == _optimal_param(0.6, 64, 0.5, 0.5);"
+            "assert 'scipy.integrate' in sys.modules and hasattr(sys.modules['scipy.integrate'], 'romb'); print('ok')")
+    import os
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=str(Path(__file__).resolve().parent.parent),
+                         env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+    assert list((tmp_path / "cache").rglob("*.npy")), "the permutations were not computed and cached"

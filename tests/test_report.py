@@ -438,3 +438,33 @@ def test_card_configs_load_with_hugging_face_datasets(build: Path, tmp_path: Pat
                                          for n in NODES)
     mix = datasets.load_dataset(str(build), "mix_phase2_skills", cache_dir=cache)
     assert mix["train"].num_rows == len((build / "mixes" / "phase2_skills.jsonl").read_text().splitlines())
+
+
+def test_compile_wrap_up_writes_what_kdc_report_writes(build: Path) -> None:
+    """After a compile the card and report come from the manifest and the first rows of each node
+    file only (not a read-back of every row): the same bytes as `kdc report`, which reads it all."""
+    from compiler.compile.build import REPORT_EXAMPLES, _after_build
+
+    full = load_build(build)
+    assert max(len(rows) for rows in full.train.values()) > REPORT_EXAMPLES  # the head does cut
+    assert max(len(rows) for rows in full.rejected.values()) > REPORT_EXAMPLES
+    _after_build(build)
+    after_compile = (build / "README.md").read_bytes(), (build / "report.html").read_bytes()
+    (build / "README.md").unlink()
+    (build / "report.html").unlink()
+    write_card(build)
+    write_report(build)
+    assert after_compile == ((build / "README.md").read_bytes(), (build / "report.html").read_bytes())
+
+
+def test_read_jsonl_head_reads_no_further(tmp_path: Path) -> None:
+    from compiler.io.fsutil import read_jsonl
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"a": 1}\n\n{"a": 2}\n{"a": 3}\nnot json\n', encoding="utf-8")
+    assert read_jsonl(path, head=2) == [{"a": 1}, {"a": 2}]
+    assert read_jsonl(path, head=3) == [{"a": 1}, {"a": 2}, {"a": 3}]
+    assert read_jsonl(path, head=0) == []
+    with pytest.raises(BuildError) as err:
+        read_jsonl(path)
+    assert err.value.line == 5

@@ -36,6 +36,7 @@ from compiler.llm.teacher import Teacher
 from compiler.taxonomy.tree import Taxonomy, load_taxonomy
 
 log = logging.getLogger("kdc.build")
+REPORT_EXAMPLES = 3  # accepted samples and rejections shown per node in report.html
 
 
 @dataclass
@@ -116,9 +117,13 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None, *, ke
         started = time.monotonic()
         with profile.phase("generation"):
             sched.run()
-        with profile.phase("writing"):
-            manifest = write_build(sched, out, broken, judge_note, time.monotonic() - started)
-        _after_build(out, profile)
+        gc.freeze()  # the run's heap is live: the writing's full collections skip it (see _after_build)
+        try:
+            with profile.phase("writing"):
+                manifest = write_build(sched, out, broken, judge_note, time.monotonic() - started)
+            _after_build(out, profile)
+        finally:
+            gc.unfreeze()
         return BuildResult(out, manifest.to_json())
 
 
@@ -182,8 +187,20 @@ def dry_run_plan(cfg: CompileConfig, taxonomy: Taxonomy, plans: list[LeafPlan], 
 # ------------------------------------------------------------------------------- output
 def write_build(sched: Scheduler, out: Path, broken: dict[str, dict[str, str]], judge_note: str,
                 elapsed: float) -> Manifest:
-    """Every output file through the build-dir writer; the manifest last (the build's commit point)."""
-    from compiler.gates.diversity import node_diversity
+    """Every output file through the build-dir writer; the manifest last (the build's commit point),
+    once every other file is on disk."""
+    from compiler.io.fsutil import background_writes
+
+    with background_writes():
+        manifest = _write_data(sched, out, broken, judge_note, elapsed)
+    builddir.write_manifest(out, manifest)
+    return manifest
+
+
+def _write_data(sched: Scheduler, out: Path, broken: dict[str, dict[str, str]], judge_note: str,
+                elapsed: float) -> Manifest:
+    """The node files and the mixes; returns the manifest, not yet written."""
+    from compiler.gates.diversity import gate_vouches, node_diversity
     from compiler.mix import knowledge as knowmix
     from compiler.mix.phases import MixConfig, build_mixes
 
@@ -208,7 +225,9 @@ def write_build(sched: Scheduler, out: Path, broken: dict[str, dict[str, str]], 
             coverage=knowmix.coverage(st.lp.chunks, st.accepted) if st.lp.kind == "knowledge" else None,
             tokens={"prompt": st.prompt_tokens, "completion": st.completion_tokens},
             cost_usd=round(st.cost_usd, 6) if st.cost_known else None,
-            diversity=node_diversity(st.accepted) if st.accepted else {}, scores=st.scores,
+            diversity=node_diversity(st.accepted, dedup_gated=gate_vouches(
+                st.accepted, st.lp.kind, sched.gate_config.near_dup_threshold, sched.gate_config.num_perm))
+            if st.accepted else {}, scores=st.scores,
             lengths={"question_words": [len(s.record.question.split()) for s in st.accepted],
                      "answer_words": [len(s.record.answer.split()) for s in st.accepted]},
             review=review_entry(st.reviewed["reviewed"], st.reviewed["rejected"]),
@@ -240,24 +259,25 @@ def write_build(sched: Scheduler, out: Path, broken: dict[str, dict[str, str]], 
                 "spent_usd": round(sched.spent, 6), "seconds": round(elapsed, 2),
                 **({"batch": sched.batch_stats.to_json()} if sched.batch_stats else {})})
     manifest.recount()
-    builddir.write_manifest(out, manifest)
     return manifest
 
 
 def _after_build(out: Path, profile: Profile = NULL) -> None:
     """The one place where post-build steps run: the dataset card and the HTML report, read back
     from what was just written. Must not change the datasets."""
-    from compiler.report.card import write_card
-    from compiler.report.html import write_report
+    from compiler.report.card import render_card
+    from compiler.report.html import render_report
 
     # The run's heap (~450k objects after a 1,000-sample build) is live, not garbage: frozen, the
     # full collections the report's reading triggers skip it (0.7 of the report's 0.8 s otherwise).
     gc.freeze()
     try:
         with profile.phase("card"):
-            write_card(out)
+            # read back once for both: the manifest, and the report's first rows of each node
+            view = builddir.load_build(out, head=REPORT_EXAMPLES)
+            builddir.write_card_file(view.root, render_card(view))
         with profile.phase("report"):
-            write_report(out)
+            builddir.write_report_file(view.root, render_report(view, per_node=REPORT_EXAMPLES))
     finally:
         gc.unfreeze()
 

@@ -13,10 +13,12 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from datasketch import LeanMinHash, MinHashLSH
 
 from compiler import minhash as mh
 from compiler.records import Sample
+
+
+LeanMinHash, MinHashLSH = mh.import_datasketch("LeanMinHash", "MinHashLSH")
 
 WORD = re.compile(r"\w+", re.UNICODE)
 SHINGLE = mh.SHINGLE
@@ -106,12 +108,15 @@ class SmallIndex:
         return found
 
 
-_lsh_params: dict[tuple[float, int], tuple[int, int]] = {}
+# datasketch's optimal (bands, rows) for the default gates (LSH threshold 0.6 - 0.2 = 0.4, 64
+# permutations); tests/test_gates.py checks it against datasketch's own optimisation.
+KNOWN_LSH_PARAMS: dict[tuple[float, int], tuple[int, int]] = {(0.4, 64): (16, 4)}
+_lsh_params: dict[tuple[float, int], tuple[int, int]] = dict(KNOWN_LSH_PARAMS)
 
 
 def _lsh(threshold: float, num_perm: int) -> MinHashLSH:
-    """A MinHashLSH; datasketch's band/row optimisation (numeric integration, ~30 ms) runs once
-    per (threshold, num_perm)."""
+    """A MinHashLSH; datasketch's band/row optimisation (numeric integration with scipy, ~30 ms
+    and its import) runs once per (threshold, num_perm), and never for the default gates."""
     params = _lsh_params.get((threshold, num_perm))
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=params)
     _lsh_params[(threshold, num_perm)] = (lsh.b, lsh.r)
@@ -170,9 +175,15 @@ def sample_text(sample: Sample, kind: str | None = None) -> str:
     return "\n".join(p for p in (rec.question, ctx, rec.answer) if p)
 
 
-def node_diversity(samples: list[Sample], threshold: float = NEAR_DUP_THRESHOLD) -> dict:
+def node_diversity(samples: list[Sample], threshold: float = NEAR_DUP_THRESHOLD, *,
+                   dedup_gated: bool = False) -> dict:
     """Distinct-n (unique n-grams / all n-grams over questions and answers, Li et al. 2016) and
-    the share of samples with a near-duplicate among the others."""
+    the share of samples with a near-duplicate among the others.
+
+    dedup_gated: the caller vouches (see `gate_vouches`) that each sample passed the dedup gate,
+    in this order, against every earlier one with this index's own fingerprints, LSH and
+    threshold. No sample then has an earlier near-duplicate, so the rate is 0 and the index,
+    most of this function's time at 100k samples, is not built again."""
     uni: set[str] = set()
     bi: set[tuple[str, str]] = set()
     n_uni = n_bi = 0
@@ -181,17 +192,29 @@ def node_diversity(samples: list[Sample], threshold: float = NEAR_DUP_THRESHOLD)
             toks = words(part)
             uni.update(toks)
             n_uni += len(toks)
-            pairs = list(zip(toks, toks[1:]))
-            bi.update(pairs)
-            n_bi += len(pairs)
-    index = NearIndex(threshold)
+            if len(toks) > 1:
+                bi.update(zip(toks, toks[1:]))
+                n_bi += len(toks) - 1
     dup: set[int] = set()
-    for i, s in enumerate(samples):
-        fp = Fingerprint.of(sample_text(s))
-        hit = index.best(fp)
-        if hit is not None:
-            dup.update((i, int(hit[0])))
-        index.add(str(i), fp)
+    if not dedup_gated:
+        index = NearIndex(threshold)
+        for i, s in enumerate(samples):
+            fp = Fingerprint.of(sample_text(s))
+            hit = index.best(fp)
+            if hit is not None:
+                dup.update((i, int(hit[0])))
+            index.add(str(i), fp)
     return {"distinct_1": round(len(uni) / n_uni, 4) if n_uni else 0.0,
             "distinct_2": round(len(bi) / n_bi, 4) if n_bi else 0.0,
             "near_dup_rate": round(len(dup) / len(samples), 4) if samples else 0.0}
+
+
+def gate_vouches(samples: list[Sample], kind: str, gate_threshold: float, gate_num_perm: int) -> bool:
+    """Whether the dedup gate (gates/chain.py `decide`, dedup.py `_near_duplicate`) already ran
+    `node_diversity`'s near-duplicate search on these accepted samples: the same threshold and
+    permutations (hence the same LSH bands), the same text (question, a grounded skill's context,
+    answer: the kind the gate used is the leaf's), and no sample accepted past the gate (an edit
+    made in review is taken as written)."""
+    return (gate_threshold == NEAR_DUP_THRESHOLD and gate_num_perm == NUM_PERM
+            and all(s.metadata.get("kind") == kind and (s.metadata.get("review") or {}).get("verdict") != "edit"
+                    for s in samples))

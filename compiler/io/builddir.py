@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 from compiler.errors import BuildError
 from compiler.io.buildrecords import FORMAT, Manifest, NodeStats, Provenance, reason_counts
-from compiler.io.fsutil import atomic_write, jsonl_text, read_jsonl
+from compiler.io.fsutil import atomic_write, jsonl_text, read_jsonl, settle_writes
 
 MANIFEST = "manifest.json"
 CARD = "README.md"
@@ -117,14 +117,17 @@ class BuildDir:
         return sorted(paths)
 
 
-def load_build(build_dir: str | Path) -> BuildDir:
+def load_build(build_dir: str | Path, head: int | None = None) -> BuildDir:
+    """The build read back. head: only the first `head` lines of each node file (the report's
+    examples after a compile: the card and the figures come from the manifest; reading back
+    every row was most of their time at 100k samples)."""
     root = Path(build_dir)
     manifest = read_manifest(root)
     train, rejected, evals = {}, {}, {}
     for node_id in sorted(manifest.nodes):
-        train[node_id] = read_jsonl(node_path(root, node_id, "train.jsonl"))
-        rejected[node_id] = read_jsonl(node_path(root, node_id, "rejected.jsonl"))
-        evals[node_id] = read_jsonl(node_path(root, node_id, "eval.jsonl"))
+        train[node_id] = read_jsonl(node_path(root, node_id, "train.jsonl"), head=head)
+        rejected[node_id] = read_jsonl(node_path(root, node_id, "rejected.jsonl"), head=head)
+        evals[node_id] = read_jsonl(node_path(root, node_id, "eval.jsonl"), head=head)
     return BuildDir(root, manifest, train, rejected, evals)
 
 
@@ -240,6 +243,7 @@ def remove_stale(root: Path, current: set[str]) -> None:
     """Drop nodes/<id> files left by leaves that no longer exist (only the files directly in the
     stale folder: a live child leaf's folder, nodes/<id>/<child>, lies inside it), and hf/, the
     Hugging Face copies earlier kdc versions wrote (they would go stale next to the JSONL)."""
+    settle_writes()
     shutil.rmtree(root / "hf", ignore_errors=True)
     base = root / "nodes"
     if not base.is_dir():

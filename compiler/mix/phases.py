@@ -157,14 +157,18 @@ def _row_key(row: dict, i: int) -> str:
     return str(rid) if rid else f"#{i}"
 
 
-def apply_recipe(recipe: dict, base: Path) -> list[dict]:
-    """The mix a recipe describes: each source drawn in recipe order, then one seeded shuffle."""
+def apply_recipe(recipe: dict, base: Path, written: dict[str, list[dict]] | None = None) -> list[dict]:
+    """The mix a recipe describes: each source drawn in recipe order, then one seeded shuffle.
+    written: sources by path that were just written from these rows (not read back)."""
     seed = recipe.get("seed", 0)
     out: list[tuple[bytes, dict]] = []
     seen: dict[str, int] = {}
     for entry in recipe.get("datasets") or []:
         path = base / entry["path"]
-        for row in draw(read_jsonl(path, missing_ok=False, hint="rebuild the mix with `kdc compile`"), entry["sampling_size"], seed, entry["path"]):
+        rows = (written or {}).get(entry["path"])
+        if rows is None:
+            rows = read_jsonl(path, missing_ok=False, hint="rebuild the mix with `kdc compile`")
+        for row in draw(rows, entry["sampling_size"], seed, entry["path"]):
             key = f"{entry['path']}\0{_row_key(row, 0)}"
             seen[key] = seen.get(key, 0) + 1  # upsampled copies shuffle apart
             out.append((_rank(seed, "shuffle", f"{key}\0{seen[key]}"), row))
@@ -240,6 +244,7 @@ def build_mixes(out_dir: Path, taxonomy: Taxonomy, accepted: dict[str, list[Samp
         return kinds.get(node_id) or (samples[0].metadata.get("kind") if samples else "") or ""
 
     section: dict[str, Any] = {}
+    written = _Written()
     # phase 1: knowledge
     p1_sets, p1_nodes = [], {}
     chunks = chunks or {}
@@ -255,11 +260,11 @@ def build_mixes(out_dir: Path, taxonomy: Taxonomy, accepted: dict[str, list[Samp
                                      config.per_node_cap, config.per_node_floor)
         for row_kind, rows in by_kind.items():
             if rows and counts[row_kind]:
-                rel = _write_source(mixes, f"sources/{PHASE1}/{node_id}/{row_kind}.jsonl", rows)
+                rel = _write_source(mixes, f"sources/{PHASE1}/{node_id}/{row_kind}.jsonl", rows, written)
                 p1_sets.append({"path": rel, "sampling_size": counts[row_kind]})
         p1_nodes[node_id] = {"available": len(accepted[node_id]), "rows": sum(counts.values()),
                              "row_kinds": {k: v for k, v in counts.items() if v}}
-    p1_rows = _write_mix(mixes, PHASE1, p1_sets, config.seed)
+    p1_rows = _write_mix(mixes, PHASE1, p1_sets, config.seed, written)
     section[PHASE1] = _summary(PHASE1, p1_rows, p1_nodes)
 
     # phase 2: skills + replay + seeds
@@ -267,7 +272,7 @@ def build_mixes(out_dir: Path, taxonomy: Taxonomy, accepted: dict[str, list[Samp
     for node_id in sorted(n for n in accepted if kind_of(n) in SKILL_KINDS):
         rows = [sample_row(s) for s in accepted[node_id]]
         if rows:
-            rel = _write_source(mixes, f"sources/{PHASE2}/{node_id}.jsonl", rows)
+            rel = _write_source(mixes, f"sources/{PHASE2}/{node_id}.jsonl", rows, written)
             n = _node_count(len(rows), config)
             p2_sets.append({"path": rel, "sampling_size": n})
             p2_nodes[node_id] = {"available": len(rows), "rows": n}
@@ -289,12 +294,12 @@ def build_mixes(out_dir: Path, taxonomy: Taxonomy, accepted: dict[str, list[Samp
     if n_replay:
         replay_rows = [{"messages": r["messages"], "metadata": {**r["metadata"], "source": "replay"}}
                        for r in p1_rows]
-        rel = _write_source(mixes, f"sources/{PHASE2}/replay_{PHASE1}.jsonl", replay_rows)
+        rel = _write_source(mixes, f"sources/{PHASE2}/replay_{PHASE1}.jsonl", replay_rows, written)
         p2_sets.append({"path": rel, "sampling_size": n_replay})
     if n_seeds:
-        rel = _write_source(mixes, f"sources/{PHASE2}/seeds.jsonl", seed_rows)
+        rel = _write_source(mixes, f"sources/{PHASE2}/seeds.jsonl", seed_rows, written)
         p2_sets.append({"path": rel, "sampling_size": n_seeds})
-    p2_rows = _write_mix(mixes, PHASE2, p2_sets, config.seed)
+    p2_rows = _write_mix(mixes, PHASE2, p2_sets, config.seed, written)
     section[PHASE2] = _summary(PHASE2, p2_rows, p2_nodes)
     section[PHASE2]["seeds_available"] = len(seed_rows)
     section[PHASE2]["seeds_skipped_reasoning"] = seeds_skipped
@@ -305,6 +310,7 @@ def build_mixes(out_dir: Path, taxonomy: Taxonomy, accepted: dict[str, list[Samp
 def _remove_stale_sources(mixes: Path, keep: set[str]) -> None:
     """Sources of leaves that left the tree (or of an empty replay/seed share) go, so that
     mixes/sources/ holds exactly what the recipes name."""
+    builddir.settle_writes()  # every source being written is there before anything is removed
     root = mixes / "sources"
     if not root.is_dir():
         return
@@ -332,23 +338,42 @@ def _summary(phase: str, rows: list[dict], nodes: dict) -> dict:
             "nodes": nodes}
 
 
-def _write_mix(mixes: Path, phase: str, datasets: list[dict], seed: int) -> list[dict]:
+class _Written:
+    """The sources written so far in this build, by path, and each row's JSON line: the mixes are
+    drawn from these rows and reuse their lines instead of reading back and re-serialising them
+    (the same bytes: the rows are plain JSON values, which a round trip leaves as they were)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, list[dict]] = {}
+        self.lines: dict[int, str] = {}  # id(row) -> its line; the rows stay alive in `rows`
+
+    def line(self, row: dict) -> str:
+        return self.lines.get(id(row)) or _dumps(row) + "\n"
+
+
+def _write_mix(mixes: Path, phase: str, datasets: list[dict], seed: int, written: _Written) -> list[dict]:
     recipe = {"datasets": datasets, "seed": seed}
     header = (f"# kdc mix recipe for {phase}.jsonl: rebuild it with compiler.mix.phases.rebuild_mix(this file).\n"
               "# sampling_size: rows drawn from the file (a float: a share of it); paths are relative to here.\n")
     builddir.write_mix_file(mixes, f"{phase}.recipe.yaml", header + yaml.safe_dump(recipe, sort_keys=False,
                                                                                 allow_unicode=True))
-    rows = apply_recipe(recipe, mixes)
-    builddir.write_mix_file(mixes, f"{phase}.jsonl", "".join(_dumps(r) + "\n" for r in rows))
+    rows = apply_recipe(recipe, mixes, written.rows)
+    builddir.write_mix_file(mixes, f"{phase}.jsonl", "".join(map(written.line, rows)))
     return rows
 
 
-def _write_source(mixes: Path, rel: str, rows: list[dict]) -> str:
-    builddir.write_mix_file(mixes, rel, "".join(_dumps(r) + "\n" for r in rows))
+def _write_source(mixes: Path, rel: str, rows: list[dict], written: _Written) -> str:
+    lines = [_dumps(r) + "\n" for r in rows]
+    builddir.write_mix_file(mixes, rel, "".join(lines))
+    written.rows[rel] = rows
+    written.lines.update(zip(map(id, rows), lines))
     return rel
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # shared: json.dumps with options builds one per call
+
+
 def _dumps(row: dict) -> str:
-    return json.dumps(row, ensure_ascii=False, sort_keys=False)
+    return _ENCODER.encode(row)
 
 
