@@ -68,13 +68,9 @@ lock:
 doc-repos: demo-venv
 	$(PY) scripts/make_doc_repos.py documents build/doc-repos
 
-# The demo asks for 2 samples a node, not kdc.yaml's 3: the embedded model decodes ~30 tokens/s
-# on 2 cores (its 262k-token output layer is memory-bound), so 3 a node took `make demo` past its
-# 10 minutes. `make demo DEMO_ARGS=` compiles at the taxonomy's own quota.
-DEMO_ARGS ?= --samples-per-node 2
 demo: demo-venv doc-repos
 	$(KDC) validate taxonomy
-	$(KDC) compile taxonomy --out $(OUT) $(DEMO_ARGS)
+	$(KDC) compile taxonomy --out $(OUT)
 
 # The report test drives Debian's headless Chromium; install it when it is missing (needs root/apt).
 browser:
