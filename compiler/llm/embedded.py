@@ -53,7 +53,7 @@ class ThreadPicker:
     loses doubles the gap to the next (up to MAX_GAP windows): a busy or a quiet machine pays for
     about one slow token every few hundred."""
 
-    WINDOW, GAP, MAX_GAP, SLOWER = 16, 4, 64, 1.5
+    WINDOW, GAP, MAX_GAP, SLOWER = 16, 4, 64, 1.25
 
     def __init__(self, fixed: int | None = None, cores: int | None = None):
         most = max(1, min(8, cores or os.cpu_count() or 1))
