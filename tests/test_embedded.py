@@ -116,14 +116,17 @@ def test_grammar_is_accepted_by_llama_cpp_and_forbids_raw_newlines():
 
 def test_the_thread_picker_keeps_the_faster_count_and_probes_the_other_ever_more_rarely():
     """llama.cpp's spinning threads decode faster with both cores on a quiet machine and far slower
-    beside other work: the count follows the measured rate window by window, not a guess, and a
-    losing probe stops at its first slow token."""
-    from compiler.llm.embedded import ThreadPicker
+    beside other work: the count follows the measured rate window by window, not a guess; a
+    losing probe stops within a token or two, and one late token does not end a faster one."""
+    from compiler.llm.threads import ThreadPicker
 
     p = ThreadPicker(cores=2)
-    assert p.options == [1, 2] and p.best() == 1 and not p.too_slow(99.0)  # the safe count first
+    assert p.options == [1, 2] and p.best() == 1 and not p.too_slow(1, 99.0)  # the safe count first
     assert p.window(1, 16, 1.0) == 2 and p.probing  # 16 tok/s; then a probe of two threads
-    assert not p.too_slow(0.07) and p.too_slow(0.09)  # a token 1.25x slower than the best ends it
+    # SLOWER x (tokens + SLACK) at the best rate: 1.25 x 3 / 16 s after one token
+    assert not p.too_slow(1, 0.23) and p.too_slow(1, 0.24)
+    assert not p.too_slow(4, 3 / 32 + 0.25)  # three tokens at 32 tok/s and one at 4 tok/s: goes on
+    assert p.too_slow(2, 0.4)  # two tokens at a third of the rate: stops
     speeds = {1: 16.0, 2: 4.0}  # a busy machine
     n, seen = 2, []
     for _ in range(300):
@@ -142,3 +145,23 @@ def test_the_thread_picker_keeps_the_faster_count_and_probes_the_other_ever_more
     fixed = ThreadPicker(fixed=3, cores=2)
     assert fixed.options == [3] and {fixed.window(3, 16, 1.0) for _ in range(9)} == {3}
     assert ThreadPicker(cores=1).options == [1]
+
+
+def test_every_generation_runs_on_the_handlers_own_thread_whichever_thread_asks(monkeypatch):
+    """litellm calls the provider from any of its workers; llama.cpp's OpenMP keeps a team of
+    threads per calling thread, and alternating callers halved the decode speed. So the handler
+    runs the model on one thread of its own, the same one for every caller."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from compiler.llm import embedded
+
+    seen = []
+    monkeypatch.setattr(embedded._Handler, "_generate",
+                        lambda self, messages, params: seen.append(threading.current_thread()) or {"text": "{}"})
+    handler = embedded._Handler()
+    callers = [ThreadPoolExecutor(1) for _ in range(3)]
+    for i in range(9):
+        assert callers[i % 3].submit(handler.generate, [], {}).result() == {"text": "{}"}
+    assert len(set(seen)) == 1 and seen[0].name.startswith("kdc-llama")
+    assert seen[0] not in {f.submit(threading.current_thread).result() for f in callers}

@@ -23,6 +23,7 @@ from typing import Any
 
 from compiler.errors import TeacherError
 from compiler.llm.backend import ContextTooLong, register_provider
+from compiler.llm.threads import ThreadPicker, threads
 
 PROVIDER = "kdc"
 MODEL = "gemma3-270m"
@@ -35,55 +36,6 @@ MAX_TOKENS = 400  # per record; runaway strings are cut here
 
 _handler = None
 _handler_lock = threading.Lock()
-
-
-def threads() -> int | None:
-    """A fixed llama.cpp thread count from KDC_EMBEDDED_THREADS, else None (ThreadPicker chooses)."""
-    env = os.environ.get("KDC_EMBEDDED_THREADS", "")
-    return int(env) if env.isdigit() and int(env) > 0 else None
-
-
-class ThreadPicker:
-    """llama.cpp's thread count, chosen by measured decode speed, window by window (WINDOW tokens).
-    Its threads spin on barriers: on a quiet 2-core machine two threads decode ~2x faster than one,
-    but beside any other work up to 10x slower (measured: 30 vs 17 tok/s quiet, 1.4 vs 16 beside
-    a build). The load changes during a run, so decoding goes on at the count with the best rate
-    and now and then a window tries another one: one thread first (the safe count), then the
-    others. A probe ends at its first token slower than SLOWER x the best rate, and each probe that
-    loses doubles the gap to the next (up to MAX_GAP windows): a busy or a quiet machine pays for
-    about one slow token every few hundred."""
-
-    WINDOW, GAP, MAX_GAP, SLOWER = 16, 4, 64, 1.25
-
-    def __init__(self, fixed: int | None = None, cores: int | None = None):
-        most = max(1, min(8, cores or os.cpu_count() or 1))
-        self.options = [fixed] if fixed else sorted({1, most})
-        self.rate: dict[int, float] = {}  # threads -> smoothed decode tokens/s
-        self.gap, self.since, self.probing = self.GAP, 0, False
-
-    def best(self) -> int:
-        return max(self.rate, key=lambda n: self.rate[n]) if self.rate else self.options[0]
-
-    def too_slow(self, seconds: float) -> bool:
-        """Whether a probe's last token took so long that the probe should stop now."""
-        return self.probing and bool(self.rate) and seconds * max(self.rate.values()) > self.SLOWER
-
-    def window(self, n: int, tokens: int, seconds: float) -> int:
-        """Record a window decoded with `n` threads; the count for the next window."""
-        if tokens > 0 and seconds > 0:
-            rate = tokens / seconds
-            self.rate[n] = rate if n not in self.rate else (self.rate[n] + rate) / 2
-        best = self.best()
-        if self.probing:  # that window was a probe: it won (now best) or the next one waits longer
-            self.probing, self.since = False, 0
-            self.gap = self.GAP if best == n else min(2 * self.gap, self.MAX_GAP)
-            return best
-        self.since += 1
-        untried = [k for k in self.options if k not in self.rate]
-        if untried or (len(self.options) > 1 and self.since >= self.gap):
-            self.probing = True
-            return untried[0] if untried else sorted(self.options, key=lambda k: self.rate[k])[-2]
-        return best
 
 
 def model_path() -> Path:
@@ -239,21 +191,25 @@ class _LazyGrammarSampler:
         self.dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
         self.ctx, self.picker, self.n = llama._ctx.ctx, picker, picker.best()
         C.llama_set_n_threads(self.ctx, self.n, self.n)  # the prompt, then the first window
-        self.mark, self.marked, self.previous = 0, 0.0, 0.0  # window start (token, time); last token
+        # a window's time is the forward passes' alone (from one sample's end to the next's start):
+        # the grammar's fallback over the whole vocabulary costs the same at any thread count and,
+        # counted in, made two-thread probes lose on tokens that were slow for another reason
+        self.mark, self.spent, self.ended = 0, 0.0, 0.0  # window start token, its forward seconds
         self.steps = 0
 
-    def _next_window(self) -> None:
+    def _next_window(self, now: float) -> None:
         """Between two tokens: close the window when it is full, or a probe when it is too slow."""
-        now = time.perf_counter()
-        if self.steps == 1:
-            self.mark, self.marked = 1, now
-        elif self.steps - self.mark >= self.picker.WINDOW or self.picker.too_slow(now - self.previous):
-            n = self.picker.window(self.n, self.steps - self.mark, now - self.marked)
+        if self.steps == 1:  # the prompt has just been evaluated
+            self.mark, self.spent = 1, 0.0
+            return
+        self.spent += now - self.ended  # the forward pass of the token sampled last
+        tokens = self.steps - self.mark
+        if tokens >= self.picker.WINDOW or self.picker.too_slow(tokens, self.spent):
+            n = self.picker.window(self.n, tokens, self.spent)
             if n != self.n:
                 self.C.llama_set_n_threads(self.ctx, n, n)
                 self.n = n
-            self.mark, self.marked = self.steps, now
-        self.previous = now
+            self.mark, self.spent = self.steps, 0.0
 
     def _filtered(self, ids, logits):
         C, np = self.C, self.np
@@ -267,7 +223,13 @@ class _LazyGrammarSampler:
 
     def sample(self, ctx, idx: int = -1) -> int:
         self.steps += 1
-        self._next_window()
+        self._next_window(time.perf_counter())
+        try:
+            return self._sample(ctx, idx)
+        finally:
+            self.ended = time.perf_counter()
+
+    def _sample(self, ctx, idx: int) -> int:
         C, np = self.C, self.np
         token = C.llama_sampler_sample(self.chain.sampler, ctx.ctx, idx)
         if len(self._filtered(np.array([token]), np.array([0.0], dtype=np.float32))):
@@ -313,11 +275,15 @@ def _silence_llama_cpp() -> None:
 
 
 class _Handler:
-    """One model per process, used under a lock from a worker thread."""
+    """One model per process, run on one thread of its own. litellm calls the provider from
+    whichever worker thread it has free, and llama.cpp's OpenMP keeps one team of threads per
+    calling thread: calls that alternated between two workers decoded at half the speed (13 vs
+    26 tok/s at two threads, the same requests), the idle team's threads contending with the live one."""
 
     def __init__(self):
         self._llama = None
         self._lock = threading.Lock()
+        self._runner: tuple[int, Any] | None = None  # (pid, executor): a forked child makes its own
         self.threads = ThreadPicker(threads())
 
     def llama(self):
@@ -359,6 +325,15 @@ class _Handler:
             self._lock.release()
 
     def generate(self, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            if self._runner is None or self._runner[0] != os.getpid():
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._runner = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="kdc-llama"))
+            runner = self._runner[1]
+        return runner.submit(self._generate, messages, params).result()
+
+    def _generate(self, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
         rf = params.get("response_format") or {}
         schema = (rf.get("json_schema") or {}).get("schema") if isinstance(rf, dict) else None
         if not schema:
