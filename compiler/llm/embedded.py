@@ -18,11 +18,13 @@ import os
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from compiler.errors import TeacherError
 from compiler.llm.backend import ContextTooLong, register_provider
+from compiler.llm.perprocess import PerProcess
 from compiler.llm.threads import ThreadPicker, threads
 
 PROVIDER = "kdc"
@@ -283,7 +285,7 @@ class _Handler:
     def __init__(self):
         self._llama = None
         self._lock = threading.Lock()
-        self._runner: tuple[int, Any] | None = None  # (pid, executor): a forked child makes its own
+        self._runner = PerProcess(lambda: ThreadPoolExecutor(1, thread_name_prefix="kdc-llama"))
         self.threads = ThreadPicker(threads())
 
     def llama(self):
@@ -325,13 +327,7 @@ class _Handler:
             self._lock.release()
 
     def generate(self, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
-            if self._runner is None or self._runner[0] != os.getpid():
-                from concurrent.futures import ThreadPoolExecutor
-
-                self._runner = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="kdc-llama"))
-            runner = self._runner[1]
-        return runner.submit(self._generate, messages, params).result()
+        return self._runner.get().submit(self._generate, messages, params).result()
 
     def _generate(self, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
         rf = params.get("response_format") or {}

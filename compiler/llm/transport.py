@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from compiler.llm.backend import Outcome, attempt
+from compiler.llm.perprocess import PerProcess
 
 __all__ = ["InProcess", "Outcome", "WorkerPool", "can_fork"]
 
@@ -50,8 +51,13 @@ log = logging.getLogger("kdc.teacher")
 _HEADER = struct.Struct("!I")
 
 
-_IO: dict[str, Any] = {"loop": None, "pid": None}
-_IO_LOCK = threading.Lock()
+def _start_io_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name="kdc-llm-io", daemon=True).start()
+    return loop
+
+
+_IO = PerProcess(_start_io_loop)
 
 
 def io_loop() -> asyncio.AbstractEventLoop:
@@ -59,12 +65,7 @@ def io_loop() -> asyncio.AbstractEventLoop:
     One for every client (teacher, judge, eval judge): litellm keeps loop-bound globals (its
     logging worker, cached HTTP clients), which two loops would fight over. It lives as long as the
     process; a forked child starts its own."""
-    with _IO_LOCK:
-        if _IO["loop"] is None or _IO["pid"] != os.getpid():
-            loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="kdc-llm-io", daemon=True).start()
-            _IO.update(loop=loop, pid=os.getpid())
-        return _IO["loop"]
+    return _IO.get()
 
 
 class InProcess:
