@@ -76,7 +76,7 @@ def test_compile_with_the_embedded_default_teacher(tmp_path, example_taxonomy, o
 
 def test_few_shot_prompt_recasts_the_chat_prompt_for_a_base_model(example_taxonomy):
     from compiler.config import load_config
-    from compiler.llm.embedded import few_shot_prompt
+    from compiler.llm.fewshot import few_shot_prompt
     from compiler.compile.plan import make_plan, task_for
     from compiler.compile.prompts import Prompts
     from compiler.taxonomy.tree import load_taxonomy
@@ -95,12 +95,35 @@ def test_few_shot_prompt_recasts_the_chat_prompt_for_a_base_model(example_taxono
         if lp.kind == "knowledge":
             assert task.chunk.text in prompt and all(x["reasoning"][0].startswith("The document says")
                                                      for x in lines if len(x["answer"].split(". ")) == 1)
+        else:  # a grounded example's working quotes its own context, never its answer
+            for x in lines:
+                flat = " ".join(x["context"].split())
+                assert 1 <= len(x["reasoning"]) <= 2
+                for step in x["reasoning"]:
+                    assert step.startswith("The context says: ") and step[18:] in flat
+                    assert step[18:] not in x["answer"]
+
+
+def test_a_grounded_example_quotes_the_context_sentences_that_hold_its_answer():
+    from compiler.llm.fewshot import _derive_reasoning
+
+    context = ("Weekly sync, 3 March. Priya will send the revised budget to finance by Friday.\nThe team "
+               "agreed to move the launch to April. Marco to book the venue for the\nlaunch party before "
+               "15 March. No decision yet on the logo.")
+    answer = "Priya: send the revised budget to finance (Friday)\nMarco: book the venue (before 15 March)"
+    assert _derive_reasoning(answer, "Action items?", "context", context) == [
+        "The context says: Priya will send the revised budget to finance by Friday.",
+        "The context says: Marco to book the venue for the launch party before 15 March."]
+    # nothing of the answer in the context (a single shared word is not support): the old working
+    assert _derive_reasoning("Lena: draft the FAQ", "Action items?", "context", context) == [
+        "The context says: Lena: draft the FAQ"]
+    assert _derive_reasoning("One. Two.", "Q?", None) == ["One."]
 
 
 def test_grammar_is_accepted_by_llama_cpp_and_forbids_raw_newlines():
     from llama_cpp import LlamaGrammar
 
-    from compiler.llm.embedded import grammar_for
+    from compiler.llm.fewshot import grammar_for
 
     for kind in ("freeform_skill", "grounded_skill", "knowledge"):
         gbnf = grammar_for(response_schema(kind))
@@ -165,3 +188,27 @@ def test_every_generation_runs_on_the_handlers_own_thread_whichever_thread_asks(
         assert callers[i % 3].submit(handler.generate, [], {}).result() == {"text": "{}"}
     assert len(set(seen)) == 1 and seen[0].name.startswith("kdc-llama")
     assert seen[0] not in {f.submit(threading.current_thread).result() for f in callers}
+
+
+def test_prompts_are_evaluated_at_the_count_their_own_picker_measures_first_all_threads(monkeypatch):
+    """A prompt is evaluated in batches, compute-bound (two threads ran it 1.4-1.9x faster than one
+    here), so it is not held to the decode picker's count: its own picker starts at every thread,
+    times each prompt with llama.cpp's counters and probes the other count like the decode picker."""
+    from compiler.llm import embedded
+    from compiler.llm.teacher import response_schema
+
+    monkeypatch.delenv("KDC_EMBEDDED_THREADS", raising=False)
+    handler = embedded._Handler()
+    options = handler.prompt_threads.options
+    assert options == sorted(options, reverse=True) and handler.prompt_threads.next == options[0]
+    schema = response_schema("freeform_skill", reasoning=False)
+    for i, topic in enumerate(("rain on a tin roof", "a cat asleep on a warm windowsill")):
+        lines = "\n".join(json.dumps({"question": f"Write a haiku about {t}.", "answer": "Soft words\nfall"})
+                          for t in (topic, "the sea", "snow", "a lamp", "old shoes"))
+        messages = [{"role": "user", "content": f"Skill: writing > haiku\nTask description: Write a haiku.\n{lines}\n"}]
+        out = handler.generate(messages, {"response_format": {"json_schema": {"schema": schema}},
+                                          "max_tokens": 8, "seed": i})
+        assert out["prompt_tokens"] >= embedded.PROMPT_WINDOW_MIN
+        assert set(handler.prompt_threads.rate) == set(options[:i + 1])  # first all threads, then a probe
+        assert all(rate > 0 for rate in handler.prompt_threads.rate.values())
+    handler.close()

@@ -6,16 +6,13 @@ any remote teacher.
 It is a demo-quality teacher: a 270M *base* model with no chat template. Chat prompts give junk,
 so the handler turns kdc's chat messages into a few-shot completion prompt (the expert's seed
 examples as JSON lines, then an open line) and constrains the output with a GBNF grammar built
-from the request's JSON schema, in which strings cannot hold raw control characters; a record
-is capped at MAX_TOKENS. No key, no network: the weights come from the installed package.
+from the request's JSON schema (both in compiler/llm/fewshot.py); a record is capped at MAX_TOKENS. No key, no network: the weights come from the installed package.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import os
-import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,17 +21,15 @@ from typing import Any
 
 from compiler.errors import TeacherError
 from compiler.llm.backend import ContextTooLong, register_provider
+from compiler.llm.fewshot import few_shot_prompt, grammar_for
 from compiler.llm.perprocess import PerProcess
 from compiler.llm.threads import ThreadPicker, threads
 
 PROVIDER = "kdc"
 MODEL = "gemma3-270m"
 N_CTX = 4096
-GRAMMAR_MAX = {"reasoning_items": 4}  # a base model's reasoning lists ramble past a few steps
-# a base model invents one-line contexts (a grounded skill's) that hold nothing to extract: the
-# meeting-notes leaf met its quota 1 time in 3 within 12 attempts, 3 in 3 with this floor
-GRAMMAR_MIN_CHARS = {"context": 160}
 MAX_TOKENS = 400  # per record; runaway strings are cut here
+PROMPT_WINDOW_MIN = 32  # prompt tokens evaluated for a prompt's speed to count
 
 _handler = None
 _handler_lock = threading.Lock()
@@ -76,86 +71,6 @@ def check_available() -> None:
     model_path()
 
 
-def grammar_for(schema: dict) -> str:
-    """GBNF for one record of `schema` on a single line, keys in schema order. Written here rather
-    than converted (llama.cpp's converter) because string characters must exclude raw control
-    characters (a raw newline breaks JSON; the base model emits them) and because its maxLength
-    expansion nests one rule per character, which makes grammar checks crawl."""
-    props = schema.get("properties", {})
-    required = set(schema.get("required", []))
-    rules = [r'char ::= [^"\\\x00-\x1F\x7F] | "\\" ["\\n]',
-             r'string ::= "\"" char+ "\""',
-             r'ws ::= " "?']
-    parts = []
-    for name, prop in props.items():
-        if name not in required:
-            continue  # kdc's response schemas list every property they want as required
-        rule = "kv-" + re.sub(r"[^a-z0-9]+", "-", name.lower())
-        if prop.get("type") == "array":
-            n = max(1, min(int(prop.get("maxItems", 8)), GRAMMAR_MAX["reasoning_items"]))
-            more = ""
-            for _ in range(n - 1):
-                more = f'("," ws string {more})?'
-            value = f'"[" ws string {more} ws "]"'
-        elif GRAMMAR_MIN_CHARS.get(name):
-            value = f'"\\"" char{{{GRAMMAR_MIN_CHARS[name]},}} "\\""'
-        else:
-            value = "string"
-        rules.append(f'{rule} ::= "\\"{name}\\"" ws ":" ws {value}')
-        parts.append(rule)
-    root = ' "," ws '.join(parts)
-    rules.insert(0, f'root ::= "{{" ws {root} ws "}}"')
-    return "\n".join(rules) + "\n"
-
-
-def _derive_reasoning(answer: str, question: str, source: str | None) -> list[str]:
-    """Reasoning for a seed shown to the base model, which needs the exact output pattern in its
-    examples (chat teachers never see this): the answer's leading sentences when it has several
-    (the expert's own working); else a step that points at the source, so the model learns to
-    quote the document or context before answering."""
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s.strip()]
-    if len(sentences) >= 2:
-        return sentences[:-1][:3]
-    if source:
-        return [f"The {source} says: {answer.strip()}"[:300]]
-    return [f"The request: {question.strip()}"[:300]]
-
-
-def few_shot_prompt(messages: list[dict[str, str]], schema: dict) -> str:
-    """A completion prompt for a base model from kdc's chat prompt: a header (the skill or domain
-    lines), the document excerpt if any, the expert's examples re-cast as records of `schema`,
-    one per line, then an open line for the model to complete."""
-    user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
-    keys = list(schema.get("properties", {}))
-    header, examples, document = [], [], None
-    doc = re.search(r"<document>\n(.*?)\n</document>", user, re.S)
-    if doc:
-        document = doc.group(1).strip()
-        user = user.replace(doc.group(0), "")  # the document's own lines are never examples
-    for line in user.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("{"):
-            try:
-                ex = json.loads(stripped)
-            except ValueError:
-                continue
-            if isinstance(ex, dict) and "question" in ex and "answer" in ex:
-                source = "document" if document else ("context" if ex.get("context") else None)
-                ex.setdefault("reasoning", _derive_reasoning(str(ex["answer"]), str(ex["question"]), source))
-                examples.append({k: ex[k] for k in keys if k in ex})
-        elif re.match(r"^(Skill|Task description|Knowledge area|Domain|Document outline):", stripped):
-            header.append(stripped)
-    parts = ["\n".join(header)]
-    if document:
-        parts.append("Document:\n" + document)
-        parts.append("Questions answered by the document above, as JSON lines:")
-    else:
-        parts.append("Examples, as JSON lines:")
-    body = "\n\n".join(p for p in parts if p)
-    lines = "".join(json.dumps(ex, ensure_ascii=False) + "\n" for ex in examples)
-    return f"{body}\n{lines}"
-
-
 class _LazyGrammarSampler:
     """Grammar-constrained sampling that checks the grammar lazily, as llama.cpp's own common
     sampler does: sample normally, and only when the token breaks the grammar, filter the top
@@ -163,7 +78,8 @@ class _LazyGrammarSampler:
     the grammar to all 262k tokens of Gemma's vocabulary at every step runs at ~1 token/s."""
 
     def __init__(self, llama, grammar: str, *, top_k: int, top_p: float, min_p: float, temp: float,
-                 repeat_penalty: float, seed: int, picker: ThreadPicker, n_candidates: int = 256):
+                 repeat_penalty: float, seed: int, picker: ThreadPicker, prompt_picker: ThreadPicker,
+                 n_candidates: int = 256):
         import ctypes
 
         import llama_cpp as C
@@ -192,7 +108,11 @@ class _LazyGrammarSampler:
             raise TeacherError("the embedded teacher could not build a grammar for the response schema")
         self.dtype = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)], align=True)
         self.ctx, self.picker, self.n = llama._ctx.ctx, picker, picker.best()
-        C.llama_set_n_threads(self.ctx, self.n, self.n)  # the prompt, then the first window
+        # the prompt is evaluated in batches, compute-bound: two threads ran it 1.4-1.9x faster than
+        # one where decoding often gains less, so it has a picker of its own (one window a prompt)
+        self.prompt_picker, self.prompt_n = prompt_picker, prompt_picker.next
+        C.llama_set_n_threads(self.ctx, self.n, self.prompt_n)  # the first window, the prompt
+        self.perf = C.llama_perf_context(self.ctx)
         # a window's time is the forward passes' alone (from one sample's end to the next's start):
         # the grammar's fallback over the whole vocabulary costs the same at any thread count and,
         # counted in, made two-thread probes lose on tokens that were slow for another reason
@@ -202,6 +122,11 @@ class _LazyGrammarSampler:
     def _next_window(self, now: float) -> None:
         """Between two tokens: close the window when it is full, or a probe when it is too slow."""
         if self.steps == 1:  # the prompt has just been evaluated
+            self.C.llama_synchronize(self.ctx)  # llama.cpp books a batch's time when it syncs
+            perf = self.C.llama_perf_context(self.ctx)
+            tokens, ms = perf.n_p_eval - self.perf.n_p_eval, perf.t_p_eval_ms - self.perf.t_p_eval_ms
+            if tokens >= PROMPT_WINDOW_MIN:  # a prompt mostly reused from the last one says little
+                self.prompt_picker.window(self.prompt_n, tokens, ms / 1000)
             self.mark, self.spent = 1, 0.0
             return
         self.spent += now - self.ended  # the forward pass of the token sampled last
@@ -209,7 +134,7 @@ class _LazyGrammarSampler:
         if tokens >= self.picker.WINDOW or self.picker.too_slow(tokens, self.spent):
             n = self.picker.window(self.n, tokens, self.spent)
             if n != self.n:
-                self.C.llama_set_n_threads(self.ctx, n, n)
+                self.C.llama_set_n_threads(self.ctx, n, self.prompt_n)
                 self.n = n
             self.mark, self.spent = self.steps, 0.0
 
@@ -287,6 +212,7 @@ class _Handler:
         self._lock = threading.Lock()
         self._runner = PerProcess(lambda: ThreadPoolExecutor(1, thread_name_prefix="kdc-llama"))
         self.threads = ThreadPicker(threads())
+        self.prompt_threads = ThreadPicker(threads(), most_first=True)
 
     def llama(self):
         if self._llama is None:
@@ -348,7 +274,7 @@ class _Handler:
             temp = float(params.get("temperature", 0.7))
             llama.lazy = _LazyGrammarSampler(llama, grammar_for(schema), top_k=40, top_p=float(params.get("top_p", 0.95)),
                                              min_p=0.05, temp=temp, repeat_penalty=1.15, seed=seed,
-                                             picker=self.threads)
+                                             picker=self.threads, prompt_picker=self.prompt_threads)
             try:
                 out = llama.create_completion(tokens, max_tokens=max_tokens, temperature=temp, seed=seed)
             finally:

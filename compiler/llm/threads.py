@@ -26,11 +26,12 @@ class ThreadPicker:
 
     WINDOW, GAP, MAX_GAP, SLOWER, SLACK = 16, 4, 64, 1.25, 2
 
-    def __init__(self, fixed: int | None = None, cores: int | None = None):
+    def __init__(self, fixed: int | None = None, cores: int | None = None, most_first: bool = False):
         most = max(1, min(8, cores or os.cpu_count() or 1))
-        self.options = [fixed] if fixed else sorted({1, most})
-        self.rate: dict[int, float] = {}  # threads -> smoothed decode tokens/s
+        self.options = [fixed] if fixed else sorted({1, most}, reverse=most_first)
+        self.rate: dict[int, float] = {}  # threads -> smoothed tokens/s
         self.gap, self.since, self.probing = self.GAP, 0, False
+        self.next = self.options[0]  # what window() last chose
 
     def best(self) -> int:
         return max(self.rate, key=lambda n: self.rate[n]) if self.rate else self.options[0]
@@ -43,6 +44,10 @@ class ThreadPicker:
 
     def window(self, n: int, tokens: int, seconds: float) -> int:
         """Record a window decoded with `n` threads; the count for the next window."""
+        self.next = self._window(n, tokens, seconds)
+        return self.next
+
+    def _window(self, n: int, tokens: int, seconds: float) -> int:
         if tokens > 0 and seconds > 0:
             rate = tokens / seconds
             self.rate[n] = rate if n not in self.rate else (self.rate[n] + rate) / 2
