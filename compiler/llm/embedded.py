@@ -6,7 +6,8 @@ any remote teacher.
 It is a demo-quality teacher: a 270M *base* model with no chat template. Chat prompts give junk,
 so the handler turns kdc's chat messages into a few-shot completion prompt (the expert's seed
 examples as JSON lines, then an open line) and constrains the output with a GBNF grammar built
-from the request's JSON schema (both in compiler/llm/fewshot.py); a record is capped at MAX_TOKENS. No key, no network: the weights come from the installed package.
+from the request's JSON schema (both in compiler/llm/fewshot.py); a record is capped at
+MAX_TOKENS. No key, no network: the weights come from the installed package.
 """
 
 from __future__ import annotations
