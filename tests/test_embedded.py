@@ -95,6 +95,11 @@ def test_few_shot_prompt_recasts_the_chat_prompt_for_a_base_model(example_taxono
         if lp.kind == "knowledge":
             assert task.chunk.text in prompt and all(x["reasoning"][0].startswith("The document says")
                                                      for x in lines if len(x["answer"].split(". ")) == 1)
+            # an example the excerpt answers quotes the excerpt's sentence; the others keep their answer
+            flat = " ".join(task.chunk.text.split())
+            quoted = [step[19:] for x in lines for step in x["reasoning"] if step[19:] in flat]
+            assert quoted and all(step.startswith("The document says: ") for x in lines for step in x["reasoning"]
+                                  if step[19:] not in x["answer"])
         else:  # a grounded example's working quotes its own context, never its answer
             for x in lines:
                 flat = " ".join(x["context"].split())

@@ -50,24 +50,25 @@ def grammar_for(schema: dict) -> str:
     return "\n".join(rules) + "\n"
 
 
-def _quote_context(answer: str, context: str) -> list[str]:
-    """The context's sentences that hold most of the answer's content words (at most 2, in the
-    context's order, each sharing at least 2 with it), each quoted: the working a grounded example shows a base model, so that after writing
-    its own context it copies from that context before answering rather than from another seed's
-    answer (quoting the answer itself taught the latter: most demo rejections were ungrounded)."""
+def _quote_context(answer: str, context: str, source: str = "context") -> list[str]:
+    """The sentences of `context` that hold most of the answer's content words (at most 2, in
+    order, each sharing at least 2 with it), each quoted: the working an example shows a base model.
+    After writing its own context (a grounded skill) or reading the excerpt (knowledge), the model
+    then copies from that text before answering, rather than from another seed's answer; quoting
+    the answer itself taught the latter (most of the demo's rejections were ungrounded)."""
     wanted = _content(answer)
     sentences = [" ".join(s.split()) for s in re.split(r"(?<=[.!?])\s+", context.strip()) if s.strip()]
     hits = sorted(((len(wanted & _content(s)), i) for i, s in enumerate(sentences)), reverse=True)
     chosen = sorted(i for n, i in hits[:2] if n >= 2)
-    return [f"The context says: {sentences[i]}"[:300] for i in chosen]
+    return [f"The {source} says: {sentences[i]}"[:300] for i in chosen]
 
 
 def _derive_reasoning(answer: str, question: str, source: str | None, context: str = "") -> list[str]:
     """Reasoning for a seed shown to the base model, which needs the exact output pattern in its
-    examples (chat teachers never see this): for a grounded example, the context's sentences it
-    uses; else the answer's leading sentences when it has several (the expert's own working); else
-    a step that points at the source, so the model learns to quote the document before answering."""
-    if context and (quoted := _quote_context(answer, context)):
+    examples (chat teachers never see this): the sentences of its context or of the excerpt that
+    hold its answer; else the answer's leading sentences when it has several (the expert's own
+    working); else a step that points at the source, so the model learns to quote it first."""
+    if context and (quoted := _quote_context(answer, context, source or "context")):
         return quoted
     sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s.strip()]
     if len(sentences) >= 2:
@@ -97,7 +98,9 @@ def few_shot_prompt(messages: list[dict[str, str]], schema: dict) -> str:
                 continue
             if isinstance(ex, dict) and "question" in ex and "answer" in ex:
                 source = "document" if document else ("context" if ex.get("context") else None)
-                context = str(ex.get("context") or "") if "context" in keys else ""
+                # what the example's working quotes: its own context (a grounded skill's) or the
+                # excerpt shown, where that holds the example's answer (a knowledge leaf's)
+                context = str(ex.get("context") or "") if "context" in keys else (document or "")
                 ex.setdefault("reasoning", _derive_reasoning(str(ex["answer"]), str(ex["question"]),
                                                              source, context))
                 examples.append({k: ex[k] for k in keys if k in ex})
