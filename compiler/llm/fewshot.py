@@ -18,6 +18,12 @@ def _content(text: str) -> set[str]:
     return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) >= 4 or w.isdigit()}
 
 
+def _sentences(text: str) -> list[str]:
+    """The text's sentences, stripped (a sentence ends at . ! or ? before whitespace; unlike the
+    chunker's, it may run across a line break, as an expert's wrapped context does)."""
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s.strip()]
+
+
 def grammar_for(schema: dict) -> str:
     """GBNF for one record of `schema` on a single line, keys in schema order. Written here rather
     than converted (llama.cpp's converter) because string characters must exclude raw control
@@ -57,7 +63,7 @@ def _quote_context(answer: str, context: str, source: str = "context") -> list[s
     then copies from that text before answering, rather than from another seed's answer; quoting
     the answer itself taught the latter (most of the demo's rejections were ungrounded)."""
     wanted = _content(answer)
-    sentences = [" ".join(s.split()) for s in re.split(r"(?<=[.!?])\s+", context.strip()) if s.strip()]
+    sentences = [" ".join(s.split()) for s in _sentences(context)]
     hits = sorted(((len(wanted & _content(s)), i) for i, s in enumerate(sentences)), reverse=True)
     chosen = sorted(i for n, i in hits[:2] if n >= 2)
     return [f"The {source} says: {sentences[i]}"[:300] for i in chosen]
@@ -70,7 +76,7 @@ def _derive_reasoning(answer: str, question: str, source: str | None, context: s
     working); else a step that points at the source, so the model learns to quote it first."""
     if context and (quoted := _quote_context(answer, context, source or "context")):
         return quoted
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", answer.strip()) if s.strip()]
+    sentences = _sentences(answer)
     if len(sentences) >= 2:
         return sentences[:-1][:3]
     if source:
