@@ -10,6 +10,8 @@ start to exit, the tools alternating within each repetition. Per run:
                arrival to last answer: what the teacher saw, not what a client claims
   CPU s        the child's rusage (user+sys, its children included: kdc's workers, git)
   wall s       spawn to exit
+  start-up     spawn to the first request's arrival at the server; wrap-up: the server's last
+               answer to exit (both on the server's clock: what kdc reports of itself is not used)
 and for kdc its phase profile (`kdc compile --profile`): import, validate, plan, setup,
 generation (first request, last answer, gating), writing, card, report, exit.
 
@@ -150,7 +152,8 @@ def run_tool(tool: str, work: Path, tax: Path, prompts: Path, per_node: int, arg
     finally:
         teacher.close()
     row = {"tool": tool, "wall_s": round(wall, 2), "in_flight": round(stats["mean_in_flight"], 1),
-           "requests": stats["requests"], "busy_s": round(stats["busy_s"], 2), "cpu_s": round(cpu, 2)}
+           "requests": stats["requests"], "busy_s": round(stats["busy_s"], 2), "cpu_s": round(cpu, 2),
+           **_at_server(stats, t0, t0 + wall)}
     if proc.returncode != 0:
         row["error"] = (stderr.decode(errors="replace")[-800:] or stdout.decode(errors="replace")[-800:])
         row["accepted"] = 0
@@ -175,6 +178,14 @@ def _child_cpu() -> float:
     now = ru.ru_utime + ru.ru_stime
     used, _CPU_BEFORE[0] = now - _CPU_BEFORE[0], now
     return used
+
+
+def _at_server(stats: dict, spawned: float, exited: float) -> dict:
+    """Start-up and wrap-up as the teacher saw them: spawn to the first request's arrival, the
+    last answer sent to the client's exit (the same clock for every tool)."""
+    first, last = stats.get("first_arrival_epoch"), stats.get("last_done_epoch")
+    return {"startup_s": round(first - spawned, 2) if first else None,
+            "wrapup_s": round(exited - last, 2) if last else None}
 
 
 def _phases(p: dict, spawned: float, exited: float) -> dict:
@@ -207,14 +218,18 @@ def print_table(rows: list[dict], args, load: tuple[float, ...]) -> None:
           f"after {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs; kdc transport: "
           f"{'http' if _has_transport() else 'litellm'})\n")
     print("| tool | accepted samples/s (median) | in flight at the server (of %d) | client CPU s | wall s | "
-          "accepted | requests |" % args.capacity)
-    print("|---|---|---|---|---|---|---|")
+          "start-up s (share) | wrap-up s (share) | accepted | requests |" % args.capacity)
+    print("|---|---|---|---|---|---|---|---|---|")
     for tool in args.tools.split(","):
         rs = [r for r in rows if r["tool"] == tool]
         errs = [r for r in rs if "error" in r]
+        walls = [r["wall_s"] for r in rs]
         print(f"| {tool} | {_med(rs, 'accepted_per_s')} | {_med(rs, 'in_flight')} | {_med(rs, 'cpu_s')} | "
-              f"{_med(rs, 'wall_s')} | {_med(rs, 'accepted')} | {_med(rs, 'requests')} |"
+              f"{_med(rs, 'wall_s')} | {_share(rs, walls, 'startup_s')} | {_share(rs, walls, 'wrapup_s')} | "
+              f"{_med(rs, 'accepted')} | {_med(rs, 'requests')} |"
               + (f" {len(errs)} failed run(s)" if errs else ""))
+    print("\nstart-up: spawn to the first request's arrival at the teacher; wrap-up: the teacher's last "
+          "answer to the process's exit (the teacher's clock, the same for every tool)")
     prof = [r["profile"] for r in rows if r["tool"] == "kdc" and "profile" in r]
     if prof:
         print("\nkdc phase profile (median s over %d runs):\n" % len(prof))

@@ -10,7 +10,7 @@ from compiler.compile.profile import NULL, Profile
 from teacher_server import TeacherServer
 from test_compile import _env, compile_args, kdc, tax, tree_hashes  # noqa: F401  (fixtures)
 
-PHASES = ["import", "config", "validate", "plan", "setup", "generation", "writing", "card", "report"]
+PHASES = ["import", "config", "load", "setup", "validate", "plan", "generation", "writing", "card", "report"]
 
 
 def test_profile_times_every_phase_in_order_and_leaves_the_build_bytes_alone(tax, tmp_path, kdc):

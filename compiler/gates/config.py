@@ -7,10 +7,11 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from compiler.errors import ConfigError
-from compiler.gates.diversity import NEAR_DUP_THRESHOLD, NUM_PERM
 from compiler.gates.pii import KINDS as PII_KINDS
 
 GROUNDED_KINDS = ("knowledge", "grounded_skill")
+NUM_PERM = 64  # MinHash permutations; matches are confirmed by exact Jaccard: the sketch only finds candidates
+NEAR_DUP_THRESHOLD = 0.6  # here, not in gates/diversity.py: the settings load without numpy and datasketch
 JUDGE_RUBRICS = ("faithfulness", "relevance", "format", "standalone")
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from compiler import minhash as mh
+from compiler.gates.config import NEAR_DUP_THRESHOLD, NUM_PERM
 from compiler.records import Sample
 
 
@@ -22,8 +23,6 @@ LeanMinHash, MinHashLSH = mh.import_datasketch("LeanMinHash", "MinHashLSH")
 
 WORD = re.compile(r"\w+", re.UNICODE)
 SHINGLE = mh.SHINGLE
-NUM_PERM = 64  # matches are confirmed by exact Jaccard: the sketch only finds candidates
-NEAR_DUP_THRESHOLD = 0.6
 
 
 def words(text: str) -> list[str]:

@@ -19,10 +19,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Iterable
 
 from compiler.errors import BuildError
-from compiler.io.buildrecords import FORMAT, Manifest, NodeStats, Provenance, reason_counts
+from compiler.io.buildrecords import FORMAT, MANIFEST, Manifest, NodeStats, Provenance, reason_counts
 from compiler.io.fsutil import atomic_write, jsonl_text, read_jsonl, settle_writes
 
-MANIFEST = "manifest.json"
 CARD = "README.md"
 REPORT = "report.html"
 MIXES = "mixes"
@@ -177,7 +176,7 @@ def write_node(root: Path, node_id: str, train: Iterable[dict[str, Any]], reject
 
 
 def write_manifest(root: Path, manifest: Manifest) -> None:
-    """manifest.json, last: it is the build's commit point."""
+    """The manifest, last: it is the build's commit point."""
     atomic_write(root / MANIFEST, json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n")
 
 

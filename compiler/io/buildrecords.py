@@ -16,6 +16,7 @@ from typing import Any
 from compiler.errors import BuildError
 
 FORMAT = 1  # the one build-directory format; the reader refuses any other
+MANIFEST = "manifest.json"  # its commit point (compiler/io/builddir.py); here, where the CLI reads it cheaply
 
 
 def _pick(cls, data: Any, where: str, path: str) -> dict[str, Any]:

@@ -150,6 +150,8 @@ class HttpClient:
     event loop it is used on, closed with `close()`."""
 
     def __init__(self, concurrency: int = 8):
+        import aiohttp  # noqa: F401 - here, in the set-up, not on the I/O thread when the first request goes
+
         self.concurrency = max(1, concurrency)
         self._sessions: dict[asyncio.AbstractEventLoop, Any] = {}
         self._inflight: set[asyncio.Task] = set()  # attempts running now, cancelled before a session closes

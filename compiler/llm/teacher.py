@@ -20,18 +20,17 @@ litellm, or kdc's own aiohttp client (compiler/llm/httpclient.py: when and why).
 from __future__ import annotations
 
 import asyncio
-import copy
+import functools
 import logging
 import os
 import random
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from compiler.errors import TeacherError
-from compiler.resources import load_schema
 from compiler.llm import backend, httpclient, ratelimit
+from compiler.llm.formats import response_format, response_schema  # noqa: F401 - re-exported
 from compiler.llm.schemafallback import JSON_OBJECT, schema_feature, schema_refusal
 from compiler.llm.secrets import scrub
 from compiler.llm.transport import InProcess, Outcome, WorkerPool, can_fork
@@ -46,37 +45,6 @@ RETRY_AFTER_CAP = 120.0
 WORKERS_FROM = 128  # auto: forked workers only from this many requests in flight (transport.py: why)
 WORKER_SHARE = 64  # auto: then one worker per this many in flight, up to the cores
 _ZERO_PRICED: set[str] = set()  # models kdc registered with litellm at price 0 (their cost is unknown)
-
-
-@lru_cache(maxsize=None)
-def _response_schema(kind: str, reasoning: bool = True) -> dict:
-    """The JSON schema the teacher must fill for a leaf kind, derived from schemas/record.json:
-    grounded skills must invent a context; for knowledge kdc supplies the chunk as the context,
-    so the teacher is not asked for one; freeform skills have none. Without reasoning (a leaf
-    whose answers need no steps, e.g. a haiku) the `reasoning` key is not asked for at all."""
-    schema = copy.deepcopy(load_schema("record.json"))
-    if not reasoning:
-        schema["properties"].pop("reasoning")
-        schema["required"] = [k for k in schema["required"] if k != "reasoning"]
-    for key in ("$schema", "$id", "title", "description"):
-        schema.pop(key, None)
-    if kind == "grounded_skill":
-        schema["required"] = ["context", *schema["required"]]
-    else:
-        schema["properties"].pop("context")
-    return schema
-
-
-def response_schema(kind: str, reasoning: bool = True) -> dict:
-    return copy.deepcopy(_response_schema(kind, reasoning))
-
-
-@lru_cache(maxsize=None)
-def response_format(kind: str, reasoning: bool = True) -> dict:
-    """The response_format sent with every request of a kind (shared: callers must not mutate it)."""
-    name = f"kdc_{kind}_record" if reasoning else f"kdc_{kind}_answer"
-    return {"type": "json_schema",
-            "json_schema": {"name": name, "schema": _response_schema(kind, reasoning), "strict": True}}
 
 
 @dataclass
@@ -194,7 +162,8 @@ class Teacher:
             register(self._litellm)
             self.concurrency = 1  # one in-process model: more requests would only queue on it
         self._api_key = self._check_environment()
-        self.price_known = self._register_price()
+        if self._direct is None:  # registered before litellm's first call; the direct path's on first use
+            self.price_known
         self.workers = self._worker_count(workers)
         self._transport: InProcess | WorkerPool = InProcess(self._litellm, self._direct)
         self._limiters = [ratelimit.limiter_for(model, b, self.concurrency) for b in self.api_bases or [None]]
@@ -234,10 +203,12 @@ class Teacher:
         raise TeacherError(f"teacher {self.model} needs {', '.join(missing)} in the environment",
                            hint=f"export {missing[0]}=..., or point --api-base at a local server")
 
-    def _register_price(self) -> bool:
+    @functools.cached_property
+    def price_known(self) -> bool:
         """Whether litellm's offline price map knows the model. If not, it is registered at price
         zero: litellm then stops searching its map on every response (~2 ms of CPU per call),
-        and kdc reports the cost as unknown (None), never as zero."""
+        and kdc reports the cost as unknown (None), never as zero. The direct path reads the map
+        as a file (~30 ms): on first use, once the first requests are out."""
         if self.model.startswith("kdc/"):
             return True
         if self._direct is not None:  # litellm's price map, read as a file (httpclient.model_price)

@@ -8,6 +8,7 @@ attributes `kind` ("branch" for inner folders), `leaf`, `path`; leaves also `ver
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from compiler.errors import TaxonomyError
 from compiler.records import Leaf, NodeKind
 from compiler.io.yamlload import YamlLoadError, load_bytes, read_bytes
 
-if TYPE_CHECKING:  # networkx costs ~0.3 s to import; `kdc validate` never needs it
+if TYPE_CHECKING:  # networkx costs ~0.1 s to import: built on first use (Taxonomy.graph)
     import networkx as nx
 
 QNA = "qna.yaml"
@@ -158,26 +159,53 @@ def file_hash(path: Path) -> str:
 
 
 class Taxonomy:
-    """A loaded taxonomy: the tree (networkx DiGraph) and its leaves."""
+    """A loaded taxonomy: its leaves, and the tree as a networkx DiGraph.
 
-    def __init__(self, root: Path, graph: nx.DiGraph):
+    The graph is built on first use from the leaves (networkx takes ~0.1 s to import): a compile
+    plans and sends its first requests from the leaves alone, and builds the tree while they are
+    in flight (compile/scheduler.py, `warm_up`)."""
+
+    def __init__(self, root: Path, leaves: list[Leaf]):
         self.root = root
-        self.graph = graph
+        self._leaves = sorted(leaves, key=lambda leaf: leaf.node_id)
+        self._by_id = {leaf.node_id: leaf for leaf in self._leaves}
+
+    @functools.cached_property
+    def graph(self) -> nx.DiGraph:
+        """A node per folder from the root ("") down, edges parent -> child; leaves carry their
+        version, content, content_hash, file and record."""
+        import networkx as nx
+
+        graph = nx.DiGraph()
+        graph.add_node("", kind="branch", leaf=False, path=str(self.root))
+        for leaf in self._leaves:
+            parts = leaf.node_id.split("/") if leaf.node_id else []
+            parent = ""
+            for i in range(1, len(parts) + 1):
+                nid = "/".join(parts[:i])
+                if nid not in graph:
+                    graph.add_node(nid, kind="branch", leaf=False, path=str(self.root / nid))
+                    graph.add_edge(parent, nid)
+                parent = nid
+            graph.nodes[leaf.node_id].update(kind=leaf.kind, leaf=True, version=leaf.version, content=leaf.content,
+                                             content_hash=leaf.content_hash, file=leaf.file, record=leaf)
+        return graph
 
     def leaves(self) -> list[Leaf]:
-        return [self.graph.nodes[n]["record"] for n in sorted(self.graph.nodes)
-                if self.graph.nodes[n].get("leaf")]
+        return list(self._leaves)
 
     def leaf(self, node_id: str) -> Leaf:
-        return self.graph.nodes[node_id]["record"]
+        return self._by_id[node_id]
 
     def siblings(self, node_id: str) -> list[str]:
         """Other leaves under the same parent folder (for cross-leaf near-duplicate checks)."""
-        parents = list(self.graph.predecessors(node_id))
+        graph = self.graph
+        if node_id not in graph:
+            return []
+        parents = list(graph.predecessors(node_id))
         if not parents:
             return []
-        return sorted(n for n in self.graph.successors(parents[0])
-                      if n != node_id and self.graph.nodes[n].get("leaf"))
+        return sorted(n for n in graph.successors(parents[0]) if n != node_id and graph.nodes[n].get("leaf"))
 
     def content_hash(self) -> str:
         """One hash for the whole taxonomy: every leaf's id and file hash."""
@@ -188,20 +216,17 @@ class Taxonomy:
 
 
 def load_taxonomy(root: str | Path) -> Taxonomy:
-    """Load every qna.yaml under root into the tree. Raises TaxonomyError on unreadable files;
-    schema validity is `validate`'s job (compile runs validate first)."""
+    """Load every qna.yaml under root. Raises TaxonomyError on unreadable files; schema validity
+    is `validate`'s job (compile runs validate first)."""
     root = Path(root)
     if not root.is_dir():
         raise TaxonomyError(f"taxonomy root {root} is not a folder", hint="pass the folder holding the taxonomy")
     root = root.resolve()
-    import networkx as nx
-
     files, problems = walk(root)
     if problems:
         p = problems[0]
         raise TaxonomyError(p.message, path=p.rel, hint=p.hint)
-    graph = nx.DiGraph()
-    graph.add_node("", kind="branch", leaf=False, path=str(root))
+    leaves: list[Leaf] = []
     for f in files:
         if f.rel.rsplit("/", 1)[-1] != QNA:
             raise TaxonomyError(f"file must be named {QNA}", path=f.rel, hint=f"rename it to {QNA}")
@@ -216,17 +241,7 @@ def load_taxonomy(root: str | Path) -> Taxonomy:
                                 hint="start the file with `version:` and the other keys")
         node_id = f.rel.rsplit("/", 1)[0] if "/" in f.rel else ""
         version = loaded.data.get("version", 1)
-        leaf = Leaf(node_id=node_id, file=f.rel, kind=kind_of(f.rel, loaded.data),
-                    version=version if isinstance(version, int) else 1, content=loaded.data,
-                    content_hash=hashlib.sha256(raw).hexdigest())
-        parts = node_id.split("/") if node_id else []
-        parent = ""
-        for i in range(1, len(parts) + 1):
-            nid = "/".join(parts[:i])
-            if nid not in graph:
-                graph.add_node(nid, kind="branch", leaf=False, path=str(root / nid))
-                graph.add_edge(parent, nid)
-            parent = nid
-        graph.nodes[node_id].update(kind=leaf.kind, leaf=True, version=leaf.version, content=leaf.content,
-                                    content_hash=leaf.content_hash, file=f.rel, record=leaf)
-    return Taxonomy(root, graph)
+        leaves.append(Leaf(node_id=node_id, file=f.rel, kind=kind_of(f.rel, loaded.data),
+                           version=version if isinstance(version, int) else 1, content=loaded.data,
+                           content_hash=hashlib.sha256(raw).hexdigest()))
+    return Taxonomy(root, leaves)
