@@ -289,6 +289,7 @@ def growth(args) -> list[dict]:
                          "ms_per_sample": round(1000 * wall / max(1, accepted), 3),
                          "kb_rss_per_sample": round(rss_kb / max(1, accepted), 2),
                          "in_flight": round(stats["mean_in_flight"], 1), "cpu_s": round(cpu, 1),
+                         **_at_server(stats, t0, t0 + wall),
                          "profile": _phases(json.loads(profile.read_text()), t0, t0 + wall) if profile.exists() else None})
             print(json.dumps(rows[-1]), file=sys.stderr)
     print(f"\n`python benchmarks/bench_peers.py --growth --sizes {' '.join(map(str, args.sizes))} --latency "
@@ -300,7 +301,7 @@ def growth(args) -> list[dict]:
         p = [r["profile"]] if r.get("profile") else []
         print(f"| {r['samples']} | {r['accepted']} | {r['wall_s']} | {r['ms_per_sample']} | {r['peak_rss_mb']} | "
               f"{r['kb_rss_per_sample']} | {r['in_flight']} | {r['cpu_s']} | "
-              f"{_share(p, [r['wall_s']], 'to_first_request_s')} | {_share(p, [r['wall_s']], 'after_last_answer_s')} | "
+              f"{_share([r], [r['wall_s']], 'startup_s')} | {_share([r], [r['wall_s']], 'wrapup_s')} | "
               f"{p[0]['phases'].get('writing', 'n/a') if p else 'n/a'} |")
     for a, b in zip(rows, rows[1:]):
         dn = max(1, b["accepted"] - a["accepted"])

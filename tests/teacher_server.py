@@ -200,6 +200,7 @@ class _Stats:
         self.last_done_epoch: float | None = None  # start-up (spawn -> first arrival) and wrap-up
         self.requests = 0
         self.by_status: dict[int, int] = {}
+        self.tokens = {"prompt": 0, "completion": 0}  # the usage of every answer sent
 
     def enter(self) -> int:
         with self.lock:
@@ -223,12 +224,17 @@ class _Stats:
             self.in_flight -= 1
             self.by_status[status] = self.by_status.get(status, 0) + 1
 
+    def count_tokens(self, prompt: int, completion: int) -> None:
+        with self.lock:
+            self.tokens["prompt"] += prompt
+            self.tokens["completion"] += completion
+
     def snapshot(self) -> dict:
         with self.lock:
             span = (self.last_done - self.first) if self.first is not None else 0.0
             return {"requests": self.requests, "max_in_flight": self.max_in_flight,
                     "mean_in_flight": (self.area / span) if span > 0 else 0.0, "busy_s": span,
-                    "by_status": dict(self.by_status), "first_arrival_epoch": self.first_epoch,
+                    "by_status": dict(self.by_status), "tokens": dict(self.tokens), "first_arrival_epoch": self.first_epoch,
                     "last_done_epoch": self.last_done_epoch}
 
 
@@ -497,6 +503,7 @@ class TeacherServer:
             content = made if isinstance(made, str) else json.dumps(made)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
         completion_tokens = len(content.split())
+        self.stats.count_tokens(prompt_tokens, completion_tokens)
         choice: dict[str, Any] = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}
         if body.get("logprobs"):  # OpenAI's shape: one entry per token (here: per whitespace word)
             lp = self.logprob(content)

@@ -382,6 +382,31 @@ def test_an_invalid_taxonomy_is_refused_with_a_location(tmp_path, kdc):
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
+def test_teacher_tokens_count_every_answer_fetched_surplus_included(tmp_path, kdc):
+    """`tokens` are the decided samples' (the same on a re-run); `teacher_tokens` what the teacher
+    processed in this run, as the server's usage adds up: answers still in flight when the quota
+    was met included. Two of the first round's three answers break the schema, so the second
+    round asks for six where two fill the quota."""
+    from test_taxonomy import SKILL, write
+
+    root = tmp_path / "tax"
+    write(root, "compositional_skills/writing/greet/qna.yaml", SKILL)
+    out = tmp_path / "out"
+    with TeacherServer(faults=FaultPlan(by_request={1: "schema", 2: "schema"})) as srv:
+        assert kdc(*compile_args(root, out, srv, "--samples-per-node", "3"))[0] == 0
+        served = srv.stats.snapshot()
+    t, node = (m := json.loads((out / "manifest.json").read_text()))["totals"], m["nodes"]["compositional_skills/writing/greet"]
+    assert t["teacher_calls"] == served["by_status"][200] == 9 and t["accepted"] == 3 and t["rejected"] == 2
+    assert t["teacher_tokens"] == node["run"]["teacher_tokens"] == served["tokens"]
+    assert all(t["tokens"][k] < t["teacher_tokens"][k] for k in ("prompt", "completion"))  # 4 answers surplus
+    before = t["tokens"]
+    with TeacherServer() as srv:  # a re-run: every decision from the cache, nothing asked
+        assert kdc(*compile_args(root, out, srv, "--samples-per-node", "3"))[0] == 0
+        assert srv.chat_requests == 0
+    t = json.loads((out / "manifest.json").read_text())["totals"]
+    assert t["tokens"] == before and t["teacher_tokens"] == {"prompt": 0, "completion": 0}
+
+
 def test_the_sandbox_passes_template_syntax_through_to_the_teacher(tmp_path, kdc):
     leaf = tmp_path / "tax" / "compositional_skills" / "writing" / "freeform" / "trick"
     leaf.mkdir(parents=True)

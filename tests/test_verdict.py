@@ -81,7 +81,7 @@ def test_a_child_that_dies_without_a_verdict_is_replaced_by_the_check_in_process
         from compiler.errors import TaxonomyError
         v = Verdict(sys.argv[1])
         assert v.forked
-        os.kill(v._pid, signal.SIGKILL)
+        os.kill(v._proc.pid, signal.SIGKILL)
         try:
             v.check()
         except TaxonomyError as exc:

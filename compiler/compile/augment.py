@@ -247,6 +247,8 @@ async def augment_leaves(builder: "Builder") -> None:
                 st.cost_usd += answer.cost_usd or 0.0
                 st.lp.view_run["teacher_calls" if asked else "cache_hits"] += 1
                 st.teacher_calls += asked  # (not st.cache_hits: Builder._ask waits on Q&A hits only)
+                if asked:
+                    st.teacher_tokens.update(prompt=answer.prompt_tokens, completion=answer.completion_tokens)
             st.lp.views.append(check_view(vr.kind, vr.chunk, answer.text, answer.finish_reason, aug, vr.key))
         elif isinstance(answer, TeacherFailure):
             st.lp.views.append(ViewRejection(vr.kind, vr.chunk, answer.reason, answer.detail, None, vr.key))

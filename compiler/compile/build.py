@@ -13,6 +13,7 @@ import json
 import logging
 import platform
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -244,7 +245,8 @@ def _write_data(sched: Scheduler, out: Path, broken: dict[str, dict[str, str]], 
             lengths={"question_words": [len(s.record.question.split()) for s in st.accepted],
                      "answer_words": [len(s.record.answer.split()) for s in st.accepted]},
             review=review_entry(st.reviewed["reviewed"], st.reviewed["rejected"]),
-            run={"teacher_calls": st.teacher_calls, "cache_hits": st.cache_hits}, files=builddir.node_files(node_id))
+            run={"teacher_calls": st.teacher_calls, "cache_hits": st.cache_hits, "teacher_tokens": _tokens(st.teacher_tokens)},
+            files=builddir.node_files(node_id))
     builddir.remove_stale(out, set(sched.nodes))
     mixes = build_mixes(out, sched.taxonomy, {n: st.accepted for n, st in sched.nodes.items()},
                         {n: st.lp.train_seeds for n, st in sched.nodes.items()}, mix_config,
@@ -265,6 +267,7 @@ def _write_data(sched: Scheduler, out: Path, broken: dict[str, dict[str, str]], 
                            "completion": sum(n.tokens["completion"] for n in nodes.values())},
                 "cost_usd": round(sum(costs), 6) if all(c is not None for c in costs) else None,
                 "teacher_calls": sum(st.teacher_calls for st in sched.nodes.values()),
+                "teacher_tokens": _tokens(sum((st.teacher_tokens for st in sched.nodes.values()), Counter())),
                 "http_attempts": teacher.stats.calls, "retries": teacher.stats.retries,
                 "mean_in_flight": round(teacher.stats.mean_in_flight, 2), "teacher_workers": teacher.workers,
                 "transport": teacher.transport,
@@ -273,6 +276,10 @@ def _write_data(sched: Scheduler, out: Path, broken: dict[str, dict[str, str]], 
                 **({"batch": sched.batch_stats.to_json()} if sched.batch_stats else {})})
     manifest.recount()
     return manifest
+
+
+def _tokens(c: Counter) -> dict[str, int]:
+    return {"prompt": c["prompt"], "completion": c["completion"]}
 
 
 def _after_build(out: Path, profile: Profile = NULL) -> None:

@@ -57,6 +57,8 @@ class NodeState:
     cost_known: bool = True
     stopped: str | None = None
     teacher_calls: int = 0  # answers fetched from the teacher in this run
+    teacher_tokens: Counter = field(default_factory=Counter)  # ... their prompt and completion tokens,
+    # surplus answers included (a quota met while they were in flight): what the teacher processed
     cache_hits: int = 0
     hits_gated: int = 0  # cache hits of this run already decided by _gate (see Scheduler._ask)
     sent: int = 0  # this node's requests put in flight this run (each gets its place in gate order)
@@ -202,12 +204,14 @@ class Scheduler:
 
     def warm_up(self) -> None:
         """What gating the first answer needs, made while the first requests are out: the gate
-        chain, the taxonomy's tree (networkx), the teacher's price and the answers' validators. Ready before the first answer arrives at a
-        teacher's usual latency; needed or not, it is built once either way."""
+        chain, the taxonomy's tree (networkx), the teacher's price and the answers' validators.
+        Ready before the first answer arrives at a teacher's usual latency; each is built once,
+        here or on first use."""
         self.gatekeeper
         self.taxonomy.graph
         self.teacher.price_known
         ready_validators([st.lp for st in self.nodes.values()])
+        gc.freeze()  # what it built (modules, seed fingerprints) lives as long as the run: see `run`
 
     def _next_round(self, node_ids: list[str]) -> list[tuple[NodeState, int]]:
         """The next round's (node, sample index) pairs of these nodes, in their order: per node
@@ -272,6 +276,7 @@ class Scheduler:
             st.progress.in_flight -= 1
         if isinstance(answer, Completion):
             st.teacher_calls += 1
+            st.teacher_tokens.update(prompt=answer.prompt_tokens, completion=answer.completion_tokens)
             self.spent += answer.cost_usd or 0.0
         elif isinstance(answer, TeacherFailure):
             st.progress.failures += 1

@@ -7,15 +7,13 @@ it out on the other core while this process imports the build's stack, loads the
 the teacher; `check()` then reads it, and raises the error the validation found, before anything
 else happens. What a bad taxonomy costs is unchanged: no request, no file.
 
-The child shares nothing back but a JSON line (the first error, located). Where fork is unsafe
-(not Linux, or threads already running: a test harness's server, say) the check runs in this
-process when `check()` is called, as before.
+The child sends back the first error, located (a dict), and its time. Where fork is unsafe (not
+Linux, or threads already running: a test harness's server, say) the check runs in this process
+when `check()` is called, as before.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import threading
 import time
@@ -47,73 +45,63 @@ def first_error(root: Path, allow_repos: tuple[str, ...] = ()) -> dict[str, Any]
 
 
 def _can_fork() -> bool:
-    return sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1
+    return sys.platform.startswith("linux") and threading.active_count() == 1
+
+
+def _child(conn: Any, root: Path, allow_repos: tuple[str, ...]) -> None:
+    """In the child: (the first error or None, seconds taken) down the pipe. A failure sends
+    nothing (and prints nothing): the parent then runs the check itself and reports what it raises."""
+    started = time.perf_counter()
+    try:
+        error = first_error(root, allow_repos)
+        conn.send((error, round(time.perf_counter() - started, 4)))
+    except BaseException:  # noqa: BLE001 - reported by the parent's own run of the check
+        pass
 
 
 class Verdict:
     """The pending verdict on one taxonomy; `check()` waits for it and raises if it is invalid."""
 
-    def __init__(self, root: Path, allow_repos: tuple[str, ...] = (), *, background: bool | None = None):
+    def __init__(self, root: Path, allow_repos: tuple[str, ...] = ()):
         self.root, self.allow_repos = Path(root), tuple(allow_repos)
-        self.forked = _can_fork() if background is None else background and _can_fork()
-        self._pid: int | None = None
-        self._fd: int | None = None
+        self.forked = _can_fork()
+        self.seconds: float | None = None  # how long the child took (for the profile)
         self._error: dict[str, Any] | None = None
         self._known = False
-        self.seconds: float | None = None  # how long the child took (for the profile)
+        self._proc = self._conn = None
         if self.forked:
-            self._fork()
+            import multiprocessing
 
-    def _fork(self) -> None:
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: one line on the pipe, then gone without running any exit hook
-            code, started = 0, time.perf_counter()
-            try:
-                os.close(r)
-                error = first_error(self.root, self.allow_repos)
-                line = json.dumps({"error": error, "seconds": round(time.perf_counter() - started, 4)})
-            except BaseException:  # noqa: BLE001 - the parent re-runs the check and reports it itself
-                line, code = json.dumps({"retry": True}), 1
-            try:
-                os.write(w, line.encode() + b"\n")
-            finally:
-                os._exit(code)
-        os.close(w)
-        self._pid, self._fd = pid, r
-
-    def _wait(self) -> dict[str, Any] | None:
-        """The child's line (None if it died without one), the child reaped."""
-        chunks = []
-        try:
-            while chunk := os.read(self._fd, 65536):
-                chunks.append(chunk)
-        finally:
-            os.close(self._fd)
-            self._fd = None
-            os.waitpid(self._pid, 0)
-            self._pid = None
-        try:
-            return json.loads(b"".join(chunks))
-        except ValueError:
-            return None
+            ctx = multiprocessing.get_context("fork")
+            self._conn, child_end = ctx.Pipe(duplex=False)
+            self._proc = ctx.Process(target=_child, args=(child_end, self.root, self.allow_repos),
+                                     name="kdc-verdict")  # not a daemon: a big tree's check forks a pool
+            self._proc.start()
+            child_end.close()
 
     def check(self) -> None:
         """Raise the validation's TaxonomyError when the taxonomy is invalid (once known, at once)."""
         if not self._known:
-            got = self._wait() if self._fd is not None else None
-            # no answer from a child (killed, or it failed): the check runs here, raising what it raises
-            self._error = got["error"] if got is not None and "error" in got else first_error(self.root, self.allow_repos)
-            self.seconds = got.get("seconds") if got is not None else None
+            got = None
+            if self._conn is not None:
+                try:
+                    got = self._conn.recv()
+                except (EOFError, OSError):  # the child died or failed without a verdict
+                    pass
+                self.close()
+            if got is not None:
+                self._error, self.seconds = got
+            else:  # no child, or no answer from it: the check runs here, raising what it raises
+                self._error = first_error(self.root, self.allow_repos)
             self._known = True
         if self._error is not None:
             raise TaxonomyError(**self._error)
 
     def close(self) -> None:
-        """Stop a child whose verdict nobody will read (the compile failed for another reason)."""
-        if self._pid is not None:
-            try:
-                os.kill(self._pid, 9)
-            except ProcessLookupError:
-                pass
-            self._wait()
+        """Stop and reap the child (at once when the compile failed before reading its verdict)."""
+        if self._proc is not None:
+            if self._proc.is_alive() and not self._conn.poll():
+                self._proc.kill()
+            self._proc.join()
+            self._conn.close()
+            self._proc = None

@@ -77,7 +77,7 @@ class NodeStats:
     scores: dict[str, list[float]]  # grounding, judge
     lengths: dict[str, list[int]]  # question_words, answer_words
     review: dict[str, Any]  # reviewed, rejected, flagged
-    run: dict[str, int]  # teacher_calls, cache_hits of the run that wrote it
+    run: dict[str, Any]  # teacher_calls, cache_hits, teacher_tokens of the run that wrote it
     files: dict[str, str]  # train, rejected, eval: paths relative to the build
     coverage: dict[str, Any] | None = None  # knowledge only: chunks, covered, share
     views: dict[str, Any] | None = None  # knowledge with augmentation: accepted/rejected views, units
