@@ -175,5 +175,9 @@ def test_pure_python_minhash_and_similarity_match_the_numpy_path(lists, threshol
     assert minhash.permutations_py(checks.NUM_PERM) == ([int(x) for x in a], [int(x) for x in b])
     refs = [checks.SeedRef(f"s{i}", i + 1, 1, checks._digest(" ".join(t)), "", sig)
             for i, (t, sig) in enumerate(zip(lists, py_sigs))]
-    big = (refs * 64)[:64]  # 64 x 64 pairs: past the size where similar_pairs switches to numpy
+    big = (refs * 128)[:128]  # 128 x 128 pairs: past the size where similar_pairs switches to numpy
+    assert len(big) ** 2 > checks.SMALL_PAIRS
     assert checks._similar_small(big, big, True, threshold) == checks.similar_pairs(big, None, threshold)
+    left, right = big[:100], big[100:] + big[:102]  # two lists (a leaf against its siblings), 13,000 pairs
+    assert len(left) * len(right) > checks.SMALL_PAIRS
+    assert checks._similar_small(left, right, False, threshold) == checks.similar_pairs(left, right, threshold)

@@ -8,7 +8,9 @@ sibling leaves can be compared from cached signatures without re-reading files.
 from __future__ import annotations
 
 import hashlib
+import operator
 import re
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +21,7 @@ from compiler import minhash
 from compiler.io.yamlload import mark_of, node_at
 
 NUM_PERM = 128
+SMALL_PAIRS = 12_000  # up to this many pairs, similar_pairs compares by hand (no numpy import)
 _WORD = re.compile(r"\w+")
 
 
@@ -178,7 +181,7 @@ def similar_pairs(left: list[SeedRef], right: list[SeedRef] | None, threshold: f
     right = left if right is None else right
     if not left or not right:
         return []
-    if len(left) * len(right) <= 2500:  # a leaf or a small family: no numpy import
+    if len(left) * len(right) <= SMALL_PAIRS:  # a leaf or a small family: no numpy import
         return _similar_small(left, right, same_list, threshold)
     import numpy as np
 
@@ -204,16 +207,22 @@ def similar_pairs(left: list[SeedRef], right: list[SeedRef] | None, threshold: f
 
 def _similar_small(left: list[SeedRef], right: list[SeedRef], same_list: bool, threshold: float
                    ) -> list[tuple[int, int, float]]:
-    """similar_pairs by hand for a few refs (the same pairs, similarities and order)."""
+    """similar_pairs by hand for a few refs (the same pairs, similarities and order): each
+    signature unpacked once, equal values counted in C (map, sum). ~3 us a pair, so up to
+    SMALL_PAIRS this beats importing numpy (~50 ms)."""
+    n = len(left[0].signature) // 4
+    unpack = struct.Struct(f"<{n}I").unpack
+    lv = [unpack(r.signature) for r in left]
+    rv = lv if same_list else [unpack(r.signature) for r in right]
     out: list[tuple[int, int, float]] = []
     for i, x in enumerate(left):
-        for j, y in enumerate(right):
-            if same_list and j <= i:
-                continue
+        xv = lv[i]
+        for j in range(i + 1 if same_list else 0, len(right)):
+            y = right[j]
             if x.norm == y.norm:
                 out.append((i, j, 1.0))
             elif x.context == y.context:
-                sim = minhash.estimate(x.signature, y.signature)
+                sim = sum(map(operator.eq, xv, rv[j])) / n
                 if sim >= threshold:
                     out.append((i, j, sim))
     out.sort()
