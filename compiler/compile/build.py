@@ -154,9 +154,10 @@ def _setup(cfg: CompileConfig, profile: Profile) -> tuple["GateConfig", str, Tea
                           concurrency=cfg.concurrency, sampling=cfg.sampling,
                           workers=1 if cfg.dry_run else cfg.teacher_workers,
                           logprobs=gates.min_mean_logprob is not None)
-        from compiler.compile import batchrun
+        if cfg.batch:
+            from compiler.compile import batchrun
 
-        batchrun.check(cfg, teacher)  # --batch with a provider that has no batch API fails here
+            batchrun.check(cfg, teacher)  # --batch with a provider that has no batch API fails here
     return gates, judge_note, teacher
 
 
