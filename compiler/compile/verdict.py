@@ -104,4 +104,4 @@ class Verdict:
                 self._proc.kill()
             self._proc.join()
             self._conn.close()
-            self._proc = None
+            self._proc = self._conn = None
