@@ -12,8 +12,9 @@ start to exit, the tools alternating within each repetition. Per run:
   wall s       spawn to exit
   start-up     spawn to the first request's arrival at the server; wrap-up: the server's last
                answer to exit (both on the server's clock: what kdc reports of itself is not used)
-and for kdc its phase profile (`kdc compile --profile`): import, validate, plan, setup,
-generation (first request, last answer, gating), writing, card, report, exit.
+and for kdc its phase profile (`kdc compile --profile`): import, config, load, setup, validate (the
+wait for the verdict), plan, generation (first request, last answer, gating), writing, card,
+report, exit.
 
     python benchmarks/bench_peers.py                       # all tools, 1,000 samples, 3 reps
     python benchmarks/bench_peers.py --tools kdc,aiohttp --reps 5 --json out.json
@@ -251,9 +252,9 @@ def print_table(rows: list[dict], args, load: tuple[float, ...]) -> None:
         cells += [statistics.median(p["gating_s"].get(k, 0.0) for p in prof) for k in prof[0]["gating_s"]]
         print("| " + " | ".join(f"{c:.2f}" for c in cells) + " |")
         walls = [r["wall_s"] for r in rows if r["tool"] == "kdc" and "profile" in r]
-        print(f"\nkdc start-up (spawn to first request) {_share(prof, walls, 'to_first_request_s')}, "
-              f"wrap-up (last answer to exit) {_share(prof, walls, 'after_last_answer_s')} of the wall time "
-              "(median over runs)")
+        print(f"\nkdc's own stamps (its profile, not the teacher's clock): start-up (spawn to first request "
+              f"sent) {_share(prof, walls, 'to_first_request_s')}, wrap-up (last answer read to exit) "
+              f"{_share(prof, walls, 'after_last_answer_s')} of the wall time (median over runs)")
     for r in rows:
         if "error" in r:
             print(f"\n{r['tool']} failed:\n{r['error']}", file=sys.stderr)
@@ -270,8 +271,6 @@ def _share(prof: list[dict], walls: list[float], key: str) -> str:
 
 def growth(args) -> list[dict]:
     """kdc alone at each size (20 ms teacher): time and peak RSS per accepted sample, and the slope."""
-    import resource
-
     rows = []
     for n in args.sizes:
         with tempfile.TemporaryDirectory(prefix="kdc-growth-") as tmp:

@@ -14,6 +14,7 @@ module imports numpy and datasketch only inside the functions that need them.
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
 import struct
 from functools import lru_cache
@@ -298,7 +299,16 @@ def signatures(token_lists: list[list[str]], num_perm: int) -> list[bytes]:
     return [sig.astype("<u4").tobytes() for sig in signature_matrix(hv, sizes, num_perm)]
 
 
+def signature_values(signature: bytes) -> tuple[int, ...]:
+    """A signature's MinHash values (unpack once when comparing it with many: `share_equal`)."""
+    return struct.unpack(f"<{len(signature) // 4}I", signature)
+
+
+def share_equal(x: tuple[int, ...], y: tuple[int, ...]) -> float:
+    """The share of equal values of two unpacked signatures, counted in C (map, sum): ~3 us."""
+    return sum(map(operator.eq, x, y)) / len(x)
+
+
 def estimate(x: bytes, y: bytes) -> float:
     """Estimated Jaccard similarity of two signatures: the share of equal MinHash values."""
-    n = len(x) // 4
-    return sum(p == q for p, q in zip(struct.unpack(f"<{n}I", x), struct.unpack(f"<{n}I", y))) / n
+    return share_equal(signature_values(x), signature_values(y))

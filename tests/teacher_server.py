@@ -196,8 +196,6 @@ class _Stats:
         self.first: float | None = None
         self.last_change = 0.0
         self.last_done = 0.0
-        self.first_epoch: float | None = None  # the same two instants on the wall clock, for a client's
-        self.last_done_epoch: float | None = None  # start-up (spawn -> first arrival) and wrap-up
         self.requests = 0
         self.by_status: dict[int, int] = {}
         self.tokens = {"prompt": 0, "completion": 0}  # the usage of every answer sent
@@ -207,7 +205,6 @@ class _Stats:
             now = time.monotonic()
             if self.first is None:
                 self.first = self.last_change = now
-                self.first_epoch = time.time()
             self.area += self.in_flight * (now - self.last_change)
             self.last_change = now
             self.in_flight += 1
@@ -220,7 +217,6 @@ class _Stats:
             now = time.monotonic()
             self.area += self.in_flight * (now - self.last_change)
             self.last_change = self.last_done = now
-            self.last_done_epoch = time.time()
             self.in_flight -= 1
             self.by_status[status] = self.by_status.get(status, 0) + 1
 
@@ -232,10 +228,12 @@ class _Stats:
     def snapshot(self) -> dict:
         with self.lock:
             span = (self.last_done - self.first) if self.first is not None else 0.0
-            return {"requests": self.requests, "max_in_flight": self.max_in_flight,
+            to_epoch = time.time() - time.monotonic()  # the busy period on the wall clock, for a client's
+            return {"requests": self.requests, "max_in_flight": self.max_in_flight,  # start-up and wrap-up
                     "mean_in_flight": (self.area / span) if span > 0 else 0.0, "busy_s": span,
-                    "by_status": dict(self.by_status), "tokens": dict(self.tokens), "first_arrival_epoch": self.first_epoch,
-                    "last_done_epoch": self.last_done_epoch}
+                    "by_status": dict(self.by_status), "tokens": dict(self.tokens),
+                    "first_arrival_epoch": None if self.first is None else self.first + to_epoch,
+                    "last_done_epoch": None if self.first is None else self.last_done + to_epoch}
 
 
 class QuietHTTPServer(ThreadingHTTPServer):

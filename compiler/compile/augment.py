@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-
 from compiler.compile.generate import json_object
 from compiler.compile.plan import TEMPLATES, LeafPlan, Unit, _rng, set_units
 from compiler.llm.cache import request_key

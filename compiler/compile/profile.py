@@ -22,6 +22,7 @@ import functools
 import gc
 import inspect
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -34,8 +35,6 @@ def process_started() -> float | None:
     clock: psutil's create_time adds that age to the boot time, which Linux gives in whole
     seconds, and so is off by up to a second."""
     try:
-        import os
-
         with open("/proc/self/stat", "rb") as fh:
             after_name = fh.read().rsplit(b")", 1)[1].split()  # the name, field 2, may hold spaces
         ticks = int(after_name[19])  # field 22: start time, in ticks after boot

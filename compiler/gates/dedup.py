@@ -70,9 +70,8 @@ class Dedup:
                 index.add(i, shingles(text))
 
     def _sibling_ids(self, node_id: str) -> frozenset[str]:
-        if node_id not in self._siblings:  # a node the taxonomy does not know has no siblings
-            known = node_id in self.taxonomy.graph
-            self._siblings[node_id] = frozenset(self.taxonomy.siblings(node_id) if known else ())
+        if node_id not in self._siblings:  # (a node the taxonomy does not know has none)
+            self._siblings[node_id] = frozenset(self.taxonomy.siblings(node_id))
         return self._siblings[node_id]
 
     def _family(self, node_id: str) -> NearIndex:

@@ -8,9 +8,7 @@ sibling leaves can be compared from cached signatures without re-reading files.
 from __future__ import annotations
 
 import hashlib
-import operator
 import re
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -208,12 +206,9 @@ def similar_pairs(left: list[SeedRef], right: list[SeedRef] | None, threshold: f
 def _similar_small(left: list[SeedRef], right: list[SeedRef], same_list: bool, threshold: float
                    ) -> list[tuple[int, int, float]]:
     """similar_pairs by hand for a few refs (the same pairs, similarities and order): each
-    signature unpacked once, equal values counted in C (map, sum). ~3 us a pair, so up to
-    SMALL_PAIRS this beats importing numpy (~50 ms)."""
-    n = len(left[0].signature) // 4
-    unpack = struct.Struct(f"<{n}I").unpack
-    lv = [unpack(r.signature) for r in left]
-    rv = lv if same_list else [unpack(r.signature) for r in right]
+    signature unpacked once, ~3 us a pair, so up to SMALL_PAIRS this beats importing numpy (~50 ms)."""
+    lv = [minhash.signature_values(r.signature) for r in left]
+    rv = lv if same_list else [minhash.signature_values(r.signature) for r in right]
     out: list[tuple[int, int, float]] = []
     for i, x in enumerate(left):
         xv = lv[i]
@@ -222,7 +217,7 @@ def _similar_small(left: list[SeedRef], right: list[SeedRef], same_list: bool, t
             if x.norm == y.norm:
                 out.append((i, j, 1.0))
             elif x.context == y.context:
-                sim = sum(map(operator.eq, xv, rv[j])) / n
+                sim = minhash.share_equal(xv, rv[j])
                 if sim >= threshold:
                     out.append((i, j, sim))
     out.sort()
